@@ -1,0 +1,84 @@
+//! The engine's error type. `api` maps it to HTTP in one place; the variants say whose fault an
+//! error is (caller, stored data, or the machine) so that mapping needs no string matching.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::filter::FilterError;
+use crate::types::InputError;
+
+/// Errors from opening, writing or reading a collection.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The caller's batch or request is invalid; nothing was written.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// A filter failed to parse (only reachable through the engine's JSON helpers).
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    /// A file is damaged in a way recovery must not guess about (not a torn tail).
+    /// The collection refuses to open; other collections are unaffected.
+    #[error("corrupt data in {file}: {reason} (at byte offset {offset})")]
+    Corrupt {
+        /// The damaged file.
+        file: PathBuf,
+        /// Byte offset of the first bad byte found.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// An I/O operation failed; `op` says which, `path` where.
+    #[error("I/O error during {op} on {path}: {source}")]
+    Io {
+        /// What the engine was doing.
+        op: &'static str,
+        /// The file or folder involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The device is full (ENOSPC/EDQUOT); the write was rolled back and reads still work.
+    #[error("no space left on device while writing {path}")]
+    NoSpace {
+        /// The file being written.
+        path: PathBuf,
+    },
+    /// Another process (or another handle in this one) holds the folder's lock.
+    #[error("{path} is locked by another vectord process")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// A WAL sync failed after the write became visible; the collection refuses writes until it
+    /// is reopened, because the OS may have dropped the dirty pages (fsync-gate).
+    #[error("collection is read-only after a failed WAL sync: {0}")]
+    Poisoned(String),
+    /// The folder was written by an unknown format version.
+    #[error("{path} has format version {found}; this build reads version {expected}")]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// Version found.
+        found: u32,
+        /// Version this build understands.
+        expected: u32,
+    },
+}
+
+impl EngineError {
+    /// Wraps an I/O error, turning "disk full" into its own variant.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> EngineError {
+        let path = path.into();
+        // ENOSPC = 28, EDQUOT = 122 on Linux: both mean "make room and retry".
+        if source.kind() == io::ErrorKind::StorageFull || matches!(source.raw_os_error(), Some(28 | 122)) {
+            return EngineError::NoSpace { path };
+        }
+        EngineError::Io { op, path, source }
+    }
+
+    /// True when the caller caused the error (a 4xx on the wire).
+    pub fn is_user_error(&self) -> bool {
+        matches!(self, EngineError::Input(_) | EngineError::Filter(_))
+    }
+}

@@ -1,0 +1,14 @@
+//! vectord: a self-hosted vector retrieval server that speaks Chroma's HTTP API.
+//!
+//! # Layout
+//! - [`types`]: the engine's public vocabulary (records, batches, requests, results).
+//! - [`filter`]: `where` / `where_document` parsing and evaluation.
+//! - [`engine`]: durable collections (WAL, recovery, exact search).
+//! - [`index`]: distance kernels and ANN indexes.
+//!
+//! `ARCHITECTURE.md` at the repository root maps the modules and their invariants.
+#![warn(missing_docs)]
+
+pub mod filter;
+pub mod types;
+pub mod engine;

@@ -9,6 +9,7 @@
 //! `ARCHITECTURE.md` at the repository root maps the modules and their invariants.
 #![warn(missing_docs)]
 
-pub mod filter;
-pub mod types;
 pub mod engine;
+pub mod filter;
+pub mod index;
+pub mod types;

@@ -423,7 +423,9 @@ fn find_valid_record(data: &[u8], from: usize, last_seq: u64) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn collect(dir: &Path) -> Result<(WalWriter, Vec<(u64, Vec<u8>)>), EngineError> {
+    type Replayed = Vec<(u64, Vec<u8>)>;
+
+    fn collect(dir: &Path) -> Result<(WalWriter, Replayed), EngineError> {
         let mut got = Vec::new();
         let w = recover(dir, DEFAULT_ROTATE_BYTES, |seq, p, _, _| {
             got.push((seq, p.to_vec()));

@@ -18,6 +18,8 @@ mod ast;
 mod eval;
 mod parse;
 
+#[cfg(test)]
+mod proptests;
 
 pub use ast::{DocumentOp, Filter, MetadataOp, Number, Scalar, ScalarSet};
 pub use parse::{parse_where, parse_where_document, MAX_DEPTH, MAX_REGEXES, REGEX_SIZE_LIMIT};

@@ -1,7 +1,7 @@
 //! Chroma's `where` / `where_document` filters: JSON → typed AST (with Chroma's validation
 //! messages) and evaluation against one record's metadata and document.
 //!
-//! - [`ast`](Filter): the public tree ([`Filter`], [`MetadataOp`], [`DocumentOp`], operands).
+//! - the public tree: [`Filter`], [`MetadataOp`], [`DocumentOp`] and their operands.
 //! - parsing: [`parse_where`], [`parse_where_document`], [`parse`] follow Chroma 1.5.9's
 //!   `rust/types/src/where_parsing.rs` rule for rule; every rejection is a [`FilterError`] whose
 //!   `Display` is the message Chroma sends.

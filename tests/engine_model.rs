@@ -32,6 +32,8 @@ enum Op {
     /// Get records whose int key `a` is >= the value, with offset and limit.
     GetWhere(i8, u8, Option<u8>),
     Reopen,
+    /// Write the memtable out as a segment.
+    Flush,
     Query([i8; DIM], u8),
 }
 
@@ -167,7 +169,7 @@ impl Model {
                     self.order.retain(|x| *x != id);
                 }
             }
-            Op::Reopen | Op::Query(..) | Op::GetWhere(..) => {}
+            Op::Reopen | Op::Flush | Op::Query(..) | Op::GetWhere(..) => {}
         }
     }
 
@@ -232,7 +234,7 @@ fn batch(op: &Op) -> Option<WriteBatch> {
             filter: Some(gte_filter(*v)),
             limit: limit.map(u32::from),
         }),
-        Op::Reopen | Op::Query(..) | Op::GetWhere(..) => return None,
+        Op::Reopen | Op::Flush | Op::Query(..) | Op::GetWhere(..) => return None,
     })
 }
 
@@ -269,6 +271,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
         1 => (-5i8..5, proptest::option::of(0u8..3)).prop_map(|(v, l)| Op::DeleteWhere(v, l)),
         2 => (-5i8..5, 0u8..3, proptest::option::of(0u8..4)).prop_map(|(v, o, l)| Op::GetWhere(v, o, l)),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Flush),
         3 => (v(), 0u8..6).prop_map(|(v, k)| Op::Query(v, k)),
     ]
 }
@@ -277,16 +280,23 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
-    fn engine_matches_model(ops in proptest::collection::vec(arb_op(), 1..40)) {
+    fn engine_matches_model(ops in proptest::collection::vec(arb_op(), 1..40), memtable_rows in 2usize..12) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c");
         let mut c = Collection::create(&path, CollectionConfig { space: Space::L2, ..Default::default() }).unwrap();
+        // Tiny memtables: most sequences flush several segments, so reads merge segments,
+        // a frozen-then-installed memtable, tombstones and the WAL tail.
+        c.set_memtable_rows(memtable_rows);
         let mut model = Model::default();
         for op in &ops {
             match op {
                 Op::Reopen => {
                     drop(c);
                     c = Collection::open(&path).unwrap();
+                    c.set_memtable_rows(memtable_rows);
+                }
+                Op::Flush => {
+                    c.flush().unwrap();
                 }
                 Op::GetWhere(v, offset, limit) => {
                     let got = c.get(&GetRequest {

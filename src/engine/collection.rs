@@ -91,8 +91,219 @@ impl Manifest {
 
 /// A durable collection of records. `Send + Sync`: share it as `Arc<Collection>`. Every method
 /// may block (fsync, CPU-bound search), so async callers run them on blocking threads.
+///
+/// A background thread per collection flushes the memtable once it passes its size limit, so
+/// the write that crosses the limit is not the one that pays for the flush. Dropping the handle
+/// stops that thread (an in-progress flush completes first); [`Collection::close`] also flushes.
 #[derive(Debug)]
 pub struct Collection {
+    inner: Arc<Inner>,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Wakes the background worker.
+#[derive(Debug, Default)]
+struct Background {
+    state: Mutex<BackgroundState>,
+    cv: parking_lot::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct BackgroundState {
+    shutdown: bool,
+    flush_requested: bool,
+}
+
+/// How far past its limit the memtable may grow while a background flush catches up before
+/// writers flush in the foreground (bounds memory when writes outpace flushes).
+const MEMTABLE_HARD_FACTOR: usize = 4;
+
+impl Collection {
+    /// Creates an empty collection in `dir` (created if missing; must not hold a collection).
+    pub fn create(dir: &Path, config: CollectionConfig) -> Result<Collection, EngineError> {
+        Ok(Self::start(Inner::create(dir, config)?))
+    }
+
+    /// Opens the collection in `dir`: maps its segments (no index is rebuilt) and replays the
+    /// WAL records after the last flush. A torn WAL tail (a write cut by a crash, never
+    /// acknowledged) is truncated; any other damage fails with the file and offset.
+    pub fn open(dir: &Path) -> Result<Collection, EngineError> {
+        Ok(Self::start(Inner::open(dir)?))
+    }
+
+    fn start(inner: Inner) -> Collection {
+        let inner = Arc::new(inner);
+        let for_worker = Arc::clone(&inner);
+        let worker = std::thread::Builder::new()
+            .name("vectord-flush".into())
+            .spawn(move || background_loop(&for_worker))
+            .map_err(|e| tracing::error!(error = %e, "could not start the flush thread; writers will flush"))
+            .ok();
+        Collection { inner, worker }
+    }
+
+    /// The folder holding the collection.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Space and HNSW parameters.
+    pub fn config(&self) -> CollectionConfig {
+        self.inner.manifest.lock().config
+    }
+
+    /// The embedding dimension, fixed by the first write that stored a vector.
+    pub fn dimension(&self) -> Option<usize> {
+        self.inner.state.read().dimension()
+    }
+
+    /// Number of live records.
+    pub fn count(&self) -> u64 {
+        self.inner.state.read().len() as u64
+    }
+
+    /// Number of published segments.
+    pub fn segment_count(&self) -> usize {
+        self.inner.state.read().segments().len()
+    }
+
+    /// The change-feed position stored with the newest batch that carried one.
+    pub fn source_position(&self) -> Option<SourcePosition> {
+        self.inner.source_position.read().clone()
+    }
+
+    /// Sets the memtable size (rows) at which the memtable is flushed.
+    pub fn set_memtable_rows(&self, rows: usize) {
+        self.inner
+            .memtable_rows
+            .store(rows.max(1), Ordering::Relaxed);
+    }
+
+    /// Replaces the HNSW parameters (the space never changes); persisted atomically.
+    pub fn set_hnsw(&self, hnsw: HnswParams) -> Result<(), EngineError> {
+        self.inner.set_hnsw(hnsw)
+    }
+
+    /// Applies one batch atomically and returns once it is durable. `source_position` (the
+    /// pgvector sync's checkpoint) is stored in the same WAL record, so it is durable exactly
+    /// when the data is.
+    ///
+    /// Semantics follow Chroma: add ignores ids already present (and repeats within the batch);
+    /// upsert inserts or merges; update merges into existing records and ignores unknown ids;
+    /// metadata merges key by key with `None` deleting a key; delete with neither ids nor filter
+    /// deletes nothing.
+    pub fn apply(
+        &self,
+        batch: WriteBatch,
+        source_position: Option<SourcePosition>,
+    ) -> Result<ApplyOutcome, EngineError> {
+        let (outcome, memtable_rows) = self.inner.apply(batch, source_position)?;
+        let limit = self.inner.memtable_rows.load(Ordering::Relaxed);
+        let behind = memtable_rows >= limit.saturating_mul(MEMTABLE_HARD_FACTOR);
+        if memtable_rows >= limit && (behind || self.worker.is_none()) {
+            // The background flush is not keeping up (or not running): this writer flushes. The
+            // batch is durable whatever happens here; a failed flush is retried later.
+            if let Err(e) = self.inner.flush() {
+                tracing::warn!(collection = %self.inner.dir.display(), error = %e, "memtable flush failed; will retry");
+            }
+        } else if memtable_rows >= limit {
+            let mut st = self.inner.background.state.lock();
+            st.flush_requested = true;
+            self.inner.background.cv.notify_one();
+        }
+        Ok(outcome)
+    }
+
+    /// Writes the memtable out as a segment and drops the WAL it covers, now. Returns whether a
+    /// segment was written.
+    pub fn flush(&self) -> Result<bool, EngineError> {
+        self.inner.flush()
+    }
+
+    /// Records by ids and/or filter, in insertion order, then `offset` and `limit`.
+    pub fn get(&self, req: &GetRequest) -> Result<GetResult, EngineError> {
+        self.inner.state.read().get(req)
+    }
+
+    /// The `n_results` nearest records per query vector among those passing `ids` and the
+    /// filter, nearest first.
+    pub fn query(&self, req: &QueryRequest) -> Result<QueryResult, EngineError> {
+        self.inner.state.read().query(req)
+    }
+
+    /// Ids of all live records (reconciliation and tests; O(n)).
+    pub fn ids(&self) -> Result<HashSet<String>, EngineError> {
+        self.inner.state.read().live_ids()
+    }
+
+    /// Sizes and counts for metrics and status pages.
+    pub fn stats(&self) -> CollectionStats {
+        self.inner.stats()
+    }
+
+    /// Reads every block of every segment file and checks its checksum (a scrub). Reads verify
+    /// blocks on first touch anyway; this finds damage in data nobody has read yet.
+    pub fn verify(&self) -> Result<(), EngineError> {
+        let segments: Vec<Arc<Segment>> = self
+            .inner
+            .state
+            .read()
+            .segments()
+            .iter()
+            .map(|s| Arc::clone(&s.seg))
+            .collect();
+        segments.iter().try_for_each(|s| s.verify_all())
+    }
+
+    /// Flushes the memtable so the next open maps everything instead of replaying the WAL, then
+    /// stops the background thread.
+    pub fn close(self) -> Result<(), EngineError> {
+        self.inner.flush().map(|_| ())
+    }
+}
+
+impl Drop for Collection {
+    fn drop(&mut self) {
+        {
+            let mut st = self.inner.background.state.lock();
+            st.shutdown = true;
+            self.inner.background.cv.notify_all();
+        }
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn background_loop(inner: &Inner) {
+    loop {
+        {
+            let mut st = inner.background.state.lock();
+            while !st.shutdown && !st.flush_requested {
+                inner.background.cv.wait(&mut st);
+            }
+            if st.shutdown {
+                return;
+            }
+            st.flush_requested = false;
+        }
+        if let Err(e) = inner.flush() {
+            tracing::warn!(collection = %inner.dir.display(), error = %e, "background flush failed; retrying in 1 s");
+            let mut st = inner.background.state.lock();
+            if !st.shutdown {
+                inner
+                    .background
+                    .cv
+                    .wait_for(&mut st, std::time::Duration::from_secs(1));
+                st.flush_requested = true;
+            }
+        }
+    }
+}
+
+/// The collection proper; [`Collection`] is its handle plus the background thread.
+#[derive(Debug)]
+struct Inner {
     dir: PathBuf,
     _lock: DirLock,
     state: RwLock<State>,
@@ -104,11 +315,11 @@ pub struct Collection {
     /// One flush at a time.
     flushing: Mutex<()>,
     memtable_rows: AtomicUsize,
+    background: Background,
 }
 
-impl Collection {
-    /// Creates an empty collection in `dir` (created if missing; must not hold a collection).
-    pub fn create(dir: &Path, config: CollectionConfig) -> Result<Collection, EngineError> {
+impl Inner {
+    fn create(dir: &Path, config: CollectionConfig) -> Result<Inner, EngineError> {
         config.validate()?;
         create_dir_durable(dir)?;
         let lock = DirLock::acquire(dir)?;
@@ -127,15 +338,12 @@ impl Collection {
         Self::open_locked(dir, lock)
     }
 
-    /// Opens the collection in `dir`: maps its segments (no index is rebuilt) and replays the
-    /// WAL records after the last flush. A torn WAL tail (a write cut by a crash, never
-    /// acknowledged) is truncated; any other damage fails with the file and offset.
-    pub fn open(dir: &Path) -> Result<Collection, EngineError> {
+    fn open(dir: &Path) -> Result<Inner, EngineError> {
         let lock = DirLock::acquire(dir)?;
         Self::open_locked(dir, lock)
     }
 
-    fn open_locked(dir: &Path, lock: DirLock) -> Result<Collection, EngineError> {
+    fn open_locked(dir: &Path, lock: DirLock) -> Result<Inner, EngineError> {
         let started = std::time::Instant::now();
         let path = dir.join(MANIFEST);
         let bytes = fs::read(&path).map_err(|e| EngineError::io("read MANIFEST", &path, e))?;
@@ -230,7 +438,7 @@ impl Collection {
             "collection opened"
         );
         let durability = Arc::clone(writer.durability());
-        Ok(Collection {
+        Ok(Inner {
             dir: dir.to_path_buf(),
             _lock: lock,
             state: RwLock::new(state),
@@ -240,46 +448,11 @@ impl Collection {
             source_position: RwLock::new(position),
             flushing: Mutex::new(()),
             memtable_rows: AtomicUsize::new(DEFAULT_MEMTABLE_ROWS),
+            background: Background::default(),
         })
     }
 
-    /// The folder holding the collection.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Space and HNSW parameters.
-    pub fn config(&self) -> CollectionConfig {
-        self.manifest.lock().config
-    }
-
-    /// The embedding dimension, fixed by the first write that stored a vector.
-    pub fn dimension(&self) -> Option<usize> {
-        self.state.read().dimension()
-    }
-
-    /// Number of live records.
-    pub fn count(&self) -> u64 {
-        self.state.read().len() as u64
-    }
-
-    /// Number of published segments.
-    pub fn segment_count(&self) -> usize {
-        self.state.read().segments().len()
-    }
-
-    /// The change-feed position stored with the newest batch that carried one.
-    pub fn source_position(&self) -> Option<SourcePosition> {
-        self.source_position.read().clone()
-    }
-
-    /// Sets the memtable size (rows) at which a write triggers a flush.
-    pub fn set_memtable_rows(&self, rows: usize) {
-        self.memtable_rows.store(rows.max(1), Ordering::Relaxed);
-    }
-
-    /// Replaces the HNSW parameters (the space never changes); persisted atomically.
-    pub fn set_hnsw(&self, hnsw: HnswParams) -> Result<(), EngineError> {
+    fn set_hnsw(&self, hnsw: HnswParams) -> Result<(), EngineError> {
         hnsw.validate()?;
         let _w = self.writer.lock();
         let mut m = self.manifest.lock();
@@ -290,19 +463,12 @@ impl Collection {
         Ok(())
     }
 
-    /// Applies one batch atomically and returns once it is durable. `source_position` (the
-    /// pgvector sync's checkpoint) is stored in the same WAL record, so it is durable exactly
-    /// when the data is.
-    ///
-    /// Semantics follow Chroma: add ignores ids already present (and repeats within the batch);
-    /// upsert inserts or merges; update merges into existing records and ignores unknown ids;
-    /// metadata merges key by key with `None` deleting a key; delete with neither ids nor filter
-    /// deletes nothing.
-    pub fn apply(
+    /// Applies and makes durable one batch; also returns the active memtable's row count.
+    fn apply(
         &self,
         batch: WriteBatch,
         source_position: Option<SourcePosition>,
-    ) -> Result<ApplyOutcome, EngineError> {
+    ) -> Result<(ApplyOutcome, usize), EngineError> {
         batch.validate()?;
         let mut writer = self.writer.lock();
         if let Some(why) = self.durability.failure() {
@@ -324,7 +490,7 @@ impl Collection {
             drop(writer);
             self.durability.wait(seq, &self.writer)?;
             outcome.seq = seq;
-            return Ok(outcome);
+            return Ok((outcome, self.state.read().active_rows()));
         }
         let entry = LogEntry {
             ops,
@@ -334,7 +500,7 @@ impl Collection {
             .encode()
             .map_err(|e| EngineError::Internal(format!("encoding a WAL record: {e}")))?;
         let seq = writer.append(&payload)?;
-        let needs_flush = {
+        let memtable_rows = {
             let mut state = self.state.write();
             for op in entry.ops {
                 if let Err(e) = state.apply(op) {
@@ -345,7 +511,7 @@ impl Collection {
                     return Err(EngineError::Internal(why));
                 }
             }
-            state.active_rows() >= self.memtable_rows.load(Ordering::Relaxed)
+            state.active_rows()
         };
         if entry.source_position.is_some() {
             *self.source_position.write() = entry.source_position;
@@ -353,18 +519,12 @@ impl Collection {
         drop(writer);
         self.durability.wait(seq, &self.writer)?;
         outcome.seq = seq;
-        if needs_flush {
-            // The batch is durable whatever happens here: a failed flush is retried by the next.
-            if let Err(e) = self.flush() {
-                tracing::warn!(collection = %self.dir.display(), error = %e, "memtable flush failed; will retry");
-            }
-        }
-        Ok(outcome)
+        Ok((outcome, memtable_rows))
     }
 
     /// Writes the memtable out as a segment and drops the WAL it covers. Returns whether a
-    /// segment was written. Called by writes past the memtable limit and at clean shutdown.
-    pub fn flush(&self) -> Result<bool, EngineError> {
+    /// segment was written.
+    fn flush(&self) -> Result<bool, EngineError> {
         let _one = self.flushing.lock();
         // 1. Freeze (or pick up a frozen memtable a failed flush left behind, with the WAL
         //    position it was frozen at — not today's, which may include newer records).
@@ -445,24 +605,7 @@ impl Collection {
         Ok(true)
     }
 
-    /// Records by ids and/or filter, in insertion order, then `offset` and `limit`.
-    pub fn get(&self, req: &GetRequest) -> Result<GetResult, EngineError> {
-        self.state.read().get(req)
-    }
-
-    /// The `n_results` nearest records per query vector among those passing `ids` and the
-    /// filter, nearest first. Exact search.
-    pub fn query(&self, req: &QueryRequest) -> Result<QueryResult, EngineError> {
-        self.state.read().query(req)
-    }
-
-    /// Ids of all live records (reconciliation and tests; O(n)).
-    pub fn ids(&self) -> Result<HashSet<String>, EngineError> {
-        self.state.read().live_ids()
-    }
-
-    /// Sizes and counts for metrics and status pages.
-    pub fn stats(&self) -> CollectionStats {
+    fn stats(&self) -> CollectionStats {
         let state = self.state.read();
         let segments = state.segments();
         CollectionStats {
@@ -475,24 +618,6 @@ impl Collection {
             memtable_bytes: state.active_bytes(),
             wal_bytes: self.writer.lock().current_file_bytes(),
         }
-    }
-
-    /// Reads every block of every segment file and checks its checksum (a scrub). Reads verify
-    /// blocks on first touch anyway; this finds damage in data nobody has read yet.
-    pub fn verify(&self) -> Result<(), EngineError> {
-        let segments: Vec<Arc<Segment>> = self
-            .state
-            .read()
-            .segments()
-            .iter()
-            .map(|s| Arc::clone(&s.seg))
-            .collect();
-        segments.iter().try_for_each(|s| s.verify_all())
-    }
-
-    /// Flushes the memtable so the next open maps everything instead of replaying the WAL.
-    pub fn close(self) -> Result<(), EngineError> {
-        self.flush().map(|_| ())
     }
 }
 
@@ -1106,7 +1231,11 @@ mod tests {
         ]);
         assert!(c.apply(bad, None).is_err());
         assert_eq!(c.count(), 0);
-        assert_eq!(c.writer.lock().last_seq(), 0, "nothing reached the WAL");
+        assert_eq!(
+            c.inner.writer.lock().last_seq(),
+            0,
+            "nothing reached the WAL"
+        );
         let cols = Columns::<Vec<f32>, Metadata> {
             ids: vec!["a".into()],
             embeddings: Some(vec![]),

@@ -648,45 +648,81 @@ impl State {
             None => Loc::Frozen(r - active_rows as u32),
             Some(s) => Loc::Seg(s, r),
         };
+        // Ties must go to the earlier insert *within* a unit too (a unit's row order is not
+        // insertion order once updates append new versions), so candidates carry first_seq.
         let scored = units
             .par_iter()
-            .try_fold(
-                Vec::new,
-                |mut acc: Vec<(f32, u64, Loc)>, &(src, start, end)| {
-                    let mut t = TopK::new(k);
-                    let mut locs = Vec::with_capacity((end - start) as usize);
-                    for r in start..end {
-                        let loc = loc_of(src, r);
-                        if self.is_dead(loc) {
-                            continue;
+            .try_fold(Vec::new, |mut acc: Vec<Candidate>, &(src, start, end)| {
+                let mut top: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
+                for r in start..end {
+                    let loc = loc_of(src, r);
+                    if self.is_dead(loc) {
+                        continue;
+                    }
+                    let distance = self.score(q, q_inv, loc)?;
+                    if top.len() == k && top.peek().is_some_and(|worst| distance > worst.distance) {
+                        continue;
+                    }
+                    let c = Candidate {
+                        distance,
+                        first_seq: self.first_seq(loc)?,
+                        loc,
+                    };
+                    if top.len() < k {
+                        top.push(c);
+                    } else if let Some(mut worst) = top.peek_mut() {
+                        if c < *worst {
+                            *worst = c;
                         }
-                        t.push(Scored {
-                            distance: self.score(q, q_inv, loc)?,
-                            row: locs.len() as u32,
-                        });
-                        locs.push(loc);
                     }
-                    for s in t.into_sorted() {
-                        let loc = locs[s.row as usize];
-                        acc.push((s.distance, self.first_seq(loc)?, loc));
-                    }
-                    Ok::<_, EngineError>(acc)
-                },
-            )
+                }
+                acc.extend(top);
+                Ok::<_, EngineError>(acc)
+            })
             .try_reduce(Vec::new, |mut a, b| {
                 a.extend(b);
                 Ok(a)
             })?;
         let mut scored = scored;
-        scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        scored.sort();
         scored.truncate(k);
-        Ok(scored.into_iter().map(|(d, _, l)| (d, l)).collect())
+        Ok(scored.into_iter().map(|c| (c.distance, c.loc)).collect())
     }
 
     /// Ids of every live record (reconciliation and tests; O(n)).
     pub(crate) fn live_ids(&self) -> Result<HashSet<String>, EngineError> {
         self.select_ids(None, None, None)
             .map(|v| v.into_iter().collect())
+    }
+}
+
+/// A scored row, ordered by distance then first-insert number (Chroma's tie order).
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    distance: f32,
+    first_seq: u64,
+    loc: Loc,
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Candidate {}
+
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.distance
+            .total_cmp(&other.distance)
+            .then(self.first_seq.cmp(&other.first_seq))
     }
 }
 

@@ -468,6 +468,10 @@ impl GraphBuilder {
                 "hnsw export dropped self, duplicate or off-layer links"
             );
         }
+        let repaired = self.repair_reachability(&points, entry, m0, &mut layer0);
+        if repaired > 0 {
+            tracing::debug!(repaired, "hnsw export linked unreachable points");
+        }
         Ok(GraphParts {
             m: m as u32,
             m0: m0 as u32,
@@ -477,9 +481,98 @@ impl GraphBuilder {
         })
     }
 
+    /// Makes every point reachable from `entry` on layer 0, so a search that runs out of
+    /// candidates has really seen every point (what [`SearchOutput::complete`] relies on).
+    /// hnsw_rs can leave points with no in-links: shrinking a full neighbour list drops its
+    /// farthest link, which may have been some point's last one. Each such point is linked
+    /// from the nearest reachable point among its own links (or, if none, found by a graph
+    /// search), into a free slot if there is one, else over that row's farthest link (the
+    /// displaced point is rechecked in the next round). Returns the links added.
+    fn repair_reachability(
+        &self,
+        points: &[Arc<Point<'static, f32>>],
+        entry: u32,
+        m0: usize,
+        layer0: &mut [u32],
+    ) -> usize {
+        let n = points.len();
+        let mut reached = vec![false; n];
+        let mut stack = Vec::new();
+        let mut added = 0;
+        for _round in 0..4 {
+            reached.iter_mut().for_each(|r| *r = false);
+            mark_reachable(entry, m0, layer0, &mut reached, &mut stack);
+            let missing: Vec<u32> = (0..n as u32).filter(|&u| !reached[u as usize]).collect();
+            if missing.is_empty() {
+                break;
+            }
+            for u in missing {
+                if reached[u as usize] {
+                    continue; // reached through an earlier repair this round
+                }
+                let mut candidates: Vec<u32> = layer0[u as usize * m0..(u as usize + 1) * m0]
+                    .iter()
+                    .copied()
+                    .take_while(|&v| v != NO_NEIGHBOUR)
+                    .filter(|&v| reached[v as usize])
+                    .collect();
+                if candidates.is_empty() {
+                    candidates = self
+                        .hnsw
+                        .search(points[u as usize].get_v(), 16, 64)
+                        .iter()
+                        .filter_map(|nb| u32::try_from(nb.d_id).ok())
+                        .filter(|&v| (v as usize) < n && v != u && reached[v as usize])
+                        .collect();
+                }
+                let Some(&first) = candidates.first() else {
+                    continue;
+                };
+                let target = candidates
+                    .iter()
+                    .copied()
+                    .find(|&v| layer0[(v as usize + 1) * m0 - 1] == NO_NEIGHBOUR)
+                    .unwrap_or(first);
+                let row = &mut layer0[target as usize * m0..(target as usize + 1) * m0];
+                let slot = row
+                    .iter()
+                    .position(|&v| v == NO_NEIGHBOUR)
+                    .unwrap_or(m0 - 1);
+                row[slot] = u;
+                added += 1;
+                mark_reachable(u, m0, layer0, &mut reached, &mut stack);
+            }
+        }
+        added
+    }
+
     /// Freezes and encodes the flat `graph.bin` image (see [`crate::index::flat_graph`]).
     pub fn export(&self) -> Result<Vec<u8>> {
         self.export_parts()?.encode()
+    }
+}
+
+/// Marks everything reachable from `from` on layer 0 (iterative DFS; `reached` persists).
+fn mark_reachable(
+    from: u32,
+    m0: usize,
+    layer0: &[u32],
+    reached: &mut [bool],
+    stack: &mut Vec<u32>,
+) {
+    if reached[from as usize] {
+        return;
+    }
+    reached[from as usize] = true;
+    stack.push(from);
+    while let Some(u) = stack.pop() {
+        let row = &layer0[u as usize * m0..(u as usize + 1) * m0];
+        for &v in row.iter().take_while(|&&v| v != NO_NEIGHBOUR) {
+            if !reached[v as usize] {
+                reached[v as usize] = true;
+                stack.push(v);
+            }
+        }
     }
 }
 

@@ -307,8 +307,9 @@ impl GraphBuilder {
     /// The `k` nearest accepted points to `query` with Chroma distances (rescored by our own
     /// kernels from the stored vectors). `accept` filters inside the result set: when fewer
     /// than `k` accepted points are among the `ef` found, `ef` grows (×4, up to all points)
-    /// and the search is repeated; `complete` is false only if fewer than `k` came back
-    /// although more points may match. `stats.distance_computations` counts hnsw_rs's work.
+    /// and the search is repeated; `complete` is false if fewer than `k` came back and some
+    /// point was never seen (then scan exactly). `stats.distance_computations` counts
+    /// hnsw_rs's work.
     pub fn search(
         &self,
         query: &[f32],
@@ -340,16 +341,17 @@ impl GraphBuilder {
         }
         let evals_before = distance_evals_on_this_thread();
         let mut ef_now = ef.max(k).clamp(1, n);
-        let (accepted, found_all) = loop {
+        let (accepted, found_all, saw_every_point) = loop {
             let found = self.hnsw.search(&hq, ef_now, ef_now);
             let found_all = found.len() < ef_now || found.len() >= n;
+            let saw_every_point = found.len() >= n;
             let accepted: Vec<_> = found
                 .into_iter()
                 .filter(|nb| u32::try_from(nb.d_id).is_ok_and(&accept))
                 .take(k)
                 .collect();
             if accepted.len() >= k || found_all || ef_now >= n.min(MAX_EF) {
-                break (accepted, found_all);
+                break (accepted, found_all, saw_every_point);
             }
             ef_now = (ef_now * 4).min(n).min(MAX_EF);
         };
@@ -373,7 +375,10 @@ impl GraphBuilder {
             .collect();
         results.sort();
         stats.visited = stats.distance_computations;
-        let complete = results.len() >= k || found_all;
+        // hnsw_rs's own graph can hold points nothing links to (the export repairs that, the
+        // live graph does not), so "ran out of candidates" only proves completeness when the
+        // search returned every point.
+        let complete = results.len() >= k || saw_every_point;
         Ok(SearchOutput {
             results,
             stats,
@@ -579,6 +584,14 @@ fn mark_reachable(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shareable_across_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<GraphBuilder>();
+        send_sync::<crate::index::FlatGraph>();
+        send_sync::<crate::index::FlatGraph<Vec<u8>>>();
+    }
 
     #[test]
     fn ip_key_is_monotone_and_valid() {

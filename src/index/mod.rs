@@ -8,7 +8,9 @@
 //! - [`flat_graph`]: the `graph.bin` byte layout, its writer and its zero-copy reader.
 //! - [`vectors`]: prepared queries and the [`VectorStore`] the searcher scores against.
 //! - [`search`]: HNSW search over a [`FlatGraph`] with an in-search `accept` predicate.
+//! - [`ann`]: [`AnnIndex`], one interface over the builder, a mapped graph and brute force.
 
+pub mod ann;
 pub mod builder;
 pub mod distance;
 pub mod error;
@@ -17,6 +19,7 @@ pub mod search;
 pub mod topk;
 pub mod vectors;
 
+pub use ann::{AnnIndex, ExactIndex, GraphView};
 pub use builder::{BuildParams, GraphBuilder, SpaceDistance};
 pub use error::IndexError;
 pub use flat_graph::{write_file_atomic, FlatGraph, GraphParts};

@@ -104,7 +104,7 @@ fn crash_child() {
         })
         .collect();
     for h in handles {
-        let _ = h.join();
+        h.join().expect("a writer thread failed");
     }
 }
 

@@ -23,11 +23,13 @@ use serde::{Deserialize, Serialize};
 
 use super::fsutil::{atomic_write, create_dir_durable, DirLock};
 use super::log::{LogEntry, LogOp};
+use super::memtable::INDEX_STEP_ROWS;
 use super::segment::records::Fields;
 use super::segment::{self, Segment};
 use super::state::{SegmentSlot, State};
 use super::wal::{self, Durability, WalWriter, DEFAULT_ROTATE_BYTES};
 use super::{CollectionConfig, EngineError, HnswParams};
+use crate::index::BuildParams;
 use crate::types::{
     ApplyOutcome, GetRequest, GetResult, InputError, Metadata, MetadataPatch, QueryRequest,
     QueryResult, SourcePosition, WriteBatch,
@@ -112,6 +114,7 @@ struct Background {
 struct BackgroundState {
     shutdown: bool,
     flush_requested: bool,
+    index_requested: bool,
 }
 
 /// How far past its limit the memtable may grow while a background flush catches up before
@@ -206,9 +209,10 @@ impl Collection {
             if let Err(e) = self.inner.flush() {
                 tracing::warn!(collection = %self.inner.dir.display(), error = %e, "memtable flush failed; will retry");
             }
-        } else if memtable_rows >= limit {
+        } else {
             let mut st = self.inner.background.state.lock();
-            st.flush_requested = true;
+            st.index_requested = true;
+            st.flush_requested |= memtable_rows >= limit;
             self.inner.background.cv.notify_one();
         }
         Ok(outcome)
@@ -228,7 +232,8 @@ impl Collection {
     /// The `n_results` nearest records per query vector among those passing `ids` and the
     /// filter, nearest first.
     pub fn query(&self, req: &QueryRequest) -> Result<QueryResult, EngineError> {
-        self.inner.state.read().query(req)
+        let ef = self.inner.manifest.lock().config.hnsw.ef_search as usize;
+        self.inner.state.read().query(req, ef)
     }
 
     /// Ids of all live records (reconciliation and tests; O(n)).
@@ -279,23 +284,43 @@ fn background_loop(inner: &Inner) {
     loop {
         {
             let mut st = inner.background.state.lock();
-            while !st.shutdown && !st.flush_requested {
+            while !st.shutdown && !st.flush_requested && !st.index_requested {
                 inner.background.cv.wait(&mut st);
             }
             if st.shutdown {
                 return;
             }
-            st.flush_requested = false;
+            st.index_requested = false;
         }
-        if let Err(e) = inner.flush() {
-            tracing::warn!(collection = %inner.dir.display(), error = %e, "background flush failed; retrying in 1 s");
-            let mut st = inner.background.state.lock();
-            if !st.shutdown {
-                inner
-                    .background
-                    .cv
-                    .wait_for(&mut st, std::time::Duration::from_secs(1));
-                st.flush_requested = true;
+        // Build the memtable graphs behind the acknowledgements, a step at a time, so a
+        // shutdown or a flush request is noticed between steps.
+        loop {
+            let jobs = inner.state.read().index_jobs(INDEX_STEP_ROWS);
+            if jobs.is_empty() {
+                break;
+            }
+            for job in jobs {
+                if let Err(e) = job.run() {
+                    tracing::error!(collection = %inner.dir.display(), error = %e, "graph indexing failed; rows stay exact-scanned");
+                }
+            }
+            let st = inner.background.state.lock();
+            if st.shutdown || st.flush_requested {
+                break;
+            }
+        }
+        let flush = std::mem::take(&mut inner.background.state.lock().flush_requested);
+        if flush {
+            if let Err(e) = inner.flush() {
+                tracing::warn!(collection = %inner.dir.display(), error = %e, "background flush failed; retrying in 1 s");
+                let mut st = inner.background.state.lock();
+                if !st.shutdown {
+                    inner
+                        .background
+                        .cv
+                        .wait_for(&mut st, std::time::Duration::from_secs(1));
+                    st.flush_requested = true;
+                }
             }
         }
     }
@@ -392,12 +417,17 @@ impl Inner {
                 tombstone_file: entry.tombstones.clone(),
             });
         }
+        let build = BuildParams::from_hnsw(
+            &manifest.config.hnsw,
+            DEFAULT_MEMTABLE_ROWS * MEMTABLE_HARD_FACTOR,
+        );
         let mut state = State::new(
             manifest.config.space,
             manifest.dimension,
             slots,
             manifest.next_first_seq,
-        );
+            build,
+        )?;
         let mut position = manifest.source_position.clone();
         let mut records = 0u64;
         let writer = wal::recover(
@@ -460,6 +490,10 @@ impl Inner {
         next.config.hnsw = hnsw;
         write_manifest(&self.dir, &next)?;
         *m = next;
+        let rows = self.memtable_rows.load(Ordering::Relaxed);
+        self.state
+            .write()
+            .set_build_params(BuildParams::from_hnsw(&hnsw, rows * MEMTABLE_HARD_FACTOR));
         Ok(())
     }
 
@@ -557,7 +591,13 @@ impl Inner {
                 }
             }
         };
-        // 2. Write the segment files, no locks held: reads and writes go on.
+        // 2. Finish the frozen memtable's graph, then write the segment files; no locks held,
+        //    so reads and writes go on.
+        // (A job that finds the background indexer got there first does nothing; the next one
+        // starts where that indexer stopped.)
+        while let Some(job) = mem.index_job(usize::MAX) {
+            job.run()?;
+        }
         let segments_dir = self.dir.join(SEGMENTS_DIR);
         let seg = Arc::new(Segment::write_from_memtable(&segments_dir, seg_id, &mem)?);
         // 3. Publish.
@@ -616,6 +656,10 @@ impl Inner {
             tombstones: segments.iter().map(|s| s.dead.count()).sum(),
             mapped_bytes: segments.iter().map(|s| s.seg.mapped_bytes()).sum(),
             memtable_bytes: state.active_bytes(),
+            unindexed_rows: state.unindexed_rows(),
+            queries: state.counters.queries.load(Ordering::Relaxed),
+            distance_computations: state.counters.distance_computations.load(Ordering::Relaxed),
+            exact_fallbacks: state.counters.exact_fallbacks.load(Ordering::Relaxed),
             wal_bytes: self.writer.lock().current_file_bytes(),
         }
     }
@@ -636,8 +680,17 @@ pub struct CollectionStats {
     pub tombstones: usize,
     /// Bytes of segment files mapped into memory (resident or not).
     pub mapped_bytes: usize,
-    /// Approximate heap bytes of the active memtable.
+    /// Approximate heap bytes of the active memtable (rows and graph).
     pub memtable_bytes: usize,
+    /// Active memtable rows the background indexer has not put in the graph yet.
+    pub unindexed_rows: usize,
+    /// Query vectors answered since open.
+    pub queries: u64,
+    /// Distance computations spent on them (graph hops and exact scans).
+    pub distance_computations: u64,
+    /// Times a source fell back to an exact scan because its graph search could not
+    /// guarantee k results.
+    pub exact_fallbacks: u64,
     /// Bytes in the current WAL file.
     pub wal_bytes: u64,
 }

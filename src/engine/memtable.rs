@@ -3,9 +3,69 @@
 //! be written out as a segment (row numbers preserved) while readers keep using it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use super::segment::records::Fields;
+use super::EngineError;
 use crate::index::distance::inverse_norm;
+use crate::index::{BuildParams, GraphBuilder};
+use crate::types::Space;
+
+/// Rows inserted into the graph per indexing step: large enough for rayon to spread over the
+/// cores, small enough that new rows leave the exact-scan tail quickly.
+pub(crate) const INDEX_STEP_ROWS: usize = 512;
+
+/// The memtable's HNSW graph, built behind the acknowledgement: rows `0..indexed` are in it,
+/// later rows are scanned exactly until the indexer reaches them.
+#[derive(Debug)]
+pub(crate) struct MemGraph {
+    pub builder: GraphBuilder,
+    indexed: AtomicUsize,
+    /// One indexer at a time per graph (the background thread, or a flush finishing a frozen
+    /// memtable), so no row is inserted twice.
+    indexing: Mutex<()>,
+}
+
+impl MemGraph {
+    /// Rows already in the graph.
+    pub(crate) fn indexed(&self) -> usize {
+        self.indexed.load(Ordering::Acquire)
+    }
+}
+
+/// Work for the indexer: a graph and the rows to add, copied out of the memtable so the state
+/// lock is not held while hnsw_rs inserts.
+pub(crate) struct IndexJob {
+    graph: Arc<MemGraph>,
+    start: usize,
+    dim: usize,
+    vectors: Vec<f32>,
+}
+
+impl IndexJob {
+    /// Inserts the rows; returns how many.
+    pub(crate) fn run(self) -> Result<usize, EngineError> {
+        let _one = self.graph.indexing.lock();
+        // Another indexer may have taken these rows meanwhile.
+        let done = self.graph.indexed();
+        if done != self.start {
+            return Ok(0);
+        }
+        let n = self.vectors.len() / self.dim.max(1);
+        let items: Vec<(&[f32], u32)> = self
+            .vectors
+            .chunks_exact(self.dim)
+            .enumerate()
+            .map(|(i, v)| (v, (self.start + i) as u32))
+            .collect();
+        self.graph.builder.insert_batch(&items)?;
+        self.graph.indexed.store(self.start + n, Ordering::Release);
+        Ok(n)
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct MemRow {
@@ -14,7 +74,8 @@ pub(crate) struct MemRow {
     pub fields: Fields,
 }
 
-/// Append-only rows with their vectors in one contiguous array (exact scans stream it).
+/// Append-only rows with their vectors in one contiguous array (exact scans stream it), and
+/// the graph being built over them.
 #[derive(Debug, Default)]
 pub(crate) struct Memtable {
     dim: usize,
@@ -23,14 +84,46 @@ pub(crate) struct Memtable {
     inv_norms: Vec<f32>,
     /// Newest row per id (it may be tombstoned; callers check).
     newest: HashMap<String, u32>,
+    graph: Option<Arc<MemGraph>>,
 }
 
 impl Memtable {
-    pub(crate) fn new(dim: usize) -> Memtable {
-        Memtable {
+    /// An empty memtable; with `build`, rows are also indexed into an HNSW graph.
+    pub(crate) fn new(
+        dim: usize,
+        build: Option<(Space, BuildParams)>,
+    ) -> Result<Memtable, EngineError> {
+        let graph = match build {
+            Some((space, params)) if dim > 0 => Some(Arc::new(MemGraph {
+                builder: GraphBuilder::new(space, dim, params)?,
+                indexed: AtomicUsize::new(0),
+                indexing: Mutex::new(()),
+            })),
+            _ => None,
+        };
+        Ok(Memtable {
             dim,
+            graph,
             ..Default::default()
-        }
+        })
+    }
+
+    /// The graph over the first [`MemGraph::indexed`] rows.
+    pub(crate) fn graph(&self) -> Option<&Arc<MemGraph>> {
+        self.graph.as_ref()
+    }
+
+    /// The next indexing step, if rows are waiting (at most `max_rows`).
+    pub(crate) fn index_job(&self, max_rows: usize) -> Option<IndexJob> {
+        let graph = self.graph.as_ref()?;
+        let start = graph.indexed();
+        let end = self.rows.len().min(start.saturating_add(max_rows));
+        (end > start).then(|| IndexJob {
+            graph: Arc::clone(graph),
+            start,
+            dim: self.dim,
+            vectors: self.vectors[start * self.dim..end * self.dim].to_vec(),
+        })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -84,8 +177,9 @@ impl Memtable {
         self.inv_norms[r as usize]
     }
 
-    /// Heap bytes held (vectors dominate), for flush decisions and metrics.
+    /// Heap bytes held (vectors dominate; the graph keeps its own copy of indexed vectors).
     pub(crate) fn bytes(&self) -> usize {
-        self.vectors.len() * 4 + self.rows.len() * 96
+        let indexed = self.graph.as_ref().map_or(0, |g| g.indexed());
+        (self.vectors.len() + indexed * (self.dim + 1)) * 4 + self.rows.len() * 96
     }
 }

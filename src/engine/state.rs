@@ -14,22 +14,23 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
 use super::bitset::Bitset;
 use super::log::LogOp;
-use super::memtable::Memtable;
+use super::memtable::{IndexJob, Memtable};
 use super::segment::records::Fields;
 use super::segment::Segment;
 use super::EngineError;
 use crate::filter::Filter;
-use crate::index::distance::{distance, inverse_norm};
-use crate::index::topk::{Scored, TopK};
+use crate::index::distance::distance;
+use crate::index::{BuildParams, PreparedQuery, SearchParams};
 use crate::types::{
     validate_embedding, GetRequest, GetResult, Include, InputError, QueryHits, QueryRequest,
     QueryResult, Space,
 };
-
-/// Rows scanned per parallel task in an exact query.
-const SCAN_CHUNK: usize = 2048;
 
 /// Where a row lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -74,6 +75,21 @@ pub(crate) struct State {
     segments: Vec<SegmentSlot>,
     next_first_seq: u64,
     live: usize,
+    /// Parameters for the graphs of new memtables.
+    build: BuildParams,
+    /// Search work, cumulative (exported as metrics).
+    pub(crate) counters: QueryCounters,
+}
+
+/// Cumulative search work of a collection.
+#[derive(Debug, Default)]
+pub(crate) struct QueryCounters {
+    /// Query vectors answered.
+    pub queries: AtomicU64,
+    /// Distance computations spent on them (graph and exact).
+    pub distance_computations: AtomicU64,
+    /// Sources (memtables, segments) that fell back to an exact scan.
+    pub exact_fallbacks: AtomicU64,
 }
 
 /// Which rows a read touches: `ids` and `filter` ANDed.
@@ -89,18 +105,44 @@ impl State {
         dim: Option<usize>,
         segments: Vec<SegmentSlot>,
         next_first_seq: u64,
-    ) -> State {
+        build: BuildParams,
+    ) -> Result<State, EngineError> {
         let live = segments.iter().map(|s| s.seg.rows() - s.dead.count()).sum();
-        State {
+        Ok(State {
             space,
             dim,
-            active: Memtable::new(dim.unwrap_or(0)),
+            active: Memtable::new(dim.unwrap_or(0), Some((space, build)))?,
             active_dead: Bitset::default(),
             frozen: None,
             segments,
             next_first_seq,
             live,
-        }
+            build,
+            counters: QueryCounters::default(),
+        })
+    }
+
+    /// Graph parameters for memtables created from now on.
+    pub(crate) fn set_build_params(&mut self, build: BuildParams) {
+        self.build = build;
+    }
+
+    /// The next step of graph building for the active and frozen memtables, if any rows wait.
+    pub(crate) fn index_jobs(&self, max_rows: usize) -> Vec<IndexJob> {
+        let frozen = self.frozen.as_ref().and_then(|f| f.mem.index_job(max_rows));
+        frozen
+            .into_iter()
+            .chain(self.active.index_job(max_rows))
+            .collect()
+    }
+
+    /// Rows of the active memtable not yet in its graph.
+    pub(crate) fn unindexed_rows(&self) -> usize {
+        self.active.len()
+            - self
+                .active
+                .graph()
+                .map_or(self.active.len(), |g| g.indexed())
     }
 
     pub(crate) fn dimension(&self) -> Option<usize> {
@@ -263,7 +305,7 @@ impl State {
                     }
                 } else {
                     self.dim = Some(embedding.len());
-                    self.active = Memtable::new(embedding.len());
+                    self.active = Memtable::new(embedding.len(), Some((self.space, self.build)))?;
                 }
                 if let Some(old) = self.lookup(&id)? {
                     self.kill(old);
@@ -300,10 +342,12 @@ impl State {
         if self.active.is_empty() || self.frozen.is_some() {
             return None;
         }
-        let mem = Arc::new(std::mem::replace(
-            &mut self.active,
-            Memtable::new(self.dim.unwrap_or(0)),
-        ));
+        // A builder that cannot be created (it validates what config already validated) leaves
+        // the new memtable without a graph: exact-scanned, never wrong.
+        let next = Memtable::new(self.dim.unwrap_or(0), Some((self.space, self.build)))
+            .or_else(|_| Memtable::new(self.dim.unwrap_or(0), None))
+            .unwrap_or_default();
+        let mem = Arc::new(std::mem::replace(&mut self.active, next));
         let dead = std::mem::take(&mut self.active_dead);
         self.frozen = Some(Frozen {
             mem: Arc::clone(&mem),
@@ -508,8 +552,15 @@ impl State {
         Ok((ids, embeddings, documents, metadatas, uris))
     }
 
-    /// Exact nearest-neighbour search over every live row.
-    pub(crate) fn query(&self, req: &QueryRequest) -> Result<QueryResult, EngineError> {
+    /// The `n_results` nearest live rows per query vector. Explicit `ids` are scored exactly;
+    /// otherwise each memtable and segment is searched through its graph with tombstones and
+    /// the filter applied inside the search (rows not yet in a memtable's graph are scanned
+    /// exactly), and a source whose search could not guarantee its k falls back to an exact scan.
+    pub(crate) fn query(
+        &self,
+        req: &QueryRequest,
+        ef_search: usize,
+    ) -> Result<QueryResult, EngineError> {
         for q in &req.embeddings {
             validate_embedding(q)?;
             if let Some(d) = self.dim {
@@ -523,31 +574,28 @@ impl State {
             }
         }
         let k = req.n_results as usize;
-        let restricted = req.ids.is_some() || req.filter.is_some();
-        let candidates: Vec<Loc> = if restricted && k > 0 && self.dim.is_some() {
-            self.select(
+        let by_ids: Option<Vec<Loc>> = match (&req.ids, self.dim) {
+            (Some(_), Some(_)) if k > 0 => Some(self.select(
                 &Selector {
                     ids: req.ids.as_deref(),
                     filter: req.filter.as_ref(),
                 },
                 usize::MAX,
-            )?
-        } else {
-            Vec::new()
+            )?),
+            _ => None,
         };
-        let search = |q: &Vec<f32>| -> Result<Vec<(f32, Loc)>, EngineError> {
-            if self.dim.is_none() || k == 0 {
+        let search = |q: &Vec<f32>| -> Result<Vec<Candidate>, EngineError> {
+            if self.dim.is_none() || k == 0 || (req.ids.is_some() && by_ids.is_none()) {
                 return Ok(Vec::new());
             }
-            let q_inv = inverse_norm(q);
-            let top = if restricted {
-                self.scan(q, q_inv, k, &candidates)?
-            } else {
-                self.scan_all(q, q_inv, k)?
-            };
-            Ok(top)
+            let pq = PreparedQuery::new(self.space, q)?;
+            self.counters.queries.fetch_add(1, Ordering::Relaxed);
+            match &by_ids {
+                Some(locs) => self.scan_locs(&pq, k, locs),
+                None => self.search_all(&pq, k, ef_search.max(k), req.filter.as_ref()),
+            }
         };
-        let hits: Vec<Vec<(f32, Loc)>> = if req.embeddings.len() > 1 {
+        let hits: Vec<Vec<Candidate>> = if req.embeddings.len() > 1 {
             req.embeddings
                 .par_iter()
                 .map(search)
@@ -560,12 +608,12 @@ impl State {
         };
         let mut results = Vec::with_capacity(hits.len());
         for h in hits {
-            let locs: Vec<Loc> = h.iter().map(|(_, l)| *l).collect();
+            let locs: Vec<Loc> = h.iter().map(|c| c.loc).collect();
             let (ids, embeddings, documents, metadatas, uris) = self.columns(&locs, req.include)?;
             let distances = req
                 .include
                 .distances
-                .then(|| h.iter().map(|(d, _)| *d).collect());
+                .then(|| h.iter().map(|c| c.distance).collect());
             results.push(QueryHits {
                 ids,
                 distances,
@@ -578,121 +626,215 @@ impl State {
         Ok(QueryResult { results })
     }
 
-    fn score(&self, q: &[f32], q_inv: f32, loc: Loc) -> Result<f32, EngineError> {
+    fn score(&self, q: &PreparedQuery, loc: Loc) -> Result<f32, EngineError> {
         Ok(distance(
             self.space,
-            q,
+            q.vector(),
             self.vector(loc)?,
-            q_inv,
+            q.inv_norm(),
             self.inv_norm(loc)?,
         ))
     }
 
-    /// Top-k over explicit candidates; ties go to the earlier candidate (insertion order).
-    fn scan(
-        &self,
-        q: &[f32],
-        q_inv: f32,
-        k: usize,
-        candidates: &[Loc],
-    ) -> Result<Vec<(f32, Loc)>, EngineError> {
-        let top = candidates
-            .par_chunks(SCAN_CHUNK)
-            .enumerate()
-            .try_fold(
-                || TopK::new(k),
-                |mut t, (c, chunk)| {
-                    for (i, &loc) in chunk.iter().enumerate() {
-                        t.push(Scored {
-                            distance: self.score(q, q_inv, loc)?,
-                            row: (c * SCAN_CHUNK + i) as u32,
-                        });
-                    }
-                    Ok::<_, EngineError>(t)
-                },
-            )
-            .try_reduce(
-                || TopK::new(k),
-                |mut a, b| {
-                    a.merge(b);
-                    Ok(a)
-                },
-            )?;
-        Ok(top
-            .into_sorted()
-            .into_iter()
-            .map(|s| (s.distance, candidates[s.row as usize]))
-            .collect())
+    fn candidate(&self, distance: f32, loc: Loc) -> Result<Candidate, EngineError> {
+        Ok(Candidate {
+            distance,
+            first_seq: self.first_seq(loc)?,
+            loc,
+        })
     }
 
-    /// Top-k over all live rows; ties go to the earlier insert.
-    fn scan_all(&self, q: &[f32], q_inv: f32, k: usize) -> Result<Vec<(f32, Loc)>, EngineError> {
-        // (source, start row) work units over every source.
-        let mut units: Vec<(Option<usize>, u32, u32)> = Vec::new();
-        let mut add = |src: Option<usize>, rows: usize| {
-            for start in (0..rows).step_by(SCAN_CHUNK) {
-                units.push((src, start as u32, (start + SCAN_CHUNK).min(rows) as u32));
+    /// Exact top-k over explicit rows.
+    fn scan_locs(
+        &self,
+        q: &PreparedQuery,
+        k: usize,
+        locs: &[Loc],
+    ) -> Result<Vec<Candidate>, EngineError> {
+        self.counters
+            .distance_computations
+            .fetch_add(locs.len() as u64, Ordering::Relaxed);
+        let mut all = locs
+            .par_iter()
+            .map(|&loc| self.score(q, loc).and_then(|d| self.candidate(d, loc)))
+            .collect::<Result<Vec<_>, _>>()?;
+        all.sort();
+        all.truncate(k);
+        Ok(all)
+    }
+
+    /// Top-k over every source, each searched by graph where it has one.
+    fn search_all(
+        &self,
+        q: &PreparedQuery,
+        k: usize,
+        ef: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<Candidate>, EngineError> {
+        // Filter evaluation inside a graph search cannot return an error; the first one is kept
+        // here and reported after the search.
+        let filter_error: Mutex<Option<EngineError>> = Mutex::new(None);
+        let passes = |loc: Loc| -> bool {
+            let Some(f) = filter else { return true };
+            match self.fields(loc) {
+                Ok(fields) => f.matches(fields.metadata.as_ref(), fields.document.as_deref()),
+                Err(e) => {
+                    filter_error.lock().get_or_insert(e);
+                    false
+                }
             }
         };
-        // `None` = the memtables (active then frozen, numbered as one range), `Some(s)` = segment.
-        let active_rows = self.active.len();
-        add(
-            None,
-            active_rows + self.frozen.as_ref().map_or(0, |f| f.mem.len()),
-        );
-        for (s, slot) in self.segments.iter().enumerate() {
-            add(Some(s), slot.seg.rows());
+        let params = SearchParams::new(k, ef);
+        let mut sources: Vec<Source> = vec![Source::Active];
+        if self.frozen.is_some() {
+            sources.push(Source::Frozen);
         }
-        let loc_of = |src: Option<usize>, r: u32| match src {
-            None if (r as usize) < active_rows => Loc::Active(r),
-            None => Loc::Frozen(r - active_rows as u32),
-            Some(s) => Loc::Seg(s, r),
-        };
-        // Ties must go to the earlier insert *within* a unit too (a unit's row order is not
-        // insertion order once updates append new versions), so candidates carry first_seq.
-        let scored = units
+        sources.extend((0..self.segments.len()).map(Source::Segment));
+        let per_source = sources
             .par_iter()
-            .try_fold(Vec::new, |mut acc: Vec<Candidate>, &(src, start, end)| {
-                let mut top: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
-                for r in start..end {
-                    let loc = loc_of(src, r);
-                    if self.is_dead(loc) {
-                        continue;
-                    }
-                    let distance = self.score(q, q_inv, loc)?;
-                    if top.len() == k && top.peek().is_some_and(|worst| distance > worst.distance) {
-                        continue;
-                    }
-                    let c = Candidate {
-                        distance,
-                        first_seq: self.first_seq(loc)?,
-                        loc,
+            .map(|&src| self.search_source(src, q, &params, &passes))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(e) = filter_error.into_inner() {
+            return Err(e);
+        }
+        let mut all: Vec<Candidate> = per_source.into_iter().flatten().collect();
+        all.sort();
+        all.dedup_by_key(|c| c.loc);
+        all.truncate(k);
+        Ok(all)
+    }
+
+    fn search_source(
+        &self,
+        src: Source,
+        q: &PreparedQuery,
+        params: &SearchParams,
+        passes: &(dyn Fn(Loc) -> bool + Sync),
+    ) -> Result<Vec<Candidate>, EngineError> {
+        let k = params.k;
+        let mut out = Vec::new();
+        let mut work = 0u64;
+        match src {
+            Source::Active | Source::Frozen => {
+                let (mem, dead, make): (&Memtable, &Bitset, fn(u32) -> Loc) =
+                    match (src, &self.frozen) {
+                        (Source::Frozen, Some(f)) => (&f.mem, &f.dead, Loc::Frozen),
+                        _ => (&self.active, &self.active_dead, Loc::Active),
                     };
-                    if top.len() < k {
-                        top.push(c);
-                    } else if let Some(mut worst) = top.peek_mut() {
-                        if c < *worst {
-                            *worst = c;
+                let indexed = mem.graph().map_or(0, |g| g.indexed()).min(mem.len());
+                let mut exact_from = indexed;
+                if let Some(graph) = mem.graph().filter(|_| indexed > 0) {
+                    let accept = |r: u32| (r as usize) < indexed && !dead.get(r) && passes(make(r));
+                    let found = graph.builder.search(q.vector(), k, params.ef, accept)?;
+                    work += found.stats.distance_computations;
+                    // hnsw_rs's live graph gives no reachability guarantee and is being
+                    // extended while we search, so a short answer is never taken as proof that
+                    // no more rows match: the memtable is small, scan it instead.
+                    if found.complete && found.results.len() >= k {
+                        for s in found.results {
+                            out.push(self.candidate(s.distance, make(s.row))?);
                         }
+                    } else {
+                        self.counters
+                            .exact_fallbacks
+                            .fetch_add(1, Ordering::Relaxed);
+                        exact_from = 0;
                     }
                 }
-                acc.extend(top);
-                Ok::<_, EngineError>(acc)
-            })
-            .try_reduce(Vec::new, |mut a, b| {
-                a.extend(b);
-                Ok(a)
-            })?;
-        let mut scored = scored;
-        scored.sort();
-        scored.truncate(k);
-        Ok(scored.into_iter().map(|c| (c.distance, c.loc)).collect())
+                // Rows the graph does not hold yet (or all, after a fallback): exact.
+                let mut top: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
+                for r in exact_from as u32..mem.len() as u32 {
+                    if dead.get(r) || !passes(make(r)) {
+                        continue;
+                    }
+                    work += 1;
+                    let d = distance(
+                        self.space,
+                        q.vector(),
+                        mem.vector(r),
+                        q.inv_norm(),
+                        mem.inv_norm(r),
+                    );
+                    push_bounded(
+                        &mut top,
+                        k,
+                        Candidate {
+                            distance: d,
+                            first_seq: mem.row(r).first_seq,
+                            loc: make(r),
+                        },
+                    );
+                }
+                out.extend(top);
+            }
+            Source::Segment(s) => {
+                let slot = &self.segments[s];
+                let accept = |r: u32| !slot.dead.get(r) && passes(Loc::Seg(s, r));
+                let found = slot.seg.search(q, params, accept)?;
+                match found {
+                    Some(found) if found.complete => {
+                        work += found.stats.distance_computations;
+                        for hit in found.results {
+                            out.push(self.candidate(hit.distance, Loc::Seg(s, hit.row))?);
+                        }
+                    }
+                    other => {
+                        if let Some(found) = other {
+                            work += found.stats.distance_computations;
+                            self.counters
+                                .exact_fallbacks
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        let mut top: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
+                        for r in 0..slot.seg.rows() as u32 {
+                            if !accept(r) {
+                                continue;
+                            }
+                            work += 1;
+                            let loc = Loc::Seg(s, r);
+                            let d = self.score(q, loc)?;
+                            if top.len() == k && top.peek().is_some_and(|w| d > w.distance) {
+                                continue;
+                            }
+                            push_bounded(&mut top, k, self.candidate(d, loc)?);
+                        }
+                        out.extend(top);
+                    }
+                }
+            }
+        }
+        self.counters
+            .distance_computations
+            .fetch_add(work, Ordering::Relaxed);
+        Ok(out)
     }
 
     /// Ids of every live record (reconciliation and tests; O(n)).
     pub(crate) fn live_ids(&self) -> Result<HashSet<String>, EngineError> {
         self.select_ids(None, None, None)
             .map(|v| v.into_iter().collect())
+    }
+}
+
+/// A place to search: one memtable or one segment.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Active,
+    Frozen,
+    Segment(usize),
+}
+
+/// Keeps the `k` smallest candidates in a max-heap.
+fn push_bounded(top: &mut BinaryHeap<Candidate>, k: usize, c: Candidate) {
+    if k == 0 {
+        return;
+    }
+    if top.len() < k {
+        top.push(c);
+    } else if let Some(mut worst) = top.peek_mut() {
+        if c < *worst {
+            *worst = c;
+        }
     }
 }
 

@@ -266,6 +266,11 @@ impl BlockedFile {
         Ok(&self.map[range])
     }
 
+    /// The data bytes in `range` without checksum verification: for prefetch hints only.
+    pub(crate) fn unverified(&self, range: Range<usize>) -> Option<&[u8]> {
+        (range.start <= range.end && range.end <= self.data_len).then(|| &self.map[range])
+    }
+
     fn verify_block(&self, block: usize) -> Result<(), EngineError> {
         let (word, bit) = (block / 64, 1u64 << (block % 64));
         if self.verified[word].load(Ordering::Acquire) & bit != 0 {

@@ -11,6 +11,10 @@ pub(crate) mod vectors;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use std::io::Write;
+
+use parking_lot::Mutex;
+
 use self::blocked::{BlockedFile, BlockedWriter};
 use self::records::{Fields, RowIn, SegmentRecords};
 use self::vectors::SegmentVectors;
@@ -18,6 +22,8 @@ use super::bitset::Bitset;
 use super::fsutil::sync_dir;
 use super::memtable::Memtable;
 use super::EngineError;
+use crate::index::vectors::prefetch_slice;
+use crate::index::{search, FlatGraph, PreparedQuery, SearchOutput, SearchParams, VectorStore};
 
 const KIND_TOMBSTONES: u32 = 3;
 
@@ -28,6 +34,8 @@ pub(crate) struct Segment {
     dir: PathBuf,
     vectors: SegmentVectors,
     records: SegmentRecords,
+    /// The HNSW graph over the rows (absent only for a memtable that had none).
+    graph: Option<FlatGraph>,
 }
 
 /// The folder name of segment `id`.
@@ -37,7 +45,8 @@ pub(crate) fn dir_name(id: u64) -> String {
 
 impl Segment {
     /// Writes the memtable's rows (all of them, in row order, so row numbers and tombstones carry
-    /// over) as segment `id` under `segments_dir`, durably, and returns the opened segment.
+    /// over) and its graph as segment `id` under `segments_dir`, durably, and returns the opened
+    /// segment. The memtable's graph must hold every row (the flush finishes indexing first).
     pub(crate) fn write_from_memtable(
         segments_dir: &Path,
         id: u64,
@@ -72,6 +81,15 @@ impl Segment {
                 })
                 .collect();
             records::write(&tmp.join("records.bin"), &rows)?;
+            if let Some(graph) = mem.graph() {
+                let bytes = graph.builder.export()?;
+                let path = tmp.join("graph.bin");
+                let mut f = fs::File::create(&path)
+                    .map_err(|e| EngineError::io("create graph file", &path, e))?;
+                f.write_all(&bytes)
+                    .and_then(|_| f.sync_all())
+                    .map_err(|e| EngineError::io("write graph file", &path, e))?;
+            }
             sync_dir(&tmp)
         };
         if let Err(e) = write() {
@@ -90,6 +108,25 @@ impl Segment {
         let dir = segments_dir.join(dir_name(id));
         let vectors = SegmentVectors::open(&dir.join("vectors.bin"))?;
         let records = SegmentRecords::open(&dir.join("records.bin"))?;
+        let graph_path = dir.join("graph.bin");
+        let graph = if graph_path.exists() {
+            Some(FlatGraph::open_mmap(&graph_path)?)
+        } else {
+            None
+        };
+        if let Some(g) = &graph {
+            if g.n() != records.rows() {
+                return Err(EngineError::Corrupt {
+                    file: graph_path,
+                    offset: 0,
+                    reason: format!(
+                        "graph over {} points in a segment of {} rows",
+                        g.n(),
+                        records.rows()
+                    ),
+                });
+            }
+        }
         if vectors.rows() != records.rows() {
             return Err(EngineError::Corrupt {
                 file: dir.join("records.bin"),
@@ -102,7 +139,30 @@ impl Segment {
             dir,
             vectors,
             records,
+            graph,
         })
+    }
+
+    /// Graph search from the map; `accept` excludes rows inside the search (tombstones,
+    /// filters). `None` when the segment has no graph.
+    pub(crate) fn search(
+        &self,
+        query: &PreparedQuery,
+        params: &SearchParams,
+        accept: impl Fn(u32) -> bool,
+    ) -> Result<Option<SearchOutput>, EngineError> {
+        let Some(graph) = &self.graph else {
+            return Ok(None);
+        };
+        let store = SegmentStore {
+            seg: self,
+            error: Mutex::new(None),
+        };
+        let out = search(graph, &store, query, params, accept)?;
+        match store.error.into_inner() {
+            Some(e) => Err(e),
+            None => Ok(Some(out)),
+        }
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -157,7 +217,51 @@ impl Segment {
     /// Verifies every block of every file (background scrub).
     pub(crate) fn verify_all(&self) -> Result<(), EngineError> {
         self.vectors.verify_all()?;
-        self.records.verify_all()
+        self.records.verify_all()?;
+        if let Some(g) = &self.graph {
+            g.verify()?;
+        }
+        Ok(())
+    }
+}
+
+/// The segment's vectors as the graph searcher sees them. Each access verifies its blocks; a
+/// damaged block scores infinity and is reported after the search, so a search never returns a
+/// result computed from bad bytes.
+struct SegmentStore<'a> {
+    seg: &'a Segment,
+    error: Mutex<Option<EngineError>>,
+}
+
+impl VectorStore for SegmentStore<'_> {
+    fn dim(&self) -> usize {
+        self.seg.dim()
+    }
+
+    fn len(&self) -> usize {
+        self.seg.rows()
+    }
+
+    fn distance(&self, q: &PreparedQuery, id: u32) -> f32 {
+        match self
+            .seg
+            .vector(id)
+            .and_then(|v| Ok((v, self.seg.inv_norm(id)?)))
+        {
+            Ok((v, inv)) => {
+                crate::index::distance::distance(q.space(), q.vector(), v, q.inv_norm(), inv)
+            }
+            Err(e) => {
+                self.error.lock().get_or_insert(e);
+                f32::INFINITY
+            }
+        }
+    }
+
+    fn prefetch(&self, id: u32) {
+        if let Some(v) = self.seg.vectors.unverified_row(id) {
+            prefetch_slice(v);
+        }
     }
 }
 
@@ -197,7 +301,12 @@ mod tests {
     #[test]
     fn memtable_round_trips_through_a_segment() {
         let dir = tempfile::tempdir().unwrap();
-        let mut mem = Memtable::new(3);
+        let params = crate::index::BuildParams {
+            max_neighbors: 8,
+            ef_construction: 32,
+            capacity_hint: 128,
+        };
+        let mut mem = Memtable::new(3, Some((crate::types::Space::L2, params))).unwrap();
         for i in 0..100u32 {
             let fields = Fields {
                 document: Some(format!("d{i}")),
@@ -210,7 +319,19 @@ mod tests {
                 fields,
             );
         }
+        while let Some(job) = mem.index_job(30) {
+            job.run().unwrap();
+        }
         let seg = Segment::write_from_memtable(dir.path(), 7, &mem).unwrap();
+        // The graph came along: search it from the map, with a tombstone-like predicate.
+        let q = PreparedQuery::new(crate::types::Space::L2, &[42.2, 1.0, 2.0]).unwrap();
+        let out = seg
+            .search(&q, &SearchParams::new(3, 16), |r| r != 42)
+            .unwrap()
+            .unwrap();
+        let rows: Vec<u32> = out.results.iter().map(|s| s.row).collect();
+        assert_eq!(rows, vec![43, 41, 44]);
+        assert!(out.complete);
         assert_eq!(seg.rows(), 100);
         assert_eq!(seg.vector(42).unwrap(), &[42.0, 1.0, 2.0]);
         assert_eq!(seg.find("id42").unwrap(), Some(42));

@@ -127,6 +127,17 @@ impl SegmentVectors {
         Ok(self.floats(self.norms_at + row as usize * 4, 1, row)?[0])
     }
 
+    /// Row `row` without checksum verification — only for prefetch hints, never for reading.
+    pub(crate) fn unverified_row(&self, row: u32) -> Option<&[f32]> {
+        if row as usize >= self.rows {
+            return None;
+        }
+        let start = self.vectors_at + row as usize * self.dim * 4;
+        self.file
+            .unverified(start..start + self.dim * 4)
+            .and_then(|b| bytemuck::try_cast_slice(b).ok())
+    }
+
     fn floats(&self, start: usize, count: usize, row: u32) -> Result<&[f32], EngineError> {
         if row as usize >= self.rows {
             return Err(EngineError::Internal(format!(

@@ -125,5 +125,27 @@ fn failures_leave_old_or_new_state() {
     let got = ids(&c);
     assert!(got.starts_with(&expected(26)), "{got:?}");
     c.apply(batch(30, 1), None).unwrap();
+
+    // A compaction that dies before its swap: the merged segment is an orphan, removed at the
+    // next open, and every row is still served from the old segments.
+    c.flush().unwrap();
+    let segments_before = c.segment_count();
+    assert!(segments_before >= 2);
+    fail::cfg("collection::compact::before_swap", "return").unwrap();
+    assert!(c.compact().is_err());
+    fail::remove("collection::compact::before_swap");
+    assert_eq!(c.segment_count(), segments_before);
+    let before = ids(&c);
+    drop(c);
+    let c = Collection::open(&path).unwrap();
+    assert_eq!(
+        segment_dirs(&path),
+        segments_before,
+        "the orphaned merge is removed at open"
+    );
+    assert_eq!(ids(&c), before);
+    assert!(c.compact().unwrap());
+    assert_eq!(c.segment_count(), 1);
+    assert_eq!(ids(&c), before);
     scenario.teardown();
 }

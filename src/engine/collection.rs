@@ -15,21 +15,23 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
+use super::bitset::Bitset;
 use super::fsutil::{atomic_write, create_dir_durable, DirLock};
 use super::log::{LogEntry, LogOp};
 use super::memtable::INDEX_STEP_ROWS;
 use super::segment::records::Fields;
+use super::segment::records::RowIn;
 use super::segment::{self, Segment};
 use super::state::{SegmentSlot, State};
 use super::wal::{self, Durability, WalWriter, DEFAULT_ROTATE_BYTES};
 use super::{CollectionConfig, EngineError, HnswParams};
-use crate::index::BuildParams;
+use crate::index::{BuildParams, GraphBuilder};
 use crate::types::{
     ApplyOutcome, GetRequest, GetResult, InputError, Metadata, MetadataPatch, QueryRequest,
     QueryResult, SourcePosition, WriteBatch,
@@ -39,6 +41,8 @@ const MANIFEST: &str = "MANIFEST";
 const WAL_DIR: &str = "wal";
 const SEGMENTS_DIR: &str = "segments";
 const MANIFEST_VERSION: u32 = 2;
+/// Segments beyond which a compaction merges them (each costs one graph search per query).
+const MAX_SEGMENTS: usize = 4;
 /// Default memtable size (rows) at which a write triggers a flush.
 pub const DEFAULT_MEMTABLE_ROWS: usize = 16_384;
 
@@ -67,6 +71,9 @@ struct Manifest {
     next_first_seq: u64,
     #[serde(default = "one")]
     next_segment_id: u64,
+    /// Incremented by every MANIFEST write; names tombstone files so none is rewritten.
+    #[serde(default)]
+    generation: u64,
     /// The change-feed position as of `flushed_seq` (newer ones are in the WAL).
     #[serde(default)]
     source_position: Option<SourcePosition>,
@@ -86,6 +93,7 @@ impl Manifest {
             flushed_seq: 0,
             next_first_seq: 0,
             next_segment_id: 1,
+            generation: 0,
             source_position: None,
         }
     }
@@ -139,7 +147,7 @@ impl Collection {
         let for_worker = Arc::clone(&inner);
         let worker = std::thread::Builder::new()
             .name("vectord-flush".into())
-            .spawn(move || background_loop(&for_worker))
+            .spawn(move || background_loop(for_worker))
             .map_err(|e| tracing::error!(error = %e, "could not start the flush thread; writers will flush"))
             .ok();
         Collection { inner, worker }
@@ -260,6 +268,14 @@ impl Collection {
         segments.iter().try_for_each(|s| s.verify_all())
     }
 
+    /// Merges all segments into one without dead rows (a full graph rebuild) and swaps it in
+    /// atomically while reads and writes go on. Returns whether anything was rewritten. Runs
+    /// by itself in the background when segments pile up or tombstones pass 30%.
+    pub fn compact(&self) -> Result<bool, EngineError> {
+        let _one = self.inner.compacting.lock();
+        self.inner.compact(&self.inner.shutdown)
+    }
+
     /// Flushes the memtable so the next open maps everything instead of replaying the WAL, then
     /// stops the background thread.
     pub fn close(self) -> Result<(), EngineError> {
@@ -269,6 +285,7 @@ impl Collection {
 
 impl Drop for Collection {
     fn drop(&mut self) {
+        self.inner.shutdown.store(true, Ordering::Relaxed);
         {
             let mut st = self.inner.background.state.lock();
             st.shutdown = true;
@@ -277,10 +294,13 @@ impl Drop for Collection {
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();
         }
+        if let Some(compactor) = self.inner.compactor.lock().take() {
+            let _ = compactor.join();
+        }
     }
 }
 
-fn background_loop(inner: &Inner) {
+fn background_loop(inner: Arc<Inner>) {
     loop {
         {
             let mut st = inner.background.state.lock();
@@ -311,19 +331,49 @@ fn background_loop(inner: &Inner) {
         }
         let flush = std::mem::take(&mut inner.background.state.lock().flush_requested);
         if flush {
-            if let Err(e) = inner.flush() {
-                tracing::warn!(collection = %inner.dir.display(), error = %e, "background flush failed; retrying in 1 s");
-                let mut st = inner.background.state.lock();
-                if !st.shutdown {
-                    inner
-                        .background
-                        .cv
-                        .wait_for(&mut st, std::time::Duration::from_secs(1));
-                    st.flush_requested = true;
+            match inner.flush() {
+                Ok(_) => {
+                    if inner.needs_compaction() {
+                        start_compaction(&inner);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(collection = %inner.dir.display(), error = %e, "background flush failed; retrying in 1 s");
+                    let mut st = inner.background.state.lock();
+                    if !st.shutdown {
+                        inner
+                            .background
+                            .cv
+                            .wait_for(&mut st, std::time::Duration::from_secs(1));
+                        st.flush_requested = true;
+                    }
                 }
             }
         }
     }
+}
+
+/// Runs a compaction on its own thread (it can take a while: a full graph rebuild), unless one
+/// is already running.
+fn start_compaction(inner: &Arc<Inner>) {
+    let mut slot = inner.compactor.lock();
+    if slot.as_ref().is_some_and(|h| !h.is_finished()) {
+        return;
+    }
+    if let Some(done) = slot.take() {
+        let _ = done.join();
+    }
+    let for_thread = Arc::clone(inner);
+    *slot = std::thread::Builder::new()
+        .name("vectord-compact".into())
+        .spawn(move || {
+            let _one = for_thread.compacting.lock();
+            if let Err(e) = for_thread.compact(&for_thread.shutdown) {
+                tracing::error!(collection = %for_thread.dir.display(), error = %e, "compaction failed; segments left as they were");
+            }
+        })
+        .map_err(|e| tracing::error!(error = %e, "could not start a compaction thread"))
+        .ok();
 }
 
 /// The collection proper; [`Collection`] is its handle plus the background thread.
@@ -341,6 +391,12 @@ struct Inner {
     flushing: Mutex<()>,
     memtable_rows: AtomicUsize,
     background: Background,
+    /// Set when the handle is dropped: long jobs (compaction) stop early.
+    shutdown: AtomicBool,
+    /// One compaction at a time.
+    compacting: Mutex<()>,
+    /// The running (or last) compaction thread, joined on drop.
+    compactor: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Inner {
@@ -479,6 +535,9 @@ impl Inner {
             flushing: Mutex::new(()),
             memtable_rows: AtomicUsize::new(DEFAULT_MEMTABLE_ROWS),
             background: Background::default(),
+            shutdown: AtomicBool::new(false),
+            compacting: Mutex::new(()),
+            compactor: Mutex::new(None),
         })
     }
 
@@ -605,17 +664,45 @@ impl Inner {
         let mut state = self.state.write();
         state.install_segment(Arc::clone(&seg))?;
         let mut m = self.manifest.lock();
+        fail::fail_point!("collection::flush::before_manifest", |_| Err(
+            EngineError::Internal("failpoint collection::flush::before_manifest".into())
+        ));
+        let stale = self.publish(&mut state, &mut m, Some((flushed_seq, position)))?;
+        drop(m);
+        drop(state);
+        // 4. The WAL before the rotation is now redundant.
+        writer.remove_covered(flushed_seq);
+        drop(writer);
+        for path in stale {
+            let _ = fs::remove_file(path);
+        }
+        tracing::info!(collection = %self.dir.display(), segment = seg_id, rows = seg.rows(), "memtable flushed");
+        Ok(true)
+    }
+
+    /// Writes the MANIFEST for the current state: persists changed tombstones under new names,
+    /// records the segment list and, after a flush, the WAL position and checkpoint it covers.
+    /// The caller holds the writer lock. Returns files the new MANIFEST no longer needs.
+    fn publish(
+        &self,
+        state: &mut State,
+        m: &mut Manifest,
+        flushed: Option<(u64, Option<SourcePosition>)>,
+    ) -> Result<Vec<PathBuf>, EngineError> {
         let mut next = m.clone();
+        next.generation += 1;
         next.dimension = state.dimension();
-        next.flushed_seq = flushed_seq;
         next.next_first_seq = state.next_first_seq();
-        next.source_position = position;
+        if let Some((seq, position)) = flushed {
+            next.flushed_seq = seq;
+            next.source_position = position;
+        }
         let mut stale = Vec::new();
         next.segments.clear();
         for slot in state.segments_mut() {
             if slot.dirty {
-                // Named after the flush so a published file is never rewritten.
-                let name = format!("tombstones-{flushed_seq}.bin");
+                // Named after the MANIFEST generation, so a published file is never rewritten.
+                let name = format!("tombstones-{}.bin", next.generation);
                 segment::write_tombstones(&slot.seg.dir().join(&name), &slot.dead)?;
                 if let Some(old) = slot.tombstone_file.replace(name) {
                     stale.push(slot.seg.dir().join(old));
@@ -628,21 +715,144 @@ impl Inner {
                 tombstones: slot.tombstone_file.clone(),
             });
         }
-        fail::fail_point!("collection::flush::before_manifest", |_| Err(
-            EngineError::Internal("failpoint collection::flush::before_manifest".into())
-        ));
         write_manifest(&self.dir, &next)?;
         *m = next;
+        Ok(stale)
+    }
+
+    /// Merges every segment into one holding only live rows (a full graph rebuild), then swaps
+    /// it in atomically. Reads and writes continue meanwhile; rows deleted or replaced during
+    /// the merge are tombstoned in the result. Returns whether anything was rewritten.
+    fn compact(&self, shutdown: &AtomicBool) -> Result<bool, EngineError> {
+        let (inputs, space, dim, build) = {
+            let st = self.state.read();
+            let inputs: Vec<(Arc<Segment>, Bitset)> = st
+                .segments()
+                .iter()
+                .map(|s| (Arc::clone(&s.seg), s.dead.clone()))
+                .collect();
+            (inputs, st.space(), st.dimension(), st.build_params())
+        };
+        let dead: usize = inputs.iter().map(|(_, d)| d.count()).sum();
+        let Some(dim) = dim else { return Ok(false) };
+        if inputs.len() < 2 && dead == 0 {
+            return Ok(false);
+        }
+        let started = std::time::Instant::now();
+        // Live rows in first-insert order (the new segment's row order), and where each input
+        // row goes.
+        let mut live: Vec<(u64, usize, u32)> = Vec::new();
+        for (i, (seg, dead)) in inputs.iter().enumerate() {
+            for r in 0..seg.rows() as u32 {
+                if !dead.get(r) {
+                    live.push((seg.first_seq(r)?, i, r));
+                }
+            }
+        }
+        live.sort_unstable();
+        let mut map: Vec<Vec<u32>> = inputs
+            .iter()
+            .map(|(s, _)| vec![u32::MAX; s.rows()])
+            .collect();
+        for (new, &(_, i, r)) in live.iter().enumerate() {
+            map[i][r as usize] = new as u32;
+        }
+        let seg_id = {
+            let mut m = self.manifest.lock();
+            m.next_segment_id += 1;
+            m.next_segment_id - 1
+        };
+        let new_seg = if live.is_empty() {
+            None
+        } else {
+            let builder = GraphBuilder::new(
+                space,
+                dim,
+                BuildParams {
+                    capacity_hint: live.len(),
+                    ..build
+                },
+            )?;
+            for (c, chunk) in live.chunks(1024).enumerate() {
+                if shutdown.load(Ordering::Relaxed) {
+                    return Ok(false);
+                }
+                let items = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &(_, i, r))| Ok((inputs[i].0.vector(r)?, (c * 1024 + j) as u32)))
+                    .collect::<Result<Vec<_>, EngineError>>()?;
+                builder.insert_batch(&items)?;
+            }
+            let fields = live
+                .iter()
+                .map(|&(_, i, r)| inputs[i].0.fields(r))
+                .collect::<Result<Vec<_>, _>>()?;
+            let ids = live
+                .iter()
+                .map(|&(_, i, r)| inputs[i].0.id_of(r))
+                .collect::<Result<Vec<_>, _>>()?;
+            let rows: Vec<RowIn> = live
+                .iter()
+                .zip(ids.iter().zip(&fields))
+                .map(|(&(first_seq, _, _), (id, fields))| RowIn {
+                    id,
+                    first_seq,
+                    fields,
+                })
+                .collect();
+            let vectors = live.iter().map(|&(_, i, r)| inputs[i].0.vector(r));
+            let segments_dir = self.dir.join(SEGMENTS_DIR);
+            Some(Arc::new(Segment::write(
+                &segments_dir,
+                seg_id,
+                dim,
+                vectors,
+                &rows,
+                Some(&builder),
+            )?))
+        };
+        fail::fail_point!("collection::compact::before_swap", |_| Err(
+            EngineError::Internal("failpoint collection::compact::before_swap".into())
+        ));
+        let _writer = self.writer.lock();
+        let mut state = self.state.write();
+        let input_ids: Vec<u64> = inputs.iter().map(|(s, _)| s.id()).collect();
+        state.replace_segments(&input_ids, new_seg.clone(), &map)?;
+        let mut m = self.manifest.lock();
+        let stale = self.publish(&mut state, &mut m, None)?;
         drop(m);
         drop(state);
-        // 4. The WAL before the rotation is now redundant.
-        writer.remove_covered(flushed_seq);
-        drop(writer);
+        drop(_writer);
         for path in stale {
             let _ = fs::remove_file(path);
         }
-        tracing::info!(collection = %self.dir.display(), segment = seg_id, rows = seg.rows(), "memtable flushed");
+        for (seg, _) in &inputs {
+            // Readers still holding the old segments keep their mappings (unlinked files stay
+            // readable until unmapped).
+            if let Err(e) = fs::remove_dir_all(seg.dir()) {
+                tracing::warn!(dir = %seg.dir().display(), error = %e, "could not remove a compacted segment");
+            }
+        }
+        tracing::info!(
+            collection = %self.dir.display(),
+            inputs = inputs.len(),
+            rows = live.len(),
+            dropped = dead,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "segments compacted"
+        );
         Ok(true)
+    }
+
+    /// Whether the segments warrant a compaction: too many of them (each costs a graph search
+    /// per query) or too many dead rows (space and wasted traversal).
+    fn needs_compaction(&self) -> bool {
+        let st = self.state.read();
+        let segs = st.segments();
+        let rows: usize = segs.iter().map(|s| s.seg.rows()).sum();
+        let dead: usize = segs.iter().map(|s| s.dead.count()).sum();
+        segs.len() > MAX_SEGMENTS || (dead > 1000 && dead * 10 > rows * 3)
     }
 
     fn stats(&self) -> CollectionStats {

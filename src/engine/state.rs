@@ -122,6 +122,57 @@ impl State {
         })
     }
 
+    pub(crate) fn space(&self) -> Space {
+        self.space
+    }
+
+    pub(crate) fn build_params(&self) -> BuildParams {
+        self.build
+    }
+
+    /// Swaps compacted input segments (by id) for their merged replacement (`None` when no row
+    /// survived). `map[i][r]` is input `i`'s row `r` in the new segment (`u32::MAX`: dropped);
+    /// rows tombstoned since the merge started are tombstoned in the new segment too.
+    pub(crate) fn replace_segments(
+        &mut self,
+        input_ids: &[u64],
+        new: Option<Arc<Segment>>,
+        map: &[Vec<u32>],
+    ) -> Result<(), EngineError> {
+        let mut dead = Bitset::default();
+        let mut first_pos = None;
+        for (i, id) in input_ids.iter().enumerate() {
+            let Some(pos) = self.segments.iter().position(|s| s.seg.id() == *id) else {
+                return Err(EngineError::Internal(format!(
+                    "compacted segment {id} is gone"
+                )));
+            };
+            first_pos.get_or_insert(pos);
+            let slot = &self.segments[pos];
+            for (r, &to) in map[i].iter().enumerate() {
+                if to != u32::MAX && slot.dead.get(r as u32) {
+                    dead.set(to);
+                }
+            }
+        }
+        // Live rows move, dead ones vanish: the live count is unchanged.
+        self.segments.retain(|s| !input_ids.contains(&s.seg.id()));
+        if let Some(seg) = new {
+            let at = first_pos.unwrap_or(0).min(self.segments.len());
+            let dirty = dead.count() > 0;
+            self.segments.insert(
+                at,
+                SegmentSlot {
+                    seg,
+                    dead,
+                    dirty,
+                    tombstone_file: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
     /// Graph parameters for memtables created from now on.
     pub(crate) fn set_build_params(&mut self, build: BuildParams) {
         self.build = build;

@@ -23,7 +23,9 @@ use super::fsutil::sync_dir;
 use super::memtable::Memtable;
 use super::EngineError;
 use crate::index::vectors::prefetch_slice;
-use crate::index::{search, FlatGraph, PreparedQuery, SearchOutput, SearchParams, VectorStore};
+use crate::index::{
+    search, FlatGraph, GraphBuilder, PreparedQuery, SearchOutput, SearchParams, VectorStore,
+};
 
 const KIND_TOMBSTONES: u32 = 3;
 
@@ -52,6 +54,39 @@ impl Segment {
         id: u64,
         mem: &Memtable,
     ) -> Result<Segment, EngineError> {
+        let n = mem.len() as u32;
+        let rows: Vec<RowIn> = (0..n)
+            .map(|r| {
+                let row = mem.row(r);
+                RowIn {
+                    id: &row.id,
+                    first_seq: row.first_seq,
+                    fields: &row.fields,
+                }
+            })
+            .collect();
+        let graph = mem.graph().map(|g| &g.builder);
+        Segment::write(
+            segments_dir,
+            id,
+            mem.dim(),
+            (0..n).map(|r| Ok(mem.vector(r))),
+            &rows,
+            graph,
+        )
+    }
+
+    /// Writes segment `id` from the caller's rows (vectors in row order, records, and the graph
+    /// over exactly these rows) under a temporary folder name, fsyncs, renames it into place,
+    /// and returns it opened.
+    pub(crate) fn write<'a>(
+        segments_dir: &Path,
+        id: u64,
+        dim: usize,
+        vectors: impl ExactSizeIterator<Item = Result<&'a [f32], EngineError>>,
+        rows: &[RowIn<'_>],
+        graph: Option<&GraphBuilder>,
+    ) -> Result<Segment, EngineError> {
         fail::fail_point!("segment::write", |_| Err(EngineError::Internal(
             "failpoint segment::write".into()
         )));
@@ -64,25 +99,10 @@ impl Segment {
         let write = || -> Result<(), EngineError> {
             fs::create_dir_all(&tmp)
                 .map_err(|e| EngineError::io("create segment folder", &tmp, e))?;
-            let n = mem.len() as u32;
-            vectors::write(
-                &tmp.join("vectors.bin"),
-                mem.dim(),
-                (0..n).map(|r| mem.vector(r)),
-            )?;
-            let rows: Vec<RowIn> = (0..n)
-                .map(|r| {
-                    let row = mem.row(r);
-                    RowIn {
-                        id: &row.id,
-                        first_seq: row.first_seq,
-                        fields: &row.fields,
-                    }
-                })
-                .collect();
-            records::write(&tmp.join("records.bin"), &rows)?;
-            if let Some(graph) = mem.graph() {
-                let bytes = graph.builder.export()?;
+            vectors::write(&tmp.join("vectors.bin"), dim, vectors)?;
+            records::write(&tmp.join("records.bin"), rows)?;
+            if let Some(graph) = graph {
+                let bytes = graph.export()?;
                 let path = tmp.join("graph.bin");
                 let mut f = fs::File::create(&path)
                     .map_err(|e| EngineError::io("create graph file", &path, e))?;

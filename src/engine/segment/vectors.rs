@@ -26,13 +26,14 @@ struct VectorsMeta {
 pub(crate) fn write<'a>(
     path: &Path,
     dim: usize,
-    rows: impl ExactSizeIterator<Item = &'a [f32]>,
+    rows: impl ExactSizeIterator<Item = Result<&'a [f32], EngineError>>,
 ) -> Result<(), EngineError> {
     let n = rows.len();
     let mut w = BlockedWriter::create(path)?;
     let vectors_at = w.align()?;
     let mut norms = Vec::with_capacity(n);
     for v in rows {
+        let v = v?;
         if v.len() != dim {
             return Err(EngineError::Internal(format!(
                 "segment row of length {} in dimension {dim}",
@@ -176,7 +177,7 @@ mod tests {
         let rows: Vec<Vec<f32>> = (0..1000)
             .map(|i| (0..37).map(|d| (i * 37 + d) as f32 * 0.5).collect())
             .collect();
-        write(&p, 37, rows.iter().map(Vec::as_slice)).unwrap();
+        write(&p, 37, rows.iter().map(|r| Ok(r.as_slice()))).unwrap();
         let v = SegmentVectors::open(&p).unwrap();
         assert_eq!((v.rows(), v.dim()), (1000, 37));
         for (i, r) in rows.iter().enumerate() {

@@ -43,8 +43,10 @@ const SEGMENTS_DIR: &str = "segments";
 const MANIFEST_VERSION: u32 = 2;
 /// Segments beyond which a compaction merges them (each costs one graph search per query).
 const MAX_SEGMENTS: usize = 4;
-/// Default memtable size (rows) at which a write triggers a flush.
-pub const DEFAULT_MEMTABLE_ROWS: usize = 16_384;
+/// Default memtable size (rows) at which it is flushed. Large, because a flush costs a graph
+/// build that compaction redoes when it merges segments: at 1536-d this is 384 MiB of vectors
+/// (plus hnsw_rs's own copy of the indexed ones), and writers only wait for a flush at 4×.
+pub const DEFAULT_MEMTABLE_ROWS: usize = 65_536;
 
 /// One published segment, as the MANIFEST lists it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

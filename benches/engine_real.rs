@@ -1,0 +1,251 @@
+//! End-to-end engine figures in process (no HTTP): acknowledged ingest rate, time until every
+//! row is in a graph, query latency/QPS and recall@10, flush + reopen time.
+//!
+//! Real data: `VECTORD_BENCH_DATA=/tmp/bench-data/real100k cargo bench --bench engine_real`
+//! (the set `../shared/bench/make-data.sh real100k` writes: base.npy, queries.npy, gt.npy).
+//! Without it (and under `cargo test`) a small synthetic clustered set is used.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use vectord::engine::{Collection, CollectionConfig, HnswParams};
+use vectord::index::distance::{distance, inverse_norm};
+use vectord::types::{Include, QueryRequest, Record, Space, WriteBatch};
+
+/// Reads a little-endian .npy of `<f4` or `<i4` as raw 4-byte values: (shape, data).
+fn read_npy(path: &Path) -> (Vec<usize>, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "{} is not .npy", path.display());
+    let (hlen, start) = if bytes[6] == 1 {
+        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
+    } else {
+        (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        )
+    };
+    let header = std::str::from_utf8(&bytes[start..start + hlen]).unwrap();
+    assert!(
+        header.contains("'<f4'") || header.contains("'<i4'"),
+        "unsupported dtype: {header}"
+    );
+    let shape_str = &header[header.find("'shape': (").unwrap() + 10..];
+    let shape: Vec<usize> = shape_str[..shape_str.find(')').unwrap()]
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    (shape, bytes[start + hlen..].to_vec())
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+struct Data {
+    dim: usize,
+    base: Vec<f32>,
+    queries: Vec<f32>,
+    gt: Vec<Vec<usize>>,
+}
+
+fn synthetic(n: usize, nq: usize, dim: usize) -> Data {
+    let mut rng = StdRng::seed_from_u64(1);
+    let centers: Vec<Vec<f32>> = (0..32)
+        .map(|_| (0..dim).map(|_| rng.random_range(-1.0f32..1.0)).collect())
+        .collect();
+    let mut gen = |n: usize| -> Vec<f32> {
+        (0..n)
+            .flat_map(|_| {
+                let c = centers[rng.random_range(0..centers.len())].clone();
+                c.into_iter()
+                    .map(|x| x + rng.random_range(-0.3f32..0.3))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let base = gen(n);
+    let queries = gen(nq);
+    let gt = queries
+        .chunks_exact(dim)
+        .map(|q| {
+            let qi = inverse_norm(q);
+            let mut d: Vec<(f32, usize)> = base
+                .chunks_exact(dim)
+                .enumerate()
+                .map(|(i, v)| (distance(Space::Cosine, q, v, qi, inverse_norm(v)), i))
+                .collect();
+            d.sort_by(|a, b| a.0.total_cmp(&b.0));
+            d.iter().take(10).map(|x| x.1).collect()
+        })
+        .collect();
+    Data {
+        dim,
+        base,
+        queries,
+        gt,
+    }
+}
+
+fn load(dir: &Path) -> Data {
+    let (bs, b) = read_npy(&dir.join("base.npy"));
+    let (_, q) = read_npy(&dir.join("queries.npy"));
+    let (gs, g) = read_npy(&dir.join("gt.npy"));
+    let gt_raw: Vec<i32> = g
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let gt = gt_raw
+        .chunks_exact(gs[1])
+        .map(|r| r.iter().take(10).map(|&x| x as usize).collect())
+        .collect();
+    Data {
+        dim: bs[1],
+        base: f32s(&b),
+        queries: f32s(&q),
+        gt,
+    }
+}
+
+fn rss_anon_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find(|l| l.starts_with("RssAnon:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let real = std::env::args().any(|a| a == "--bench");
+    let data = match std::env::var_os("VECTORD_BENCH_DATA") {
+        Some(dir) if real => load(Path::new(&dir)),
+        _ => synthetic(
+            if real { 20_000 } else { 2_000 },
+            if real { 200 } else { 20 },
+            64,
+        ),
+    };
+    let n = data.base.len() / data.dim;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c");
+    let config = CollectionConfig {
+        space: Space::Cosine,
+        hnsw: HnswParams {
+            ef_construction: 100,
+            ef_search: 100,
+            max_neighbors: 16,
+            ..Default::default()
+        },
+    };
+    let c = Arc::new(Collection::create(&path, config).unwrap());
+
+    // Ingest: 2 writers, batches of 100, as the HTTP harness does.
+    let started = Instant::now();
+    let base = Arc::new(data.base);
+    let dim = data.dim;
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (c, base) = (Arc::clone(&c), Arc::clone(&base));
+            std::thread::spawn(move || {
+                let batches = n.div_ceil(100);
+                for b in (w..batches).step_by(2) {
+                    let records = (b * 100..((b + 1) * 100).min(n))
+                        .map(|i| Record {
+                            id: format!("{i}"),
+                            embedding: base[i * dim..(i + 1) * dim].to_vec(),
+                            metadata: None,
+                            document: None,
+                            uri: None,
+                        })
+                        .collect();
+                    c.apply(WriteBatch::Add(records), None).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let acked = started.elapsed();
+    // Caught up: every row in a graph (memtable indexed, flushes and compactions settled).
+    loop {
+        let s = c.stats();
+        if s.unindexed_rows == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let caught_up = started.elapsed();
+    let stats_after_ingest = c.stats();
+
+    let run_queries = |c: &Collection| -> (Vec<f64>, f64) {
+        let mut lat = Vec::new();
+        let mut hits = 0usize;
+        for (qi, q) in data.queries.chunks_exact(dim).enumerate() {
+            let t = Instant::now();
+            let r = c
+                .query(&QueryRequest {
+                    embeddings: vec![q.to_vec()],
+                    n_results: 10,
+                    ids: None,
+                    filter: None,
+                    include: Include {
+                        distances: true,
+                        ..Default::default()
+                    },
+                })
+                .unwrap();
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            let want: HashSet<String> = data.gt[qi].iter().map(|i| i.to_string()).collect();
+            hits += r.results[0]
+                .ids
+                .iter()
+                .filter(|id| want.contains(*id))
+                .count();
+        }
+        lat.sort_by(f64::total_cmp);
+        (lat, hits as f64 / (data.gt.len() * 10) as f64)
+    };
+    let before = c.stats();
+    let (lat, recall) = run_queries(&c);
+    let after = c.stats();
+    let comps =
+        (after.distance_computations - before.distance_computations) as f64 / lat.len() as f64;
+
+    let t = Instant::now();
+    Arc::try_unwrap(c).map_err(|_| ()).unwrap().close().unwrap();
+    let close = t.elapsed();
+    let rss_before_open = rss_anon_kib();
+    let t = Instant::now();
+    let c = Collection::open(&path).unwrap();
+    let open = t.elapsed();
+    let rss_after_open = rss_anon_kib();
+    let (lat2, recall2) = run_queries(&c);
+    println!(
+        "{{\"n\": {n}, \"dim\": {dim}, \"ack_ingest_per_s\": {:.0}, \"ack_s\": {:.2}, \"graph_caught_up_s\": {:.2}, \
+\"segments_after_ingest\": {}, \"recall_at_10\": {recall:.4}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"distances_per_query\": {comps:.0}, \
+\"close_s\": {:.2}, \"open_ms\": {:.1}, \"rss_anon_open_delta_kib\": {}, \"reopened_recall\": {recall2:.4}, \"reopened_p50_ms\": {:.3}, \"reopened_p99_ms\": {:.3}}}",
+        n as f64 / acked.as_secs_f64(),
+        acked.as_secs_f64(),
+        caught_up.as_secs_f64(),
+        stats_after_ingest.segments,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        close.as_secs_f64(),
+        open.as_secs_f64() * 1000.0,
+        match (rss_before_open, rss_after_open) { (Some(a), Some(b)) => (b as i64 - a as i64).to_string(), _ => "null".into() },
+        percentile(&lat2, 0.5),
+        percentile(&lat2, 0.99),
+    );
+}

@@ -5,10 +5,14 @@
 //! - [`filter`]: `where` / `where_document` parsing and evaluation.
 //! - [`engine`]: durable collections (WAL, recovery, exact search).
 //! - [`index`]: distance kernels and ANN indexes.
+//! - [`catalog`]: tenants, databases and collections, persisted atomically.
+//! - [`config`]: server settings from flags and the environment.
 //!
 //! `ARCHITECTURE.md` at the repository root maps the modules and their invariants.
 #![warn(missing_docs)]
 
+pub mod catalog;
+pub mod config;
+pub mod engine;
 pub mod filter;
 pub mod types;
-pub mod engine;

@@ -1,0 +1,149 @@
+//! The HTTP API: Chroma's v2 routes over axum, with Chroma's wire shapes and error bodies.
+//!
+//! Architecture invariant: `api` touches no files or indexes itself; it decodes and validates
+//! requests, calls the catalog and the engine (on blocking threads), and maps every error to
+//! HTTP in one place (`error.rs`).
+//!
+//! - [`serve`] runs the server on an already-bound listener until a shutdown future resolves,
+//!   so tests bind `127.0.0.1:0` and `main` passes SIGINT/SIGTERM.
+//! - [`app`] builds the router.
+
+pub mod collection_json;
+mod collections;
+pub mod error;
+mod records;
+mod system;
+pub mod wire;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use tokio::net::TcpListener;
+
+use crate::catalog::Catalog;
+use crate::config::Settings;
+use error::{ApiError, BodyLimit};
+
+/// Shared state of every handler: a cheap clone of two `Arc`s.
+#[derive(Clone)]
+pub struct AppState {
+    /// Tenants, databases, collections and their engine handles.
+    pub catalog: Arc<Catalog>,
+    /// The settings the server was started with.
+    pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    /// Bundles an opened catalog with the settings.
+    pub fn new(catalog: Catalog, settings: Settings) -> AppState {
+        AppState {
+            catalog: Arc::new(catalog),
+            settings: Arc::new(settings),
+        }
+    }
+}
+
+/// Runs `f` on the blocking pool (fsync and CPU-heavy work must not stall the async runtime).
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await?
+}
+
+/// Builds the router with every v2 route, the JSON 404/405 fallbacks and the body limit.
+pub fn app(state: AppState) -> Router {
+    let limit = state.settings.max_body_bytes;
+    const DB: &str = "/api/v2/tenants/{tenant}/databases/{database}";
+    let coll = |suffix: &str| format!("{DB}/collections/{{collection_id}}/{suffix}");
+    Router::new()
+        .route("/api/v2", get(system::heartbeat))
+        .route("/api/v2/heartbeat", get(system::heartbeat))
+        .route("/api/v2/version", get(system::version))
+        .route("/api/v2/pre-flight-checks", get(system::pre_flight_checks))
+        .route("/api/v2/healthcheck", get(system::healthcheck))
+        .route("/api/v2/reset", post(system::reset))
+        .route("/api/v2/auth/identity", get(system::identity))
+        .route("/api/v2/tenants", post(collections::create_tenant))
+        .route(
+            "/api/v2/tenants/{tenant}",
+            get(collections::get_tenant).patch(collections::update_tenant),
+        )
+        .route(
+            "/api/v2/tenants/{tenant}/databases",
+            get(collections::list_databases).post(collections::create_database),
+        )
+        .route(
+            DB,
+            get(collections::get_database).delete(collections::delete_database),
+        )
+        .route(
+            &format!("{DB}/collections"),
+            get(collections::list_collections).post(collections::create_collection),
+        )
+        .route(
+            &format!("{DB}/collections_count"),
+            get(collections::count_collections),
+        )
+        .route(
+            &format!("{DB}/collections/by-id/{{collection_id}}"),
+            get(collections::get_collection_by_id),
+        )
+        .route(
+            &format!("{DB}/collections/{{collection}}"),
+            get(collections::get_collection)
+                .put(collections::update_collection)
+                .delete(collections::delete_collection),
+        )
+        .route(&coll("add"), post(records::add))
+        .route(&coll("upsert"), post(records::upsert))
+        .route(&coll("update"), post(records::update))
+        .route(&coll("delete"), post(records::delete))
+        .route(&coll("get"), post(records::get))
+        .route(&coll("query"), post(records::query))
+        .route(&coll("count"), get(records::count))
+        .route(&coll("fork"), post(system::fork))
+        .route(&coll("fork_count"), get(system::fork))
+        .route(&coll("indexing_status"), get(system::indexing_status))
+        .route(&coll("search"), post(system::search))
+        .route(&coll("functions/attach"), post(system::functions))
+        .route(&coll("functions/{function}"), get(system::functions))
+        .route(
+            &coll("attached_functions/{name}/detach"),
+            post(system::functions),
+        )
+        .route(
+            "/api/v2/collections/{crn}",
+            get(collections::get_collection_by_crn),
+        )
+        .route("/api/v1", axum::routing::any(system::v1_gone))
+        .route("/api/v1/{*rest}", axum::routing::any(system::v1_gone))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(Extension(BodyLimit(limit)))
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves, then stops accepting and waits
+/// for in-flight requests to finish.
+pub async fn serve<F>(listener: TcpListener, state: AppState, shutdown: F) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

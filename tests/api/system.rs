@@ -1,0 +1,143 @@
+//! Server-level routes.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::util::{start, start_with, Opts, DB};
+
+#[tokio::test]
+async fn heartbeat_version_preflight_identity_health() {
+    let s = start().await;
+    for p in ["/api/v2", "/api/v2/heartbeat"] {
+        let r = s.get(p).await;
+        assert!(r.ok(200)["nanosecond heartbeat"].as_u64().unwrap() > 1_600_000_000_000_000_000);
+    }
+    assert_eq!(s.get("/api/v2/version").await.ok(200), &json!("1.0.0"));
+    assert_eq!(
+        s.get("/api/v2/pre-flight-checks").await.ok(200),
+        &json!({"max_batch_size": 3140, "supports_base64_encoding": true})
+    );
+    assert_eq!(
+        s.get("/api/v2/auth/identity").await.ok(200),
+        &json!({"user_id": "", "tenant": "default_tenant", "databases": ["default_database"]})
+    );
+    assert_eq!(
+        s.get("/api/v2/healthcheck").await.ok(200),
+        &json!({"is_executor_ready": true, "is_log_client_ready": true})
+    );
+    // The discovery calls Python makes at construction.
+    assert_eq!(
+        s.get("/api/v2/tenants/default_tenant").await.ok(200),
+        &json!({"name": "default_tenant", "resource_name": null})
+    );
+    assert_eq!(
+        s.get(DB).await.ok(200),
+        &json!({"id": "00000000-0000-0000-0000-000000000000", "name": "default_database", "tenant": "default_tenant"})
+    );
+}
+
+#[tokio::test]
+async fn reset_wipes_everything_when_allowed() {
+    let s = start().await;
+    let id = s.create("to_wipe").await;
+    s.post("/api/v2/tenants", json!({"name": "tenant2"}))
+        .await
+        .ok(200);
+    assert_eq!(
+        s.post("/api/v2/reset", json!(null)).await.ok(200),
+        &json!(true)
+    );
+    assert_eq!(
+        s.get(&format!("{DB}/collections_count")).await.ok(200),
+        &json!(0)
+    );
+    s.get("/api/v2/tenants/tenant2")
+        .await
+        .err(404, "NotFoundError");
+    s.get(DB).await.ok(200);
+    assert!(!s.dir.join("collections").join(&id).exists());
+    // Reset needs no body and no content type.
+    s.raw(Method::POST, "/api/v2/reset", vec![], None)
+        .await
+        .ok(200);
+}
+
+#[tokio::test]
+async fn reset_is_forbidden_by_default() {
+    let s = start_with(Opts {
+        allow_reset: false,
+        ..Default::default()
+    })
+    .await;
+    let id = s.create("kept").await;
+    let r = s.post("/api/v2/reset", json!(null)).await;
+    assert_eq!(r.err(403, "ChromaError"), "Reset is disabled by config");
+    assert!(s.dir.join("collections").join(&id).exists());
+}
+
+#[tokio::test]
+async fn unknown_routes_methods_and_v1() {
+    let s = start().await;
+    s.get("/api/v2/nope").await.err(404, "NotFoundError");
+    s.req(Method::DELETE, "/api/v2/heartbeat", None)
+        .await
+        .err(405, "ChromaError");
+    let r = s.get("/api/v1/heartbeat").await;
+    assert_eq!(
+        r.err(410, "Unimplemented"),
+        "The v1 API is deprecated. Please use /v2 apis"
+    );
+}
+
+#[tokio::test]
+async fn cloud_only_routes_answer_501() {
+    let s = start().await;
+    let id = s.create("c501").await;
+    let r = s.post(&s.coll(&id, "fork"), json!({"new_name": "x"})).await;
+    assert_eq!(
+        r.err(501, "ChromaError"),
+        "Collection forking is unsupported for local chroma"
+    );
+    s.get(&s.coll(&id, "fork_count"))
+        .await
+        .err(501, "ChromaError");
+    s.post(&s.coll(&id, "search"), json!({"searches": []}))
+        .await
+        .err(501, "ChromaError");
+    s.post(&s.coll(&id, "functions/attach"), json!({}))
+        .await
+        .err(501, "ChromaError");
+}
+
+#[tokio::test]
+async fn graceful_stop_and_restart_keep_the_catalog() {
+    let s = start().await;
+    let r = s
+        .post(
+            &format!("{DB}/collections"),
+            json!({"name": "persisted", "metadata": {"hnsw:space": "cosine", "k": 1.5},
+                   "configuration": {"embedding_function": {"type": "known", "name": "openai", "config": {"model": "m"}}}}),
+        )
+        .await;
+    let before = r.ok(200).clone();
+    s.post("/api/v2/tenants", json!({"name": "tenant2"}))
+        .await
+        .ok(200);
+    s.post("/api/v2/tenants/tenant2/databases", json!({"name": "db2"}))
+        .await
+        .ok(200);
+    let dir = s.dir.clone();
+    let tmp = s.stop().await;
+    let s2 = crate::util::start_in(&dir, Opts::default()).await;
+    let after = s2
+        .get(&format!("{DB}/collections/persisted"))
+        .await
+        .ok(200)
+        .clone();
+    assert_eq!(before, after);
+    assert_eq!(after["configuration_json"]["hnsw"]["space"], "cosine");
+    s2.get("/api/v2/tenants/tenant2/databases/db2")
+        .await
+        .ok(200);
+    drop(tmp);
+}

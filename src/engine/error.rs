@@ -71,9 +71,7 @@ impl EngineError {
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> EngineError {
         let path = path.into();
         // ENOSPC = 28, EDQUOT = 122 on Linux: both mean "make room and retry".
-        if source.kind() == io::ErrorKind::StorageFull
-            || matches!(source.raw_os_error(), Some(28 | 122))
-        {
+        if source.kind() == io::ErrorKind::StorageFull || matches!(source.raw_os_error(), Some(28 | 122)) {
             return EngineError::NoSpace { path };
         }
         EngineError::Io { op, path, source }

@@ -17,4 +17,5 @@ pub mod catalog;
 pub mod config;
 pub mod engine;
 pub mod filter;
+pub mod index;
 pub mod types;

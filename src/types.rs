@@ -24,7 +24,18 @@ pub const MAX_DIMENSION: usize = 65_536;
 
 /// Distance function of a collection, as Chroma names it (`hnsw.space`).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    Archive,
+    RkyvSerialize,
+    RkyvDeserialize,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Space {
@@ -59,7 +70,9 @@ impl Space {
 }
 
 /// A sparse vector stored as a metadata value (`{"#type":"sparse_vector",...}` on the wire).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize,
+)]
 pub struct SparseVector {
     /// Dimension indices, strictly increasing.
     pub indices: Vec<u32>,
@@ -71,7 +84,9 @@ pub struct SparseVector {
 
 /// One metadata value. Int and float stay distinct (`3.0` round-trips as a float, `3` as an int),
 /// and arrays are homogeneous by construction.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize,
+)]
 pub enum MetadataValue {
     /// A boolean.
     Bool(bool),
@@ -202,7 +217,9 @@ impl<E, M> Columns<E, M> {
 
     /// Splits the columns into per-row parts.
     #[allow(clippy::type_complexity)]
-    fn into_rows(self) -> impl Iterator<Item = (String, Option<E>, Option<M>, Option<String>, Option<String>)> {
+    fn into_rows(
+        self,
+    ) -> impl Iterator<Item = (String, Option<E>, Option<M>, Option<String>, Option<String>)> {
         let n = self.ids.len();
         let mut emb = self.embeddings.map(|v| v.into_iter());
         let mut met = self.metadatas.map(|v| v.into_iter());
@@ -264,7 +281,9 @@ impl WriteBatch {
     }
 
     /// Builds an update batch from Chroma-style columns; an embedding entry may be `None`.
-    pub fn update(cols: Columns<Option<Vec<f32>>, MetadataPatch>) -> Result<WriteBatch, InputError> {
+    pub fn update(
+        cols: Columns<Option<Vec<f32>>, MetadataPatch>,
+    ) -> Result<WriteBatch, InputError> {
         cols.check_lengths()?;
         let rows = cols
             .into_rows()
@@ -374,7 +393,10 @@ pub fn validate_id(id: &str) -> Result<(), InputError> {
         return Err(InputError::EmptyId);
     }
     if id.len() > MAX_ID_BYTES {
-        return Err(InputError::IdTooLong { len: id.len(), max: MAX_ID_BYTES });
+        return Err(InputError::IdTooLong {
+            len: id.len(),
+            max: MAX_ID_BYTES,
+        });
     }
     Ok(())
 }
@@ -385,7 +407,10 @@ pub fn validate_embedding(e: &[f32]) -> Result<(), InputError> {
         return Err(InputError::EmptyEmbedding);
     }
     if e.len() > MAX_DIMENSION {
-        return Err(InputError::DimensionTooLarge { got: e.len(), max: MAX_DIMENSION });
+        return Err(InputError::DimensionTooLarge {
+            got: e.len(),
+            max: MAX_DIMENSION,
+        });
     }
     if e.iter().any(|x| !x.is_finite()) {
         return Err(InputError::NonFiniteEmbedding);
@@ -396,7 +421,10 @@ pub fn validate_embedding(e: &[f32]) -> Result<(), InputError> {
 fn validate_text(document: &Option<String>, uri: &Option<String>) -> Result<(), InputError> {
     for s in [document, uri].into_iter().flatten() {
         if s.len() > MAX_DOCUMENT_BYTES {
-            return Err(InputError::ValueTooLarge { len: s.len(), max: MAX_DOCUMENT_BYTES });
+            return Err(InputError::ValueTooLarge {
+                len: s.len(),
+                max: MAX_DOCUMENT_BYTES,
+            });
         }
     }
     Ok(())
@@ -407,7 +435,11 @@ fn validate_metadata<'a>(
     entries: impl Iterator<Item = (&'a String, Option<&'a MetadataValue>)>,
 ) -> Result<(), InputError> {
     for (key, value) in entries {
-        if key.is_empty() || key.starts_with('#') || key.starts_with('$') || key.len() > MAX_METADATA_KEY_BYTES {
+        if key.is_empty()
+            || key.starts_with('#')
+            || key.starts_with('$')
+            || key.len() > MAX_METADATA_KEY_BYTES
+        {
             return Err(InputError::InvalidMetadata { index });
         }
         let ok = match value {
@@ -416,13 +448,18 @@ fn validate_metadata<'a>(
             Some(MetadataValue::FloatArray(a)) => !a.is_empty() && a.iter().all(|f| f.is_finite()),
             Some(MetadataValue::BoolArray(a)) => !a.is_empty(),
             Some(MetadataValue::IntArray(a)) => !a.is_empty(),
-            Some(MetadataValue::StrArray(a)) => !a.is_empty() && a.iter().all(|s| s.len() <= MAX_DOCUMENT_BYTES),
+            Some(MetadataValue::StrArray(a)) => {
+                !a.is_empty() && a.iter().all(|s| s.len() <= MAX_DOCUMENT_BYTES)
+            }
             Some(MetadataValue::Str(s)) => s.len() <= MAX_DOCUMENT_BYTES,
             Some(MetadataValue::SparseVector(sv)) => {
                 sv.indices.len() == sv.values.len()
                     && sv.indices.windows(2).all(|w| w[0] < w[1])
                     && sv.values.iter().all(|v| v.is_finite())
-                    && sv.tokens.as_ref().is_none_or(|t| t.len() == sv.indices.len())
+                    && sv
+                        .tokens
+                        .as_ref()
+                        .is_none_or(|t| t.len() == sv.indices.len())
             }
             Some(MetadataValue::Bool(_) | MetadataValue::Int(_)) => true,
         };
@@ -517,13 +554,29 @@ pub struct Include {
 
 impl Include {
     /// Chroma's default for `get`: documents and metadatas.
-    pub const GET_DEFAULT: Include =
-        Include { embeddings: false, documents: true, metadatas: true, uris: false, distances: false };
+    pub const GET_DEFAULT: Include = Include {
+        embeddings: false,
+        documents: true,
+        metadatas: true,
+        uris: false,
+        distances: false,
+    };
     /// Chroma's default for `query`: documents, metadatas and distances.
-    pub const QUERY_DEFAULT: Include =
-        Include { embeddings: false, documents: true, metadatas: true, uris: false, distances: true };
+    pub const QUERY_DEFAULT: Include = Include {
+        embeddings: false,
+        documents: true,
+        metadatas: true,
+        uris: false,
+        distances: true,
+    };
     /// Everything.
-    pub const ALL: Include = Include { embeddings: true, documents: true, metadatas: true, uris: true, distances: true };
+    pub const ALL: Include = Include {
+        embeddings: true,
+        documents: true,
+        metadatas: true,
+        uris: true,
+        distances: true,
+    };
 }
 
 /// A `get`: records by ids and/or filter, in insertion order, then `offset` and `limit`.
@@ -598,7 +651,16 @@ pub struct QueryResult {
 /// An opaque position in an external change feed (a pgvector LSN or change sequence), stored
 /// atomically with the batch that reached it.
 #[derive(
-    Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Archive, RkyvSerialize, RkyvDeserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Archive,
+    RkyvSerialize,
+    RkyvDeserialize,
 )]
 pub struct SourcePosition(pub String);
 
@@ -638,13 +700,22 @@ mod tests {
             WriteBatch::add(cols(&["a", "b"], Some(vec![vec![1.0], vec![1.0, 2.0]]))).unwrap_err(),
             InputError::InconsistentDimensions
         );
-        assert_eq!(WriteBatch::add(cols(&[""], Some(vec![vec![1.0]]))).unwrap_err(), InputError::EmptyId);
+        assert_eq!(
+            WriteBatch::add(cols(&[""], Some(vec![vec![1.0]]))).unwrap_err(),
+            InputError::EmptyId
+        );
         assert_eq!(
             WriteBatch::add(cols(&["a"], Some(vec![vec![f32::NAN]]))).unwrap_err(),
             InputError::NonFiniteEmbedding
         );
-        assert_eq!(WriteBatch::add(cols(&["a"], Some(vec![vec![]]))).unwrap_err(), InputError::EmptyEmbedding);
-        assert_eq!(WriteBatch::add(cols(&["a"], None)).unwrap_err(), InputError::MissingEmbeddings);
+        assert_eq!(
+            WriteBatch::add(cols(&["a"], Some(vec![vec![]]))).unwrap_err(),
+            InputError::EmptyEmbedding
+        );
+        assert_eq!(
+            WriteBatch::add(cols(&["a"], None)).unwrap_err(),
+            InputError::MissingEmbeddings
+        );
         assert!(WriteBatch::add(cols(&[], None)).is_ok());
     }
 
@@ -654,7 +725,10 @@ mod tests {
         let mut bad = Metadata::new();
         bad.insert("$x".into(), MetadataValue::Int(1));
         c.metadatas = Some(vec![None, Some(bad)]);
-        assert_eq!(WriteBatch::add(c).unwrap_err(), InputError::InvalidMetadata { index: 1 });
+        assert_eq!(
+            WriteBatch::add(c).unwrap_err(),
+            InputError::InvalidMetadata { index: 1 }
+        );
         assert_eq!(
             InputError::InvalidMetadata { index: 0 }.to_string(),
             "Validation error: metadatas: Invalid metadata at index 0"

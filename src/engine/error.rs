@@ -54,6 +54,9 @@ pub enum EngineError {
     /// is reopened, because the OS may have dropped the dirty pages (fsync-gate).
     #[error("collection is read-only after a failed WAL sync: {0}")]
     Poisoned(String),
+    /// A bug: an internal invariant did not hold. The operation was not applied.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The folder was written by an unknown format version.
     #[error("{path} has format version {found}; this build reads version {expected}")]
     Version {
@@ -71,7 +74,9 @@ impl EngineError {
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> EngineError {
         let path = path.into();
         // ENOSPC = 28, EDQUOT = 122 on Linux: both mean "make room and retry".
-        if source.kind() == io::ErrorKind::StorageFull || matches!(source.raw_os_error(), Some(28 | 122)) {
+        if source.kind() == io::ErrorKind::StorageFull
+            || matches!(source.raw_os_error(), Some(28 | 122))
+        {
             return EngineError::NoSpace { path };
         }
         EngineError::Io { op, path, source }

@@ -1,7 +1,18 @@
-//! Durable collections: write-ahead log, recovery, and search over the stored records.
+//! Durable collections: MANIFEST, write-ahead log with group commit, recovery, and exact search
+//! over the records rebuilt from the log.
+//!
+//! The public surface is [`Collection`] (create/open, `apply`, `get`, `query`, `count`) plus
+//! [`DirLock`] for the one-process-per-folder rule.
 
+mod collection;
 mod config;
 mod error;
+mod fsutil;
+mod log;
+mod store;
+mod wal;
 
+pub use collection::Collection;
 pub use config::{CollectionConfig, HnswParams, MAX_NEIGHBORS_LIMIT};
 pub use error::EngineError;
+pub use fsutil::{atomic_write, sync_dir, DirLock};

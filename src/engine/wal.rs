@@ -1,0 +1,592 @@
+//! The write-ahead log: numbered files `wal/NNNNNNNN.log`, each a 16-byte header followed by
+//! records `[len u32][crc32c u32][seq u64][payload]` (little-endian; the CRC covers seq and
+//! payload). Sequence numbers increase by one per record across files.
+//!
+//! Durability: a record is acknowledged only once `fdatasync` covered it. [`Durability`]
+//! implements group commit — one writer syncs for everyone who appended before it started —
+//! so concurrent writers share a sync instead of queueing one each.
+//!
+//! Recovery replays every record and truncates a torn **tail** only: a bad record in the last
+//! file with no valid record after it. A bad record followed by a valid one, or a bad record in
+//! an older file, is corruption and recovery stops with the file and offset.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::fsutil::sync_dir;
+use super::EngineError;
+
+const FILE_MAGIC: &[u8; 8] = b"VECTDWAL";
+const FORMAT_VERSION: u32 = 1;
+const FILE_HEADER_LEN: u64 = 16;
+const RECORD_HEADER_LEN: usize = 16;
+/// Largest payload accepted: bounds what a garbage length field can make recovery allocate.
+pub(crate) const MAX_PAYLOAD: usize = 1 << 30;
+/// Start a new file once the current one passes this size (so a future flush can drop whole
+/// files instead of rewriting one).
+pub(crate) const DEFAULT_ROTATE_BYTES: u64 = 64 << 20;
+/// How far past the last good sequence number a stray valid-looking record may claim to be
+/// when deciding "torn tail or corruption".
+const SEQ_SCAN_WINDOW: u64 = 1 << 20;
+
+fn file_name(no: u64) -> String {
+    format!("{no:08}.log")
+}
+
+fn file_header() -> [u8; FILE_HEADER_LEN as usize] {
+    let mut h = [0u8; FILE_HEADER_LEN as usize];
+    h[..8].copy_from_slice(FILE_MAGIC);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h
+}
+
+fn record_crc(seq: u64, payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&seq.to_le_bytes()), payload)
+}
+
+/// Appends records to the newest WAL file. Callers serialise access (the collection's writer
+/// mutex), because log order must equal apply order.
+#[derive(Debug)]
+pub(crate) struct WalWriter {
+    dir: PathBuf,
+    file: Arc<File>,
+    path: PathBuf,
+    file_no: u64,
+    len: u64,
+    last_seq: u64,
+    rotate_bytes: u64,
+    durability: Arc<Durability>,
+}
+
+impl WalWriter {
+    /// Sequence number of the newest record (0 when the log has never held one).
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// The group-commit tracker for this log.
+    pub(crate) fn durability(&self) -> &Arc<Durability> {
+        &self.durability
+    }
+
+    /// Writes one record and returns its sequence number. Not yet durable: see
+    /// [`Durability::wait`]. On failure nothing of the record remains in the file.
+    pub(crate) fn append(&mut self, payload: &[u8]) -> Result<u64, EngineError> {
+        if payload.len() > MAX_PAYLOAD {
+            return Err(EngineError::Input(
+                crate::types::InputError::ValueTooLarge {
+                    len: payload.len(),
+                    max: MAX_PAYLOAD,
+                },
+            ));
+        }
+        let record_len = (RECORD_HEADER_LEN + payload.len()) as u64;
+        if self.len > FILE_HEADER_LEN && self.len + record_len > self.rotate_bytes {
+            self.rotate()?;
+        }
+        let seq = self.last_seq + 1;
+        let mut buf = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
+        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&record_crc(seq, payload).to_le_bytes());
+        buf.extend_from_slice(&seq.to_le_bytes());
+        buf.extend_from_slice(payload);
+        if let Err(e) = write_record(&self.file, &buf) {
+            // Cut whatever part of the record reached the file, so the next append does not
+            // land behind garbage. If even that fails, later records would follow a bad one:
+            // refuse writes until a reopen lets recovery handle the tail.
+            if let Err(e2) = self.file.set_len(self.len) {
+                self.durability.poison(format!(
+                    "truncating {} after a failed append: {e2}",
+                    self.path.display()
+                ));
+            }
+            return Err(EngineError::io("append to WAL", &self.path, e));
+        }
+        self.len += record_len;
+        self.last_seq = seq;
+        Ok(seq)
+    }
+
+    /// Makes everything written to the current file durable, then starts the next file.
+    fn rotate(&mut self) -> Result<(), EngineError> {
+        sync_file(&self.file).map_err(|e| EngineError::io("fsync WAL", &self.path, e))?;
+        self.durability.mark_durable(self.last_seq);
+        let no = self.file_no + 1;
+        let (file, path) = create_file(&self.dir, no)?;
+        self.file = Arc::new(file);
+        self.path = path;
+        self.file_no = no;
+        self.len = FILE_HEADER_LEN;
+        Ok(())
+    }
+}
+
+fn write_record(mut file: &File, buf: &[u8]) -> io::Result<()> {
+    fail::fail_point!("wal::append", |arg| {
+        // `torn`: write half the record and die, as a crash mid-write would leave it.
+        if arg.as_deref() == Some("torn") {
+            let _ = file.write_all(&buf[..buf.len() / 2]);
+            std::process::abort();
+        }
+        Err(io::Error::other("failpoint wal::append"))
+    });
+    file.write_all(buf)
+}
+
+fn sync_file(file: &File) -> io::Result<()> {
+    fail::fail_point!("wal::sync", |_| Err(io::Error::other(
+        "failpoint wal::sync"
+    )));
+    file.sync_data()
+}
+
+fn create_file(dir: &Path, no: u64) -> Result<(File, PathBuf), EngineError> {
+    let path = dir.join(file_name(no));
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| EngineError::io("create WAL file", &path, e))?;
+    // A file left by a crash during an earlier creation may hold a partial header.
+    file.set_len(0)
+        .and_then(|_| file.write_all(&file_header()))
+        .and_then(|_| file.sync_all())
+        .map_err(|e| EngineError::io("initialise WAL file", &path, e))?;
+    sync_dir(dir)?;
+    Ok((file, path))
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    durable: u64,
+    syncing: bool,
+    failed: Option<String>,
+}
+
+/// Group commit: tracks the highest durable sequence number and elects one syncing writer at
+/// a time. A failed sync poisons the log (fsync-gate: after a failed `fdatasync` the kernel may
+/// have dropped the dirty pages, so retrying could report success for lost data).
+#[derive(Debug, Default)]
+pub(crate) struct Durability {
+    state: Mutex<SyncState>,
+    cv: Condvar,
+}
+
+impl Durability {
+    fn with_durable(seq: u64) -> Durability {
+        Durability {
+            state: Mutex::new(SyncState {
+                durable: seq,
+                ..Default::default()
+            }),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn mark_durable(&self, seq: u64) {
+        let mut st = self.state.lock();
+        st.durable = st.durable.max(seq);
+        self.cv.notify_all();
+    }
+
+    /// Marks the log unusable for writes; reads are unaffected.
+    pub(crate) fn poison(&self, why: String) {
+        let mut st = self.state.lock();
+        st.failed.get_or_insert(why);
+        self.cv.notify_all();
+    }
+
+    /// Why the log refuses writes, if it does.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.state.lock().failed.clone()
+    }
+
+    /// Returns once record `seq` is durable. The caller must not hold `writer`'s lock.
+    pub(crate) fn wait(&self, seq: u64, writer: &Mutex<WalWriter>) -> Result<(), EngineError> {
+        let mut st = self.state.lock();
+        loop {
+            if st.durable >= seq {
+                return Ok(());
+            }
+            if let Some(why) = &st.failed {
+                return Err(EngineError::Poisoned(why.clone()));
+            }
+            if st.syncing {
+                self.cv.wait(&mut st);
+                continue;
+            }
+            st.syncing = true;
+            drop(st);
+            // Everything appended up to now rides on this one sync.
+            let (file, path, upto) = {
+                let w = writer.lock();
+                (Arc::clone(&w.file), w.path.clone(), w.last_seq)
+            };
+            let result = sync_file(&file);
+            st = self.state.lock();
+            st.syncing = false;
+            match result {
+                Ok(()) => st.durable = st.durable.max(upto),
+                Err(e) => {
+                    st.failed
+                        .get_or_insert(format!("fdatasync {}: {e}", path.display()));
+                }
+            }
+            self.cv.notify_all();
+        }
+    }
+}
+
+/// Opens the log in `dir` (creating it when absent), calling `replay(seq, payload, file,
+/// offset)` for every record in order, and returns the writer positioned after the last one.
+pub(crate) fn recover(
+    dir: &Path,
+    rotate_bytes: u64,
+    mut replay: impl FnMut(u64, &[u8], &Path, u64) -> Result<(), EngineError>,
+) -> Result<WalWriter, EngineError> {
+    fs::create_dir_all(dir).map_err(|e| EngineError::io("create folder", dir, e))?;
+    let mut numbers = list_files(dir)?;
+    numbers.sort_unstable();
+    let mut last_seq = 0u64;
+    let mut first_seq_seen = false;
+    let count = numbers.len();
+    let mut tail: Option<(u64, PathBuf, u64)> = None;
+    for (i, no) in numbers.iter().copied().enumerate() {
+        let is_last = i + 1 == count;
+        let path = dir.join(file_name(no));
+        let data = fs::read(&path).map_err(|e| EngineError::io("read WAL", &path, e))?;
+        let header_ok = data.len() >= FILE_HEADER_LEN as usize && data[..16] == file_header();
+        if !header_ok {
+            let torn_header = is_last && data.len() <= FILE_HEADER_LEN as usize;
+            if torn_header {
+                // Crash while creating the file: nothing in it was ever acknowledged.
+                tail = Some((no, path, 0));
+                break;
+            }
+            if data.len() >= 12 && &data[..8] == FILE_MAGIC {
+                let found = u32::from_le_bytes([data[8], data[9], data[10], data[11]]);
+                if found != FORMAT_VERSION {
+                    return Err(EngineError::Version {
+                        path,
+                        found,
+                        expected: FORMAT_VERSION,
+                    });
+                }
+            }
+            return Err(EngineError::Corrupt {
+                file: path,
+                offset: 0,
+                reason: "bad WAL file header".into(),
+            });
+        }
+        let mut off = FILE_HEADER_LEN as usize;
+        loop {
+            if off == data.len() {
+                break;
+            }
+            match parse_record(&data, off) {
+                Some((seq, payload, next)) => {
+                    if first_seq_seen && seq != last_seq + 1 {
+                        return Err(EngineError::Corrupt {
+                            file: path,
+                            offset: off as u64,
+                            reason: format!("sequence {seq} follows {last_seq}"),
+                        });
+                    }
+                    fail::fail_point!("wal::recover", |_| Err(EngineError::Corrupt {
+                        file: path.clone(),
+                        offset: off as u64,
+                        reason: "failpoint wal::recover".into(),
+                    }));
+                    replay(seq, payload, &path, off as u64)?;
+                    first_seq_seen = true;
+                    last_seq = seq;
+                    off = next;
+                }
+                None => {
+                    let later_valid = find_valid_record(&data, off + 1, last_seq);
+                    if !is_last || later_valid.is_some() {
+                        return Err(EngineError::Corrupt {
+                            file: path,
+                            offset: off as u64,
+                            reason: "record fails its checksum and valid records follow it".into(),
+                        });
+                    }
+                    tracing::warn!(
+                        file = %path.display(),
+                        offset = off,
+                        dropped_bytes = data.len() - off,
+                        "truncating torn WAL tail (an unacknowledged write interrupted by a crash)"
+                    );
+                    break;
+                }
+            }
+        }
+        if is_last {
+            tail = Some((no, path, off as u64));
+        }
+    }
+
+    let durability = Arc::new(Durability::with_durable(last_seq));
+    match tail {
+        Some((no, path, len)) if len >= FILE_HEADER_LEN => {
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| EngineError::io("open WAL", &path, e))?;
+            let current = file
+                .metadata()
+                .map_err(|e| EngineError::io("stat WAL", &path, e))?
+                .len();
+            if current != len {
+                fail::fail_point!("wal::truncate_tail");
+                file.set_len(len)
+                    .and_then(|_| file.sync_all())
+                    .map_err(|e| EngineError::io("truncate WAL tail", &path, e))?;
+            }
+            Ok(WalWriter {
+                dir: dir.to_path_buf(),
+                file: Arc::new(file),
+                path,
+                file_no: no,
+                len,
+                last_seq,
+                rotate_bytes,
+                durability,
+            })
+        }
+        other => {
+            let no = other.map(|(no, _, _)| no).unwrap_or(1);
+            let (file, path) = create_file(dir, no)?;
+            Ok(WalWriter {
+                dir: dir.to_path_buf(),
+                file: Arc::new(file),
+                path,
+                file_no: no,
+                len: FILE_HEADER_LEN,
+                last_seq,
+                rotate_bytes,
+                durability,
+            })
+        }
+    }
+}
+
+fn list_files(dir: &Path) -> Result<Vec<u64>, EngineError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| EngineError::io("list WAL", dir, e))? {
+        let entry = entry.map_err(|e| EngineError::io("list WAL", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(num) = name
+            .strip_suffix(".log")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            out.push(num);
+        }
+    }
+    Ok(out)
+}
+
+/// Parses the record at `off`: `(seq, payload, next offset)` when its header and CRC are good.
+fn parse_record(data: &[u8], off: usize) -> Option<(u64, &[u8], usize)> {
+    let header = data.get(off..off.checked_add(RECORD_HEADER_LEN)?)?;
+    let len = u32::from_le_bytes(header[0..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
+    let seq = u64::from_le_bytes(header[8..16].try_into().ok()?);
+    if len > MAX_PAYLOAD {
+        return None;
+    }
+    let start = off + RECORD_HEADER_LEN;
+    let payload = data.get(start..start.checked_add(len)?)?;
+    (record_crc(seq, payload) == crc).then_some((seq, payload, start + len))
+}
+
+/// Looks for any valid record at or after `from` claiming a sequence number after `last_seq`:
+/// its presence turns a bad record into corruption rather than a torn tail.
+fn find_valid_record(data: &[u8], from: usize, last_seq: u64) -> Option<usize> {
+    let end = data.len().checked_sub(RECORD_HEADER_LEN)?;
+    (from..=end).find(|&off| {
+        let seq = u64::from_le_bytes(data[off + 8..off + 16].try_into().unwrap_or([0; 8]));
+        seq > last_seq && seq <= last_seq + SEQ_SCAN_WINDOW && parse_record(data, off).is_some()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Replayed = Vec<(u64, Vec<u8>)>;
+
+    fn collect(dir: &Path) -> Result<(WalWriter, Replayed), EngineError> {
+        let mut got = Vec::new();
+        let w = recover(dir, DEFAULT_ROTATE_BYTES, |seq, p, _, _| {
+            got.push((seq, p.to_vec()));
+            Ok(())
+        })?;
+        Ok((w, got))
+    }
+
+    fn write_n(dir: &Path, n: usize, rotate: u64) -> WalWriter {
+        let mut w = recover(dir, rotate, |_, _, _, _| Ok(())).unwrap();
+        for i in 0..n {
+            let seq = w.append(format!("record-{i}").as_bytes()).unwrap();
+            let lock = Mutex::new(w);
+            let d = Arc::clone(lock.lock().durability());
+            d.wait(seq, &lock).unwrap();
+            w = lock.into_inner();
+        }
+        w
+    }
+
+    #[test]
+    fn round_trip_across_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(write_n(dir.path(), 50, 200));
+        assert!(
+            list_files(dir.path()).unwrap().len() > 5,
+            "rotation should create several files"
+        );
+        let (w, got) = collect(dir.path()).unwrap();
+        assert_eq!(got.len(), 50);
+        for (i, (seq, p)) in got.iter().enumerate() {
+            assert_eq!(*seq, i as u64 + 1);
+            assert_eq!(p, format!("record-{i}").as_bytes());
+        }
+        assert_eq!(w.last_seq(), 50);
+    }
+
+    fn last_file(dir: &Path) -> PathBuf {
+        let mut n = list_files(dir).unwrap();
+        n.sort();
+        dir.join(file_name(*n.last().unwrap()))
+    }
+
+    #[test]
+    fn torn_tail_is_truncated_and_appends_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(write_n(dir.path(), 10, DEFAULT_ROTATE_BYTES));
+        let path = last_file(dir.path());
+        let full = fs::metadata(&path).unwrap().len();
+        // Cut the last record in half.
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(full - 5)
+            .unwrap();
+        let (mut w, got) = collect(dir.path()).unwrap();
+        assert_eq!(got.len(), 9);
+        assert_eq!(w.append(b"after").unwrap(), 10);
+        drop(w);
+        let (_, got) = collect(dir.path()).unwrap();
+        assert_eq!(got.len(), 10);
+        assert_eq!(got[9].1, b"after");
+    }
+
+    #[test]
+    fn garbage_tail_is_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(write_n(dir.path(), 3, DEFAULT_ROTATE_BYTES));
+        let path = last_file(dir.path());
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[0u8; 100]).unwrap();
+        f.write_all(&[0xAB; 77]).unwrap();
+        let (_, got) = collect(dir.path()).unwrap();
+        assert_eq!(got.len(), 3);
+    }
+
+    #[test]
+    fn bad_record_followed_by_good_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(write_n(dir.path(), 5, DEFAULT_ROTATE_BYTES));
+        let path = last_file(dir.path());
+        let mut data = fs::read(&path).unwrap();
+        // Flip a payload byte of the second record.
+        let second = FILE_HEADER_LEN as usize + RECORD_HEADER_LEN + "record-0".len();
+        data[second + RECORD_HEADER_LEN + 2] ^= 0xFF;
+        fs::write(&path, &data).unwrap();
+        match collect(dir.path()) {
+            Err(EngineError::Corrupt { file, offset, .. }) => {
+                assert_eq!(file, path);
+                assert_eq!(offset, second as u64);
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        // The file was not truncated by the failed open.
+        assert_eq!(fs::read(&path).unwrap(), data);
+    }
+
+    #[test]
+    fn bad_record_in_older_file_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(write_n(dir.path(), 20, 120));
+        let mut n = list_files(dir.path()).unwrap();
+        n.sort();
+        let first = dir.path().join(file_name(n[0]));
+        let mut data = fs::read(&first).unwrap();
+        let last = data.len() - 1;
+        data[last] ^= 1;
+        fs::write(&first, &data).unwrap();
+        assert!(matches!(
+            collect(dir.path()),
+            Err(EngineError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn torn_file_header_is_reinitialised() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(write_n(dir.path(), 4, DEFAULT_ROTATE_BYTES));
+        fs::write(dir.path().join(file_name(2)), b"VECT").unwrap();
+        let (mut w, got) = collect(dir.path()).unwrap();
+        assert_eq!(got.len(), 4);
+        assert_eq!(w.append(b"x").unwrap(), 5);
+    }
+
+    #[test]
+    fn unknown_version_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(write_n(dir.path(), 1, DEFAULT_ROTATE_BYTES));
+        let path = last_file(dir.path());
+        let mut data = fs::read(&path).unwrap();
+        data[8] = 9;
+        fs::write(&path, &data).unwrap();
+        assert!(matches!(
+            collect(dir.path()),
+            Err(EngineError::Version { found: 9, .. })
+        ));
+    }
+
+    #[test]
+    fn group_commit_from_many_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = recover(dir.path(), DEFAULT_ROTATE_BYTES, |_, _, _, _| Ok(())).unwrap();
+        let d = Arc::clone(w.durability());
+        let lock = Arc::new(Mutex::new(w));
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let (lock, d) = (Arc::clone(&lock), Arc::clone(&d));
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        let seq = lock.lock().append(format!("{t}-{i}").as_bytes()).unwrap();
+                        d.wait(seq, &lock).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        drop(lock);
+        let (_, got) = collect(dir.path()).unwrap();
+        assert_eq!(got.len(), 200);
+    }
+}

@@ -131,6 +131,7 @@ fn engine_error(e: EngineError, collection: Option<String>) -> ApiError {
             ApiError::Internal(ctx(format!("collection data is corrupt: {e}")))
         }
         EngineError::Poisoned(_)
+        | EngineError::Internal(_)
         | EngineError::Io { .. }
         | EngineError::Locked { .. }
         | EngineError::Version { .. } => ApiError::Internal(ctx(e.to_string())),

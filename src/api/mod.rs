@@ -11,6 +11,7 @@
 pub mod collection_json;
 mod collections;
 pub mod error;
+mod filter_shim;
 mod records;
 mod system;
 pub mod wire;

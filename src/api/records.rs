@@ -12,13 +12,15 @@ use serde_json::json;
 
 use super::collections::parse_collection_id;
 use super::error::{ApiError, AppPath, AppQuery, JsonBytes};
+use super::filter_shim::parse_filter;
 use super::wire::{
     include_flags, metadata_for_add, metadata_patch, AddRequest, DeleteRequest, GetRecordsRequest,
     GetResponse, IncludeField, MetadataColumn, QueryRecordsRequest, QueryResponse, UpdateRequest,
     GET_INCLUDE_DEFAULT, QUERY_INCLUDE_DEFAULT,
 };
 use super::{blocking, AppState};
-use crate::catalog::{parse_filter, validate_database_segment, Collection, CollectionEntry};
+use crate::catalog::{validate_database_segment, CollectionEntry};
+use crate::engine::Collection;
 use crate::types::{
     Columns, DeleteSelector, GetRequest, Metadata, MetadataPatch, QueryRequest, WriteBatch,
 };

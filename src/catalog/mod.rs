@@ -12,9 +12,6 @@
 mod names;
 mod store;
 
-#[allow(clippy::all)]
-mod engine_shim;
-
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,9 +21,8 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::engine::{CollectionConfig, EngineError};
+use crate::engine::{Collection, CollectionConfig, DirLock, EngineError};
 
-pub use engine_shim::{parse_filter, Collection, DirLock};
 pub use names::{validate_database_segment, validate_name, validate_tenant_name};
 pub use store::{CatalogFile, CollectionRecord, DatabaseRecord, TenantRecord, CATALOG_FILE};
 

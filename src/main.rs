@@ -2,6 +2,7 @@
 //! serve until SIGINT or SIGTERM.
 
 use std::io::IsTerminal;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -26,11 +27,22 @@ enum Command {
     Run(RunArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    match cli.command {
-        Command::Run(args) => run(Settings::from_args(args)?),
+    let result = match cli.command {
+        Command::Run(args) => Settings::from_args(args)
+            .map_err(anyhow::Error::from)
+            .and_then(run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole context chain on one line, without a backtrace.
+            tracing::error!(error = format!("{e:#}"), "vectord failed");
+            eprintln!("vectord: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -20,9 +20,12 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use crate::catalog::Catalog;
 use crate::config::Settings;
@@ -127,7 +130,26 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(Extension(BodyLimit(limit)))
+        .layer(middleware::from_fn(trace_request))
         .with_state(state)
+}
+
+/// Wraps each request in a span (method, path) and logs its status and latency at debug level;
+/// errors are logged where they are turned into responses.
+async fn trace_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let span = tracing::info_span!("request", %method, %path);
+    let response = next.run(req).instrument(span).await;
+    tracing::debug!(
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request served"
+    );
+    response
 }
 
 async fn not_found(req: Request) -> ApiError {

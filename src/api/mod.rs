@@ -134,30 +134,39 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Wraps each request in a span (method, path) and logs its status and latency at debug level;
-/// errors are logged where they are turned into responses.
-async fn trace_request(req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let started = std::time::Instant::now();
-    let span = tracing::info_span!("request", %method, %path);
-    let response = next.run(req).instrument(span).await;
-    tracing::debug!(
-        %method,
-        %path,
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "request served"
-    );
-    response
-}
-
 async fn not_found(req: Request) -> ApiError {
     ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// Header carrying the request's trace id; the Python client attaches it to raised errors.
+pub const TRACE_ID_HEADER: &str = "chroma-trace-id";
+
+/// Gives each request a trace id (returned in `chroma-trace-id`), wraps it in a span with the
+/// id, method and path, and logs its status and latency at debug level; errors are logged
+/// where they become responses, inside the span.
+async fn trace_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let started = std::time::Instant::now();
+    let span = tracing::info_span!("request", %trace_id, %method, %path);
+    let mut response = next.run(req).instrument(span).await;
+    tracing::debug!(
+        %trace_id,
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request served"
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(&trace_id) {
+        response.headers_mut().insert(TRACE_ID_HEADER, v);
+    }
+    response
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves, then stops accepting and waits

@@ -141,3 +141,37 @@ async fn graceful_stop_and_restart_keep_the_catalog() {
         .ok(200);
     drop(tmp);
 }
+
+#[tokio::test]
+async fn every_response_carries_a_trace_id() {
+    let s = start().await;
+    let r = s
+        .client
+        .get(format!("{}{DB}/collections/ghost", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let id = r
+        .headers()
+        .get("chroma-trace-id")
+        .expect("trace id header")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(id.len(), 32);
+    let r2 = s
+        .client
+        .get(format!("{}/api/v2/heartbeat", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(
+        r2.headers()
+            .get("chroma-trace-id")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        id
+    );
+}

@@ -176,6 +176,8 @@ pub async fn create_collection(
             .map_err(ApiError::from)
     })
     .await?;
+    // get_or_create on a collection that failed to open reports why, like every other route.
+    entry.engine()?;
     Ok(Json(collection_json(&entry)))
 }
 
@@ -186,6 +188,7 @@ pub async fn get_collection(
 ) -> Result<Json<Value>, ApiError> {
     validate_database_segment(&database)?;
     let entry = st.catalog.collection_by_name(&tenant, &database, &name)?;
+    entry.engine()?;
     Ok(Json(collection_json(&entry)))
 }
 
@@ -197,6 +200,7 @@ pub async fn get_collection_by_id(
     validate_database_segment(&database)?;
     let id = parse_collection_id(&id)?;
     let entry = st.catalog.collection_by_id(&tenant, &database, id)?;
+    entry.engine()?;
     Ok(Json(collection_json(&entry)))
 }
 
@@ -212,6 +216,7 @@ pub async fn get_collection_by_crn(
         )));
     };
     let entry = st.catalog.collection_by_name(tenant, database, name)?;
+    entry.engine()?;
     Ok(Json(collection_json(&entry)))
 }
 

@@ -175,3 +175,59 @@ async fn every_response_carries_a_trace_id() {
         id
     );
 }
+
+#[tokio::test]
+async fn a_collection_that_fails_to_open_is_reported_and_the_rest_serve() {
+    let s = start().await;
+    let bad = s.create("broken").await;
+    let good = s.create("fine").await;
+    s.post(
+        &s.coll(&good, "add"),
+        json!({"ids": ["a"], "embeddings": [[1.0]]}),
+    )
+    .await
+    .ok(201);
+    let dir = s.dir.clone();
+    let tmp = s.stop().await;
+    std::fs::write(
+        dir.join("collections").join(&bad).join("MANIFEST"),
+        b"garbage",
+    )
+    .unwrap();
+    let s = crate::util::start_in(&dir, Opts::default()).await;
+    // The healthy collection serves; the broken one answers 500 naming itself and the cause.
+    assert_eq!(s.get(&s.coll(&good, "count")).await.ok(200), &json!(1));
+    let m = s
+        .get(&format!("{DB}/collections/broken"))
+        .await
+        .err(500, "InternalError")
+        .to_string();
+    assert!(
+        m.contains("broken") && m.contains(&bad) && m.contains("MANIFEST"),
+        "{m}"
+    );
+    let m = s
+        .post(&s.coll(&bad, "get"), json!({}))
+        .await
+        .err(500, "InternalError")
+        .to_string();
+    assert!(m.contains("failed to open"), "{m}");
+    // Listing still works, readiness lists the failure, and the broken collection can be dropped.
+    assert_eq!(
+        s.get(&format!("{DB}/collections"))
+            .await
+            .ok(200)
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let h = s.get("/api/v2/healthcheck").await.ok(200).clone();
+    assert_eq!(h["failed_collections"][0]["name"], "broken");
+    s.delete(&format!("{DB}/collections/broken")).await.ok(200);
+    assert_eq!(
+        s.get(&format!("{DB}/collections_count")).await.ok(200),
+        &json!(1)
+    );
+    drop(tmp);
+}

@@ -121,6 +121,24 @@ async fn add_base64_get_and_query_like_python() {
     let q = s
         .post(
             &s.coll(&id, "query"),
+            json!({"query_embeddings": [[1.0, 0.0, 0.0]], "n_results": u32::MAX}),
+        )
+        .await;
+    assert_eq!(
+        q.ok(200)["ids"][0].as_array().unwrap().len(),
+        3,
+        "huge n_results means all"
+    );
+    let g = s
+        .post(
+            &s.coll(&id, "get"),
+            json!({"limit": u32::MAX, "offset": u32::MAX}),
+        )
+        .await;
+    assert_eq!(g.ok(200)["ids"], json!([]));
+    let q = s
+        .post(
+            &s.coll(&id, "query"),
             json!({"query_embeddings": [], "include": ["distances"]}),
         )
         .await;

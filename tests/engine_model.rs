@@ -27,6 +27,10 @@ enum Op {
     Upsert(Vec<GenRow>),
     Update(Vec<GenUpdate>),
     Delete(Vec<u8>),
+    /// Delete records whose int key `a` is >= the value, at most `limit` of them.
+    DeleteWhere(i8, Option<u8>),
+    /// Get records whose int key `a` is >= the value, with offset and limit.
+    GetWhere(i8, u8, Option<u8>),
     Reopen,
     Query([i8; DIM], u8),
 }
@@ -152,9 +156,36 @@ impl Model {
                     }
                 }
             }
-            Op::Reopen | Op::Query(..) => {}
+            Op::DeleteWhere(v, limit) => {
+                let doomed: Vec<String> = self
+                    .matching(*v)
+                    .into_iter()
+                    .take(limit.map_or(usize::MAX, |l| l as usize))
+                    .collect();
+                for id in doomed {
+                    self.recs.remove(&id);
+                    self.order.retain(|x| *x != id);
+                }
+            }
+            Op::Reopen | Op::Query(..) | Op::GetWhere(..) => {}
         }
     }
+
+    /// Ids (insertion order) whose metadata holds an int `a` >= v: the reference for
+    /// `{"a": {"$gte": v}}`.
+    fn matching(&self, v: i8) -> Vec<String> {
+        self.order
+            .iter()
+            .filter(|id| {
+                matches!(self.recs[*id].m.as_ref().and_then(|m| m.get("a")), Some(MetadataValue::Int(x)) if *x >= v as i64)
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+fn gte_filter(v: i8) -> vectord::filter::Filter {
+    vectord::filter::parse_where(&serde_json::json!({"a": {"$gte": v}})).unwrap()
 }
 
 fn batch(op: &Op) -> Option<WriteBatch> {
@@ -196,7 +227,12 @@ fn batch(op: &Op) -> Option<WriteBatch> {
             ids: Some(ids.iter().map(|i| id(*i)).collect()),
             ..Default::default()
         }),
-        Op::Reopen | Op::Query(..) => return None,
+        Op::DeleteWhere(v, limit) => WriteBatch::Delete(DeleteSelector {
+            ids: None,
+            filter: Some(gte_filter(*v)),
+            limit: limit.map(u32::from),
+        }),
+        Op::Reopen | Op::Query(..) | Op::GetWhere(..) => return None,
     })
 }
 
@@ -230,6 +266,8 @@ fn arb_op() -> impl Strategy<Value = Op> {
         3 => rows().prop_map(Op::Upsert),
         2 => upd.prop_map(Op::Update),
         2 => proptest::collection::vec(idx, 0..4).prop_map(Op::Delete),
+        1 => (-5i8..5, proptest::option::of(0u8..3)).prop_map(|(v, l)| Op::DeleteWhere(v, l)),
+        2 => (-5i8..5, 0u8..3, proptest::option::of(0u8..4)).prop_map(|(v, o, l)| Op::GetWhere(v, o, l)),
         1 => Just(Op::Reopen),
         3 => (v(), 0u8..6).prop_map(|(v, k)| Op::Query(v, k)),
     ]
@@ -249,6 +287,17 @@ proptest! {
                 Op::Reopen => {
                     drop(c);
                     c = Collection::open(&path).unwrap();
+                }
+                Op::GetWhere(v, offset, limit) => {
+                    let got = c.get(&GetRequest {
+                        filter: Some(gte_filter(*v)),
+                        offset: *offset as u32,
+                        limit: limit.map(u32::from),
+                        ..Default::default()
+                    }).unwrap();
+                    let want: Vec<String> = model.matching(*v).into_iter().skip(*offset as usize)
+                        .take(limit.map_or(usize::MAX, |l| l as usize)).collect();
+                    prop_assert_eq!(got.ids, want);
                 }
                 Op::Query(q, k) => {
                     let got = c.query(&QueryRequest {

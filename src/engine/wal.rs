@@ -250,7 +250,10 @@ pub(crate) fn recover(
     rotate_bytes: u64,
     mut replay: impl FnMut(u64, &[u8], &Path, u64) -> Result<(), EngineError>,
 ) -> Result<WalWriter, EngineError> {
-    fs::create_dir_all(dir).map_err(|e| EngineError::io("create folder", dir, e))?;
+    if !dir.exists() {
+        // The folder's own name must be durable in its parent before files in it matter.
+        super::fsutil::create_dir_durable(dir)?;
+    }
     let mut numbers = list_files(dir)?;
     numbers.sort_unstable();
     let mut last_seq = 0u64;

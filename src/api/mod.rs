@@ -11,7 +11,6 @@
 pub mod collection_json;
 mod collections;
 pub mod error;
-mod filter_shim;
 mod records;
 mod system;
 pub mod wire;

@@ -12,7 +12,6 @@ use serde_json::json;
 
 use super::collections::parse_collection_id;
 use super::error::{ApiError, AppPath, AppQuery, JsonBytes};
-use super::filter_shim::parse_filter;
 use super::wire::{
     include_flags, metadata_for_add, metadata_patch, AddRequest, DeleteRequest, GetRecordsRequest,
     GetResponse, IncludeField, MetadataColumn, QueryRecordsRequest, QueryResponse, UpdateRequest,
@@ -21,6 +20,7 @@ use super::wire::{
 use super::{blocking, AppState};
 use crate::catalog::{validate_database_segment, CollectionEntry};
 use crate::engine::Collection;
+use crate::filter::parse as parse_filter;
 use crate::types::{
     Columns, DeleteSelector, GetRequest, Metadata, MetadataPatch, QueryRequest, WriteBatch,
 };

@@ -459,3 +459,84 @@ async fn metadata_value_types_round_trip() {
     let g = s.post(&s.coll(&id, "get"), json!({"ids": ["e"]})).await;
     assert_eq!(g.ok(200)["metadatas"], json!([null]));
 }
+
+#[tokio::test]
+async fn where_filters_reach_get_query_and_delete() {
+    let s = start().await;
+    let id = s.create("filtered").await;
+    s.post(
+        &s.coll(&id, "add"),
+        json!({"ids": ["a", "b", "c", "d"],
+               "embeddings": [[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.5, 0.5]],
+               "metadatas": [{"k": 1, "tag": "x"}, {"k": 2, "tag": "y"}, {"k": 3.0, "tag": "x"}, null],
+               "documents": ["apple pie", "banana split", "cherry tart", null]}),
+    )
+    .await
+    .ok(201);
+    let get = |body: Value| {
+        let s = &s;
+        let path = s.coll(&id, "get");
+        async move { s.post(&path, body).await }
+    };
+    assert_eq!(
+        get(json!({"where": {"tag": "x"}})).await.ok(200)["ids"],
+        json!(["a", "c"])
+    );
+    // Int and float compare numerically; $ne is true for records that lack the key.
+    assert_eq!(
+        get(json!({"where": {"k": {"$gte": 2}}})).await.ok(200)["ids"],
+        json!(["b", "c"])
+    );
+    assert_eq!(
+        get(json!({"where": {"tag": {"$ne": "x"}}})).await.ok(200)["ids"],
+        json!(["b", "d"])
+    );
+    assert_eq!(
+        get(json!({"where_document": {"$contains": "an"}}))
+            .await
+            .ok(200)["ids"],
+        json!(["b"])
+    );
+    assert_eq!(
+        get(json!({"ids": ["a", "b", "c"], "where": {"$or": [{"k": 1}, {"k": 3}]}, "where_document": {"$not_contains": "apple"}}))
+            .await
+            .ok(200)["ids"],
+        json!(["c"])
+    );
+    // Invalid clauses are 400 with Chroma's messages.
+    let m = get(json!({"where": {}})).await;
+    assert_eq!(m.err(400, "InvalidArgumentError"), "Invalid where clause");
+    let m = get(json!({"where_document": {"$bogus": "x"}})).await;
+    assert_eq!(
+        m.err(400, "InvalidArgumentError"),
+        "Invalid where document clause"
+    );
+    // Query with a filter.
+    let q = s
+        .post(&s.coll(&id, "query"), json!({"query_embeddings": [[1.0, 0.0]], "n_results": 5, "where": {"tag": "x"}, "include": []}))
+        .await;
+    assert_eq!(q.ok(200)["ids"], json!([["a", "c"]]));
+    // Delete with a filter and a limit: deleted is the number removed.
+    let d = s
+        .post(
+            &s.coll(&id, "delete"),
+            json!({"where": {"tag": "x"}, "limit": 0}),
+        )
+        .await;
+    assert_eq!(d.ok(200), &json!({"deleted": 0}));
+    let d = s
+        .post(
+            &s.coll(&id, "delete"),
+            json!({"where": {"tag": "x"}, "limit": 1}),
+        )
+        .await;
+    assert_eq!(d.ok(200), &json!({"deleted": 1}));
+    let d = s
+        .post(
+            &s.coll(&id, "delete"),
+            json!({"where_document": {"$contains": "a"}}),
+        )
+        .await;
+    assert_eq!(d.ok(200), &json!({"deleted": 2}));
+    assert_eq!(get(json!({})).await.ok(200)["ids"], json!(["d"]));
+}

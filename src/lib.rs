@@ -8,6 +8,7 @@
 //! - [`catalog`]: tenants, databases and collections, persisted atomically.
 //! - [`api`]: Chroma's HTTP API (axum).
 //! - [`config`]: server settings from flags and the environment.
+//! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //!
 //! `ARCHITECTURE.md` at the repository root maps the modules and their invariants.
 #![warn(missing_docs)]
@@ -18,4 +19,5 @@ pub mod config;
 pub mod engine;
 pub mod filter;
 pub mod index;
+pub mod metrics;
 pub mod types;

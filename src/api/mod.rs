@@ -18,7 +18,7 @@ pub mod wire;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -28,6 +28,7 @@ use tracing::Instrument;
 
 use crate::catalog::Catalog;
 use crate::config::Settings;
+use crate::metrics::{HttpLabels, Metrics};
 use error::{ApiError, BodyLimit};
 
 /// Shared state of every handler: a cheap clone of two `Arc`s.
@@ -37,14 +38,17 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     /// The settings the server was started with.
     pub settings: Arc<Settings>,
+    /// The process's metrics registry.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
-    /// Bundles an opened catalog with the settings.
+    /// Bundles an opened catalog with the settings and a fresh metrics registry.
     pub fn new(catalog: Catalog, settings: Settings) -> AppState {
         AppState {
             catalog: Arc::new(catalog),
             settings: Arc::new(settings),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 }
@@ -123,13 +127,14 @@ pub fn app(state: AppState) -> Router {
             "/api/v2/collections/{crn}",
             get(collections::get_collection_by_crn),
         )
+        .route("/metrics", get(system::metrics))
         .route("/api/v1", axum::routing::any(system::v1_gone))
         .route("/api/v1/{*rest}", axum::routing::any(system::v1_gone))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(Extension(BodyLimit(limit)))
-        .layer(middleware::from_fn(trace_request))
+        .layer(middleware::from_fn_with_state(state.clone(), trace_request))
         .with_state(state)
 }
 
@@ -145,11 +150,16 @@ async fn method_not_allowed() -> ApiError {
 pub const TRACE_ID_HEADER: &str = "chroma-trace-id";
 
 /// Gives each request a trace id (returned in `chroma-trace-id`), wraps it in a span with the
-/// id, method and path, and logs its status and latency at debug level; errors are logged
-/// where they become responses, inside the span.
-async fn trace_request(req: Request, next: Next) -> Response {
+/// id, method and path, records it in the metrics by route template, and logs its status and
+/// latency at debug level; errors are logged where they become responses, inside the span.
+async fn trace_request(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
     let started = std::time::Instant::now();
     let span = tracing::info_span!("request", %trace_id, %method, %path);
@@ -161,6 +171,14 @@ async fn trace_request(req: Request, next: Next) -> Response {
         status = response.status().as_u16(),
         micros = started.elapsed().as_micros() as u64,
         "request served"
+    );
+    st.metrics.observe_http(
+        HttpLabels {
+            method: method.to_string(),
+            route,
+            status: response.status().as_u16(),
+        },
+        started.elapsed().as_secs_f64(),
     );
     if let Ok(v) = axum::http::HeaderValue::from_str(&trace_id) {
         response.headers_mut().insert(TRACE_ID_HEADER, v);

@@ -4,6 +4,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -81,6 +83,25 @@ pub async fn reset(State(st): State<AppState>) -> Result<Json<bool>, ApiError> {
 /// `GET /api/v2/auth/identity`: no authentication yet, so everyone is the default identity.
 pub async fn identity() -> Json<Value> {
     Json(json!({ "user_id": "", "tenant": DEFAULT_TENANT, "databases": [DEFAULT_DATABASE] }))
+}
+
+/// `GET /metrics`: Prometheus / OpenMetrics text.
+pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let m = &st.metrics;
+    m.collections.set(st.catalog.collection_count() as i64);
+    m.collections_failed
+        .set(st.catalog.failed_collections().len() as i64);
+    let body = m
+        .encode()
+        .map_err(|e| ApiError::Internal(format!("failed to encode metrics: {e}")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
 }
 
 /// `fork` and `fork_count`: Chroma Cloud only.

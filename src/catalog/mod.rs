@@ -342,7 +342,12 @@ impl Catalog {
         Ok(r)
     }
 
-    /// Number of collections that failed to open (for readiness and metrics).
+    /// Number of collections in the catalog, across tenants and databases.
+    pub fn collection_count(&self) -> usize {
+        self.snapshot().collections.len()
+    }
+
+    /// The collections that failed to open, with their errors (for readiness and metrics).
     pub fn failed_collections(&self) -> Vec<(Uuid, String, String)> {
         self.snapshot()
             .collections

@@ -231,3 +231,21 @@ async fn a_collection_that_fails_to_open_is_reported_and_the_rest_serve() {
     );
     drop(tmp);
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template() {
+    let s = start().await;
+    let id = s.create("metered").await;
+    s.get(&s.coll(&id, "count")).await.ok(200);
+    s.get("/api/v2/nope").await.err(404, "NotFoundError");
+    let r = s.get("/metrics").await;
+    assert_eq!(r.status.as_u16(), 200);
+    let t = &r.text;
+    assert!(
+        t.contains(r#"route="/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/count",status="200"} 1"#),
+        "{t}"
+    );
+    assert!(t.contains(r#"route="unmatched",status="404"} 1"#), "{t}");
+    assert!(t.contains("vectord_collections 1"), "{t}");
+    assert!(!t.contains(&id), "raw ids never become labels");
+}

@@ -243,15 +243,24 @@ pub async fn update_collection(
         new_metadata,
         new_embedding_function: conf.embedding_function.filter(|v| !v.is_null()),
     };
-    blocking(move || {
-        if let Some(h) = conf.hnsw {
-            let engine = entry.engine()?;
+    // Check and compute everything first so that nothing is half-applied: the new HNSW
+    // parameters are validated before the catalog changes, and once the catalog change (which
+    // can still fail with 409) is persisted, setting them can only fail on I/O.
+    let new_hnsw = match conf.hnsw {
+        Some(h) => {
+            let engine = entry.engine()?.clone();
             let params = h.apply(engine.config().hnsw);
             params.validate()?;
-            engine.set_hnsw(params).map_err(|e| entry.engine_error(e))?;
+            Some((engine, params))
         }
+        None => None,
+    };
+    blocking(move || {
         st.catalog
             .update_collection(&tenant, &database, id, update)?;
+        if let Some((engine, params)) = new_hnsw {
+            engine.set_hnsw(params).map_err(|e| entry.engine_error(e))?;
+        }
         Ok(())
     })
     .await?;

@@ -480,6 +480,28 @@ async fn modify_collection() {
         .clone();
     assert_eq!(c["configuration_json"]["hnsw"]["ef_search"], 77);
     assert_eq!(c["configuration_json"]["embedding_function"], ef);
+    // A rejected PUT changes nothing, not even the parts that were valid.
+    let m = s
+        .put(
+            &put,
+            json!({"new_name": "taken", "new_configuration": {"hnsw": {"ef_search": 5}}}),
+        )
+        .await;
+    m.err(409, "ChromaError");
+    let m = s
+        .put(
+            &put,
+            json!({"new_name": "fresh_name", "new_configuration": {"hnsw": {"max_neighbors": 1}}}),
+        )
+        .await;
+    m.err(400, "InvalidArgumentError");
+    let c = s
+        .get(&format!("{DB}/collections/by-id/{id}"))
+        .await
+        .ok(200)
+        .clone();
+    assert_eq!(c["configuration_json"]["hnsw"]["ef_search"], 77);
+    assert_eq!(c["name"], "renamed");
     s.put(
         &put,
         json!({"new_configuration": {"hnsw": {"space": "ip"}}}),

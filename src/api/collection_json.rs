@@ -22,7 +22,8 @@ pub struct CreateCollectionRequest {
     /// Client configuration (hnsw, spann, embedding_function).
     #[serde(default)]
     pub configuration: Option<Map<String, Value>>,
-    /// Index schema (accepted; the server reports its default schema).
+    /// Index schema: its vector index settings are used when `configuration` sets none, and it
+    /// is stored and merged into the reported schema.
     #[serde(default)]
     pub schema: Option<Value>,
     /// Return an existing collection of that name instead of failing.
@@ -158,12 +159,62 @@ fn legacy_config(metadata: Option<&Map<String, Value>>) -> Result<CollectionConf
     Ok(c)
 }
 
-/// Resolves the engine configuration of a new collection, following Chroma: with no vector
-/// index configuration, or one equal to the defaults, the legacy `hnsw:*` metadata decides;
-/// otherwise the configuration does.
+fn apply_hnsw(c: &mut CollectionConfig, h: &HnswIn) {
+    if let Some(s) = h.space {
+        c.space = s;
+    }
+    let p = &mut c.hnsw;
+    p.ef_construction = h.ef_construction.unwrap_or(p.ef_construction);
+    p.ef_search = h.ef_search.unwrap_or(p.ef_search);
+    p.max_neighbors = h.max_neighbors.unwrap_or(p.max_neighbors);
+    p.num_threads = h.num_threads.unwrap_or(p.num_threads);
+    p.resize_factor = h.resize_factor.unwrap_or(p.resize_factor);
+    p.sync_threshold = h.sync_threshold.unwrap_or(p.sync_threshold);
+    p.batch_size = h.batch_size.unwrap_or(p.batch_size);
+}
+
+/// The vector index settings a client put in `schema` (on `#embedding`, else in `defaults`),
+/// or `None` when it set none.
+fn schema_config(schema: Option<&Value>) -> Result<Option<CollectionConfig>, ApiError> {
+    let Some(schema) = schema else {
+        return Ok(None);
+    };
+    let cfg = schema
+        .pointer("/keys/#embedding/float_list/vector_index/config")
+        .filter(|v| v.is_object())
+        .or_else(|| schema.pointer("/defaults/float_list/vector_index/config"))
+        .and_then(Value::as_object);
+    let Some(cfg) = cfg else { return Ok(None) };
+    let mut c = CollectionConfig::default();
+    let mut set = false;
+    match cfg.get("space") {
+        None | Some(Value::Null) => {}
+        Some(v) => {
+            c.space = v.as_str().and_then(Space::parse).ok_or_else(|| {
+                ApiError::InvalidArgument(format!("Invalid schema input: unknown space {v}"))
+            })?;
+            set = true;
+        }
+    }
+    if let Some(h) = cfg.get("hnsw").filter(|h| !h.is_null()) {
+        let mut h: HnswIn = serde_json::from_value(h.clone())
+            .map_err(|e| ApiError::InvalidArgument(format!("Invalid HNSW configuration: {e}")))?;
+        // The space lives beside `hnsw` in a schema.
+        h.space = None;
+        apply_hnsw(&mut c, &h);
+        set = true;
+    }
+    Ok(set.then_some(c))
+}
+
+/// Resolves the engine configuration of a new collection, following Chroma: the
+/// `configuration` decides when it differs from the defaults, else the vector index settings in
+/// `schema`, else the legacy `hnsw:*` metadata. Non-default settings in both `configuration`
+/// and `schema` are a 400, as in Chroma.
 pub fn resolve_config(
     configuration: Option<&Map<String, Value>>,
     metadata: Option<&Map<String, Value>>,
+    schema: Option<&Value>,
 ) -> Result<CollectionConfig, ApiError> {
     let conf: ConfigurationIn = match configuration {
         Some(m) => {
@@ -188,27 +239,22 @@ pub fn resolve_config(
                 "Multiple vector index configurations provided".to_string(),
             ))
         }
-        (Some(h), None) => {
-            if let Some(s) = h.space {
-                c.space = s;
-            }
-            let p = &mut c.hnsw;
-            p.ef_construction = h.ef_construction.unwrap_or(p.ef_construction);
-            p.ef_search = h.ef_search.unwrap_or(p.ef_search);
-            p.max_neighbors = h.max_neighbors.unwrap_or(p.max_neighbors);
-            p.num_threads = h.num_threads.unwrap_or(p.num_threads);
-            p.resize_factor = h.resize_factor.unwrap_or(p.resize_factor);
-            p.sync_threshold = h.sync_threshold.unwrap_or(p.sync_threshold);
-            p.batch_size = h.batch_size.unwrap_or(p.batch_size);
-        }
+        (Some(h), None) => apply_hnsw(&mut c, h),
         // A single node builds HNSW; from SPANN it keeps only the space.
         (None, Some(s)) => c.space = s.space.unwrap_or_default(),
         (None, None) => {}
     }
-    let resolved = if c == CollectionConfig::default() {
-        legacy
-    } else {
-        c
+    let default = CollectionConfig::default();
+    let from_schema = schema_config(schema)?.filter(|s| *s != default);
+    let resolved = match from_schema {
+        Some(_) if c != default => {
+            return Err(ApiError::InvalidArgument(
+                "Cannot set both collection config and schema simultaneously".to_string(),
+            ))
+        }
+        Some(s) => s,
+        None if c != default => c,
+        None => legacy,
     };
     resolved.validate()?;
     Ok(resolved)
@@ -336,6 +382,46 @@ fn default_threads() -> u32 {
         .unwrap_or(1)
 }
 
+/// Merges `overlay` into `base`: objects recursively, anything else replaced; nulls skipped.
+fn deep_merge(base: &mut Value, overlay: &Value) {
+    match (base, overlay) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                if v.is_null() {
+                    continue;
+                }
+                match b.get_mut(k) {
+                    Some(slot) if slot.is_object() && v.is_object() => deep_merge(slot, v),
+                    _ => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// The `schema` of a collection: Chroma's default schema with the client's own schema (index
+/// switches, key overrides) merged in; the vector index settings are always the resolved ones.
+pub fn schema_json(config: &CollectionConfig, ef: &Value, user: Option<&Value>) -> Value {
+    let default = default_schema(config, ef);
+    let Some(user) = user.filter(|u| u.is_object()) else {
+        return default;
+    };
+    let mut merged = default.clone();
+    deep_merge(&mut merged, user);
+    for ptr in [
+        "/defaults/float_list/vector_index",
+        "/keys/#embedding/float_list/vector_index",
+    ] {
+        if let (Some(slot), Some(v)) = (merged.pointer_mut(ptr), default.pointer(ptr)) {
+            *slot = v.clone();
+        }
+    }
+    merged
+}
+
 /// The Collection object returned by every collection route. A collection that failed to open
 /// reports default settings and no dimension (its record routes answer 500 with the reason).
 pub fn collection_json(entry: &CollectionEntry) -> Value {
@@ -349,7 +435,7 @@ pub fn collection_json(entry: &CollectionEntry) -> Value {
         "id": r.id,
         "name": r.name,
         "configuration_json": configuration_json(&config, &ef),
-        "schema": default_schema(&config, &ef),
+        "schema": schema_json(&config, &ef, r.schema.as_ref()),
         "metadata": r.metadata,
         "dimension": dimension,
         "tenant": r.tenant,
@@ -376,17 +462,17 @@ mod tests {
             json!({"hnsw": {"space": "l2"}, "spann": null, "embedding_function": {"type": "legacy"}}),
         );
         let md = map(json!({"hnsw:space": "cosine", "hnsw:M": 32}));
-        let c = resolve_config(Some(&conf), Some(&md)).unwrap();
+        let c = resolve_config(Some(&conf), Some(&md), None).unwrap();
         assert_eq!(c.space, Space::Cosine);
         assert_eq!(c.hnsw.max_neighbors, 32);
         // A non-default configuration wins.
         let conf = map(json!({"hnsw": {"space": "ip"}}));
         assert_eq!(
-            resolve_config(Some(&conf), Some(&md)).unwrap().space,
+            resolve_config(Some(&conf), Some(&md), None).unwrap().space,
             Space::Ip
         );
         assert_eq!(
-            resolve_config(None, Some(&md)).unwrap().space,
+            resolve_config(None, Some(&md), None).unwrap().space,
             Space::Cosine
         );
     }
@@ -395,29 +481,29 @@ mod tests {
     fn bad_configurations() {
         let md = map(json!({"hnsw:space": "foobar"}));
         assert!(
-            matches!(resolve_config(None, Some(&md)), Err(ApiError::InvalidArgument(m)) if m == LEGACY_ERROR)
+            matches!(resolve_config(None, Some(&md), None), Err(ApiError::InvalidArgument(m)) if m == LEGACY_ERROR)
         );
         let md = map(json!({"hnsw:bogus": 1}));
         assert!(matches!(
-            resolve_config(None, Some(&md)),
+            resolve_config(None, Some(&md), None),
             Err(ApiError::InvalidArgument(_))
         ));
         let conf = map(json!({"hnsw": {"space": "l2"}, "spann": {"space": "l2"}}));
         assert!(
-            matches!(resolve_config(Some(&conf), None), Err(ApiError::InvalidArgument(m)) if m.contains("Multiple"))
+            matches!(resolve_config(Some(&conf), None, None), Err(ApiError::InvalidArgument(m)) if m.contains("Multiple"))
         );
         let conf = map(json!({"hnsw": {"nope": 1}}));
         assert!(
-            matches!(resolve_config(Some(&conf), None), Err(ApiError::Unprocessable(m)) if m.contains("configuration.hnsw"))
+            matches!(resolve_config(Some(&conf), None, None), Err(ApiError::Unprocessable(m)) if m.contains("configuration.hnsw"))
         );
         let conf = map(json!({"hnsw": {"max_neighbors": 1000}}));
         assert!(matches!(
-            resolve_config(Some(&conf), None),
+            resolve_config(Some(&conf), None, None),
             Err(ApiError::InvalidArgument(_))
         ));
         let conf = map(json!({"spann": {"space": "cosine"}}));
         assert_eq!(
-            resolve_config(Some(&conf), None).unwrap().space,
+            resolve_config(Some(&conf), None, None).unwrap().space,
             Space::Cosine
         );
     }

@@ -160,13 +160,19 @@ pub async fn create_collection(
     validate_database_segment(&database)?;
     validate_name(&req.name)?;
     let metadata = validate_collection_metadata("metadata", req.metadata, false)?;
-    let config = resolve_config(req.configuration.as_ref(), metadata.as_ref())?;
+    let schema = req.schema.filter(|s| !s.is_null());
+    let config = resolve_config(
+        req.configuration.as_ref(),
+        metadata.as_ref(),
+        schema.as_ref(),
+    )?;
     let new = NewCollection {
         tenant,
         database,
         name: req.name,
         metadata,
         configuration: req.configuration.map(Value::Object),
+        schema,
         config,
     };
     let get_or_create = req.get_or_create;

@@ -183,6 +183,8 @@ pub struct NewCollection {
     pub metadata: Option<Map<String, Value>>,
     /// The client's `configuration`, stored as sent.
     pub configuration: Option<Value>,
+    /// The client's `schema`, stored as sent.
+    pub schema: Option<Value>,
     /// Resolved engine settings.
     pub config: CollectionConfig,
 }
@@ -584,6 +586,7 @@ impl Catalog {
             database: new.database,
             metadata: new.metadata,
             configuration: new.configuration,
+            schema: new.schema,
         };
         let engine =
             Collection::create(&path, new.config).map_err(|source| CatalogError::Engine {
@@ -737,6 +740,7 @@ mod tests {
             name: name.into(),
             metadata: None,
             configuration: Some(serde_json::json!({"embedding_function": {"type": "legacy"}})),
+            schema: None,
             config: CollectionConfig::default(),
         }
     }

@@ -56,6 +56,9 @@ pub struct CollectionRecord {
     /// replaced later by a PUT).
     #[serde(default)]
     pub configuration: Option<Value>,
+    /// The client's `schema` exactly as sent at creation, if any.
+    #[serde(default)]
+    pub schema: Option<Value>,
 }
 
 /// The whole catalog file.

@@ -536,3 +536,58 @@ async fn modify_collection() {
     );
     let _ = other;
 }
+
+#[tokio::test]
+async fn schema_sets_space_and_keeps_client_overrides() {
+    let s = start().await;
+    let path = format!("{DB}/collections");
+    let vector = json!({"space": "cosine", "embedding_function": null, "source_key": null,
+                        "hnsw": {"ef_construction": 200, "max_neighbors": null, "ef_search": null,
+                                 "num_threads": null, "batch_size": null, "sync_threshold": null,
+                                 "resize_factor": null},
+                        "spann": null});
+    let schema = json!({
+        "defaults": {"float_list": {"vector_index": {"enabled": false, "config": vector}}},
+        "keys": {"custom_tag": {"string": {"string_inverted_index": {"enabled": false, "config": {}}}}}
+    });
+    let c = s
+        .post(
+            &path,
+            json!({"name": "with_schema", "schema": schema, "configuration": null}),
+        )
+        .await
+        .ok(200)
+        .clone();
+    assert_eq!(c["configuration_json"]["hnsw"]["space"], "cosine");
+    assert_eq!(c["configuration_json"]["hnsw"]["ef_construction"], 200);
+    let sc = &c["schema"];
+    assert_eq!(
+        sc["keys"]["custom_tag"]["string"]["string_inverted_index"]["enabled"],
+        false
+    );
+    assert_eq!(
+        sc["keys"]["#embedding"]["float_list"]["vector_index"]["config"]["space"],
+        "cosine"
+    );
+    assert_eq!(
+        sc["defaults"]["int"]["int_inverted_index"]["enabled"], true,
+        "defaults not named by the client stay"
+    );
+    let again = s
+        .post(&path, json!({"name": "with_schema", "get_or_create": true}))
+        .await
+        .ok(200)
+        .clone();
+    assert_eq!(again, c);
+    // Non-default settings in both configuration and schema are a conflict.
+    let m = s
+        .post(
+            &path,
+            json!({"name": "both_set", "schema": schema, "configuration": {"hnsw": {"space": "ip"}}}),
+        )
+        .await;
+    assert_eq!(
+        m.err(400, "InvalidArgumentError"),
+        "Cannot set both collection config and schema simultaneously"
+    );
+}

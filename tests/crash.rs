@@ -7,6 +7,8 @@
 //! replay), reopens the collection and checks that every acknowledged record is present with its
 //! exact vector, metadata and document, and that no batch is half-applied.
 //!
+//! The child uses small memtables, so kills also land in the middle of flushes.
+//!
 //! With `--features failpoints` some rounds also make the child abort in the middle of a WAL
 //! append (`wal::append=return(torn)`), leaving half a record on disk for recovery to cut.
 
@@ -80,6 +82,9 @@ fn crash_child() {
         fail::cfg("wal::append", &spec).expect("valid failpoint spec");
     }
     let c = Arc::new(Collection::open(Path::new(&dir)).expect("child opens the collection"));
+    // Small memtables: kills land during flushes (segment writes, MANIFEST swaps, WAL
+    // deletion) as well as during appends.
+    c.set_memtable_rows(1500);
     println_flush("READY");
     let next = Arc::new(AtomicU64::new(0));
     let handles: Vec<_> = (0..WRITERS)
@@ -99,7 +104,7 @@ fn crash_child() {
         })
         .collect();
     for h in handles {
-        let _ = h.join();
+        h.join().expect("a writer thread failed");
     }
 }
 

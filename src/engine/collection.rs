@@ -1,14 +1,21 @@
-//! [`Collection`]: one durable collection — its MANIFEST, its WAL and the table rebuilt from it.
+//! [`Collection`]: one durable collection — its MANIFEST, its WAL, its memtable and its
+//! memory-mapped segments.
 //!
-//! Write path: validate → take the writer lock → resolve the batch against the current table →
-//! append one WAL record → apply to the table (visible) → release the lock → wait for group
+//! Write path: validate → take the writer lock → resolve the batch against the current state →
+//! append one WAL record → apply to the state (visible) → release the lock → wait for group
 //! commit → acknowledge. Resolving and applying under one lock makes log order equal apply
 //! order, so replay rebuilds exactly what readers saw.
+//!
+//! Flush: freeze the memtable (readers keep it) and rotate the WAL under the writer lock, write
+//! the segment files without locks, then under the writer lock install the segment, persist
+//! changed tombstones, replace the MANIFEST atomically, and delete the WAL files it covers.
+//! A crash at any point leaves either the old MANIFEST (and all WAL files) or the new one.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -16,9 +23,13 @@ use serde::{Deserialize, Serialize};
 
 use super::fsutil::{atomic_write, create_dir_durable, DirLock};
 use super::log::{LogEntry, LogOp};
-use super::store::{Fields, Store};
+use super::memtable::INDEX_STEP_ROWS;
+use super::segment::records::Fields;
+use super::segment::{self, Segment};
+use super::state::{SegmentSlot, State};
 use super::wal::{self, Durability, WalWriter, DEFAULT_ROTATE_BYTES};
 use super::{CollectionConfig, EngineError, HnswParams};
+use crate::index::BuildParams;
 use crate::types::{
     ApplyOutcome, GetRequest, GetResult, InputError, Metadata, MetadataPatch, QueryRequest,
     QueryResult, SourcePosition, WriteBatch,
@@ -26,154 +37,154 @@ use crate::types::{
 
 const MANIFEST: &str = "MANIFEST";
 const WAL_DIR: &str = "wal";
-const MANIFEST_VERSION: u32 = 1;
+const SEGMENTS_DIR: &str = "segments";
+const MANIFEST_VERSION: u32 = 2;
+/// Default memtable size (rows) at which a write triggers a flush.
+pub const DEFAULT_MEMTABLE_ROWS: usize = 16_384;
+
+/// One published segment, as the MANIFEST lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SegmentEntry {
+    id: u64,
+    rows: usize,
+    /// Tombstone file inside the segment folder, when any row is dead.
+    tombstones: Option<String>,
+}
 
 /// The collection's small, atomically replaced description of itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Manifest {
     format_version: u32,
     config: CollectionConfig,
+    #[serde(default)]
+    dimension: Option<usize>,
+    #[serde(default)]
+    segments: Vec<SegmentEntry>,
+    /// WAL records up to this sequence number are in the segments (and tombstones).
+    #[serde(default)]
+    flushed_seq: u64,
+    #[serde(default)]
+    next_first_seq: u64,
+    #[serde(default = "one")]
+    next_segment_id: u64,
+    /// The change-feed position as of `flushed_seq` (newer ones are in the WAL).
+    #[serde(default)]
+    source_position: Option<SourcePosition>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl Manifest {
+    fn new(config: CollectionConfig) -> Manifest {
+        Manifest {
+            format_version: MANIFEST_VERSION,
+            config,
+            dimension: None,
+            segments: Vec::new(),
+            flushed_seq: 0,
+            next_first_seq: 0,
+            next_segment_id: 1,
+            source_position: None,
+        }
+    }
 }
 
 /// A durable collection of records. `Send + Sync`: share it as `Arc<Collection>`. Every method
 /// may block (fsync, CPU-bound search), so async callers run them on blocking threads.
+///
+/// A background thread per collection flushes the memtable once it passes its size limit, so
+/// the write that crosses the limit is not the one that pays for the flush. Dropping the handle
+/// stops that thread (an in-progress flush completes first); [`Collection::close`] also flushes.
 #[derive(Debug)]
 pub struct Collection {
-    dir: PathBuf,
-    _lock: DirLock,
-    config: RwLock<CollectionConfig>,
-    store: RwLock<Store>,
-    writer: Mutex<WalWriter>,
-    durability: Arc<Durability>,
-    source_position: RwLock<Option<SourcePosition>>,
+    inner: Arc<Inner>,
+    worker: Option<std::thread::JoinHandle<()>>,
 }
+
+/// Wakes the background worker.
+#[derive(Debug, Default)]
+struct Background {
+    state: Mutex<BackgroundState>,
+    cv: parking_lot::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct BackgroundState {
+    shutdown: bool,
+    flush_requested: bool,
+    index_requested: bool,
+}
+
+/// How far past its limit the memtable may grow while a background flush catches up before
+/// writers flush in the foreground (bounds memory when writes outpace flushes).
+const MEMTABLE_HARD_FACTOR: usize = 4;
 
 impl Collection {
     /// Creates an empty collection in `dir` (created if missing; must not hold a collection).
     pub fn create(dir: &Path, config: CollectionConfig) -> Result<Collection, EngineError> {
-        config.validate()?;
-        create_dir_durable(dir)?;
-        let lock = DirLock::acquire(dir)?;
-        let manifest = dir.join(MANIFEST);
-        if manifest.exists() {
-            return Err(EngineError::io(
-                "create collection",
-                &manifest,
-                io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "a collection already exists here",
-                ),
-            ));
-        }
-        write_manifest(dir, &config)?;
-        Self::open_locked(dir, lock)
+        Ok(Self::start(Inner::create(dir, config)?))
     }
 
-    /// Opens the collection in `dir`, replaying its WAL. A torn tail (a write cut by a crash,
-    /// never acknowledged) is truncated; any other damage fails with the file and offset.
+    /// Opens the collection in `dir`: maps its segments (no index is rebuilt) and replays the
+    /// WAL records after the last flush. A torn WAL tail (a write cut by a crash, never
+    /// acknowledged) is truncated; any other damage fails with the file and offset.
     pub fn open(dir: &Path) -> Result<Collection, EngineError> {
-        let lock = DirLock::acquire(dir)?;
-        Self::open_locked(dir, lock)
+        Ok(Self::start(Inner::open(dir)?))
     }
 
-    fn open_locked(dir: &Path, lock: DirLock) -> Result<Collection, EngineError> {
-        let path = dir.join(MANIFEST);
-        let bytes = fs::read(&path).map_err(|e| EngineError::io("read MANIFEST", &path, e))?;
-        let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| EngineError::Corrupt {
-                file: path.clone(),
-                offset: 0,
-                reason: format!("unreadable MANIFEST: {e}"),
-            })?;
-        if manifest.format_version != MANIFEST_VERSION {
-            return Err(EngineError::Version {
-                path,
-                found: manifest.format_version,
-                expected: MANIFEST_VERSION,
-            });
-        }
-        let config = manifest.config;
-        let mut store = Store::new(config.space);
-        let mut position = None;
-        let started = std::time::Instant::now();
-        let mut records = 0u64;
-        let writer = wal::recover(
-            &dir.join(WAL_DIR),
-            DEFAULT_ROTATE_BYTES,
-            |_seq, payload, file, offset| {
-                let corrupt = |reason: String| EngineError::Corrupt {
-                    file: file.to_path_buf(),
-                    offset,
-                    reason,
-                };
-                let entry = LogEntry::decode(payload)
-                    .map_err(|e| corrupt(format!("undecodable WAL record: {e}")))?;
-                for op in entry.ops {
-                    store.apply(op).map_err(|e| {
-                        corrupt(format!("WAL record contradicts the collection: {e}"))
-                    })?;
-                }
-                if entry.source_position.is_some() {
-                    position = entry.source_position;
-                }
-                records += 1;
-                Ok(())
-            },
-        )?;
-        tracing::info!(
-            collection = %dir.display(),
-            wal_records = records,
-            rows = store.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "collection opened"
-        );
-        let durability = Arc::clone(writer.durability());
-        Ok(Collection {
-            dir: dir.to_path_buf(),
-            _lock: lock,
-            config: RwLock::new(config),
-            store: RwLock::new(store),
-            writer: Mutex::new(writer),
-            durability,
-            source_position: RwLock::new(position),
-        })
+    fn start(inner: Inner) -> Collection {
+        let inner = Arc::new(inner);
+        let for_worker = Arc::clone(&inner);
+        let worker = std::thread::Builder::new()
+            .name("vectord-flush".into())
+            .spawn(move || background_loop(&for_worker))
+            .map_err(|e| tracing::error!(error = %e, "could not start the flush thread; writers will flush"))
+            .ok();
+        Collection { inner, worker }
     }
 
     /// The folder holding the collection.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.inner.dir
     }
 
     /// Space and HNSW parameters.
     pub fn config(&self) -> CollectionConfig {
-        *self.config.read()
+        self.inner.manifest.lock().config
     }
 
     /// The embedding dimension, fixed by the first write that stored a vector.
     pub fn dimension(&self) -> Option<usize> {
-        self.store.read().dimension()
+        self.inner.state.read().dimension()
     }
 
     /// Number of live records.
     pub fn count(&self) -> u64 {
-        self.store.read().len() as u64
+        self.inner.state.read().len() as u64
+    }
+
+    /// Number of published segments.
+    pub fn segment_count(&self) -> usize {
+        self.inner.state.read().segments().len()
     }
 
     /// The change-feed position stored with the newest batch that carried one.
     pub fn source_position(&self) -> Option<SourcePosition> {
-        self.source_position.read().clone()
+        self.inner.source_position.read().clone()
+    }
+
+    /// Sets the memtable size (rows) at which the memtable is flushed.
+    pub fn set_memtable_rows(&self, rows: usize) {
+        self.inner
+            .memtable_rows
+            .store(rows.max(1), Ordering::Relaxed);
     }
 
     /// Replaces the HNSW parameters (the space never changes); persisted atomically.
     pub fn set_hnsw(&self, hnsw: HnswParams) -> Result<(), EngineError> {
-        hnsw.validate()?;
-        // The writer lock orders MANIFEST rewrites with each other.
-        let _w = self.writer.lock();
-        let mut config = *self.config.read();
-        config.hnsw = hnsw;
-        write_manifest(&self.dir, &config)?;
-        *self.config.write() = config;
-        Ok(())
+        self.inner.set_hnsw(hnsw)
     }
 
     /// Applies one batch atomically and returns once it is durable. `source_position` (the
@@ -189,19 +200,322 @@ impl Collection {
         batch: WriteBatch,
         source_position: Option<SourcePosition>,
     ) -> Result<ApplyOutcome, EngineError> {
+        let (outcome, memtable_rows) = self.inner.apply(batch, source_position)?;
+        let limit = self.inner.memtable_rows.load(Ordering::Relaxed);
+        let behind = memtable_rows >= limit.saturating_mul(MEMTABLE_HARD_FACTOR);
+        if memtable_rows >= limit && (behind || self.worker.is_none()) {
+            // The background flush is not keeping up (or not running): this writer flushes. The
+            // batch is durable whatever happens here; a failed flush is retried later.
+            if let Err(e) = self.inner.flush() {
+                tracing::warn!(collection = %self.inner.dir.display(), error = %e, "memtable flush failed; will retry");
+            }
+        } else {
+            let mut st = self.inner.background.state.lock();
+            st.index_requested = true;
+            st.flush_requested |= memtable_rows >= limit;
+            self.inner.background.cv.notify_one();
+        }
+        Ok(outcome)
+    }
+
+    /// Writes the memtable out as a segment and drops the WAL it covers, now. Returns whether a
+    /// segment was written.
+    pub fn flush(&self) -> Result<bool, EngineError> {
+        self.inner.flush()
+    }
+
+    /// Records by ids and/or filter, in insertion order, then `offset` and `limit`.
+    pub fn get(&self, req: &GetRequest) -> Result<GetResult, EngineError> {
+        self.inner.state.read().get(req)
+    }
+
+    /// The `n_results` nearest records per query vector among those passing `ids` and the
+    /// filter, nearest first.
+    pub fn query(&self, req: &QueryRequest) -> Result<QueryResult, EngineError> {
+        let ef = self.inner.manifest.lock().config.hnsw.ef_search as usize;
+        self.inner.state.read().query(req, ef)
+    }
+
+    /// Ids of all live records (reconciliation and tests; O(n)).
+    pub fn ids(&self) -> Result<HashSet<String>, EngineError> {
+        self.inner.state.read().live_ids()
+    }
+
+    /// Sizes and counts for metrics and status pages.
+    pub fn stats(&self) -> CollectionStats {
+        self.inner.stats()
+    }
+
+    /// Reads every block of every segment file and checks its checksum (a scrub). Reads verify
+    /// blocks on first touch anyway; this finds damage in data nobody has read yet.
+    pub fn verify(&self) -> Result<(), EngineError> {
+        let segments: Vec<Arc<Segment>> = self
+            .inner
+            .state
+            .read()
+            .segments()
+            .iter()
+            .map(|s| Arc::clone(&s.seg))
+            .collect();
+        segments.iter().try_for_each(|s| s.verify_all())
+    }
+
+    /// Flushes the memtable so the next open maps everything instead of replaying the WAL, then
+    /// stops the background thread.
+    pub fn close(self) -> Result<(), EngineError> {
+        self.inner.flush().map(|_| ())
+    }
+}
+
+impl Drop for Collection {
+    fn drop(&mut self) {
+        {
+            let mut st = self.inner.background.state.lock();
+            st.shutdown = true;
+            self.inner.background.cv.notify_all();
+        }
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn background_loop(inner: &Inner) {
+    loop {
+        {
+            let mut st = inner.background.state.lock();
+            while !st.shutdown && !st.flush_requested && !st.index_requested {
+                inner.background.cv.wait(&mut st);
+            }
+            if st.shutdown {
+                return;
+            }
+            st.index_requested = false;
+        }
+        // Build the memtable graphs behind the acknowledgements, a step at a time, so a
+        // shutdown or a flush request is noticed between steps.
+        loop {
+            let jobs = inner.state.read().index_jobs(INDEX_STEP_ROWS);
+            if jobs.is_empty() {
+                break;
+            }
+            for job in jobs {
+                if let Err(e) = job.run() {
+                    tracing::error!(collection = %inner.dir.display(), error = %e, "graph indexing failed; rows stay exact-scanned");
+                }
+            }
+            let st = inner.background.state.lock();
+            if st.shutdown || st.flush_requested {
+                break;
+            }
+        }
+        let flush = std::mem::take(&mut inner.background.state.lock().flush_requested);
+        if flush {
+            if let Err(e) = inner.flush() {
+                tracing::warn!(collection = %inner.dir.display(), error = %e, "background flush failed; retrying in 1 s");
+                let mut st = inner.background.state.lock();
+                if !st.shutdown {
+                    inner
+                        .background
+                        .cv
+                        .wait_for(&mut st, std::time::Duration::from_secs(1));
+                    st.flush_requested = true;
+                }
+            }
+        }
+    }
+}
+
+/// The collection proper; [`Collection`] is its handle plus the background thread.
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    _lock: DirLock,
+    state: RwLock<State>,
+    writer: Mutex<WalWriter>,
+    durability: Arc<Durability>,
+    /// Everything the next MANIFEST needs that the state does not hold; guarded by `writer`.
+    manifest: Mutex<Manifest>,
+    source_position: RwLock<Option<SourcePosition>>,
+    /// One flush at a time.
+    flushing: Mutex<()>,
+    memtable_rows: AtomicUsize,
+    background: Background,
+}
+
+impl Inner {
+    fn create(dir: &Path, config: CollectionConfig) -> Result<Inner, EngineError> {
+        config.validate()?;
+        create_dir_durable(dir)?;
+        let lock = DirLock::acquire(dir)?;
+        let manifest = dir.join(MANIFEST);
+        if manifest.exists() {
+            return Err(EngineError::io(
+                "create collection",
+                &manifest,
+                io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "a collection already exists here",
+                ),
+            ));
+        }
+        write_manifest(dir, &Manifest::new(config))?;
+        Self::open_locked(dir, lock)
+    }
+
+    fn open(dir: &Path) -> Result<Inner, EngineError> {
+        let lock = DirLock::acquire(dir)?;
+        Self::open_locked(dir, lock)
+    }
+
+    fn open_locked(dir: &Path, lock: DirLock) -> Result<Inner, EngineError> {
+        let started = std::time::Instant::now();
+        let path = dir.join(MANIFEST);
+        let bytes = fs::read(&path).map_err(|e| EngineError::io("read MANIFEST", &path, e))?;
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| EngineError::Corrupt {
+                file: path.clone(),
+                offset: 0,
+                reason: format!("unreadable MANIFEST: {e}"),
+            })?;
+        if manifest.format_version != MANIFEST_VERSION {
+            return Err(EngineError::Version {
+                path,
+                found: manifest.format_version,
+                expected: MANIFEST_VERSION,
+            });
+        }
+        let segments_dir = dir.join(SEGMENTS_DIR);
+        if !segments_dir.exists() {
+            create_dir_durable(&segments_dir)?;
+        }
+        remove_unpublished(&segments_dir, &manifest)?;
+        let mut slots = Vec::with_capacity(manifest.segments.len());
+        for entry in &manifest.segments {
+            let seg = Segment::open(&segments_dir, entry.id)?;
+            if Some(seg.dim()) != manifest.dimension || seg.rows() != entry.rows {
+                return Err(EngineError::Corrupt {
+                    file: seg.dir().join("vectors.bin"),
+                    offset: 0,
+                    reason: format!(
+                        "segment holds {} rows of dimension {}; the MANIFEST says {} rows of dimension {:?}",
+                        seg.rows(),
+                        seg.dim(),
+                        entry.rows,
+                        manifest.dimension
+                    ),
+                });
+            }
+            let dead = match &entry.tombstones {
+                Some(name) => segment::read_tombstones(&seg.dir().join(name))?,
+                None => Default::default(),
+            };
+            slots.push(SegmentSlot {
+                seg: Arc::new(seg),
+                dead,
+                dirty: false,
+                tombstone_file: entry.tombstones.clone(),
+            });
+        }
+        let build = BuildParams::from_hnsw(
+            &manifest.config.hnsw,
+            DEFAULT_MEMTABLE_ROWS * MEMTABLE_HARD_FACTOR,
+        );
+        let mut state = State::new(
+            manifest.config.space,
+            manifest.dimension,
+            slots,
+            manifest.next_first_seq,
+            build,
+        )?;
+        let mut position = manifest.source_position.clone();
+        let mut records = 0u64;
+        let writer = wal::recover(
+            &dir.join(WAL_DIR),
+            DEFAULT_ROTATE_BYTES,
+            manifest.flushed_seq,
+            |_seq, payload, file, offset| {
+                let corrupt = |reason: String| EngineError::Corrupt {
+                    file: file.to_path_buf(),
+                    offset,
+                    reason,
+                };
+                let entry = LogEntry::decode(payload)
+                    .map_err(|e| corrupt(format!("undecodable WAL record: {e}")))?;
+                for op in entry.ops {
+                    state.apply(op).map_err(|e| match e {
+                        corrupt @ EngineError::Corrupt { .. } => corrupt,
+                        other => EngineError::Corrupt {
+                            file: file.to_path_buf(),
+                            offset,
+                            reason: format!("WAL record contradicts the collection: {other}"),
+                        },
+                    })?;
+                }
+                if entry.source_position.is_some() {
+                    position = entry.source_position;
+                }
+                records += 1;
+                Ok(())
+            },
+        )?;
+        tracing::info!(
+            collection = %dir.display(),
+            segments = manifest.segments.len(),
+            wal_records_replayed = records,
+            rows = state.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "collection opened"
+        );
+        let durability = Arc::clone(writer.durability());
+        Ok(Inner {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            state: RwLock::new(state),
+            writer: Mutex::new(writer),
+            durability,
+            manifest: Mutex::new(manifest),
+            source_position: RwLock::new(position),
+            flushing: Mutex::new(()),
+            memtable_rows: AtomicUsize::new(DEFAULT_MEMTABLE_ROWS),
+            background: Background::default(),
+        })
+    }
+
+    fn set_hnsw(&self, hnsw: HnswParams) -> Result<(), EngineError> {
+        hnsw.validate()?;
+        let _w = self.writer.lock();
+        let mut m = self.manifest.lock();
+        let mut next = m.clone();
+        next.config.hnsw = hnsw;
+        write_manifest(&self.dir, &next)?;
+        *m = next;
+        let rows = self.memtable_rows.load(Ordering::Relaxed);
+        self.state
+            .write()
+            .set_build_params(BuildParams::from_hnsw(&hnsw, rows * MEMTABLE_HARD_FACTOR));
+        Ok(())
+    }
+
+    /// Applies and makes durable one batch; also returns the active memtable's row count.
+    fn apply(
+        &self,
+        batch: WriteBatch,
+        source_position: Option<SourcePosition>,
+    ) -> Result<(ApplyOutcome, usize), EngineError> {
         batch.validate()?;
         let mut writer = self.writer.lock();
         if let Some(why) = self.durability.failure() {
             return Err(EngineError::Poisoned(why));
         }
         let (ops, mut outcome) = {
-            let store = self.store.read();
-            if let (Some(expected), Some(got)) = (store.dimension(), batch.dimension()) {
+            let state = self.state.read();
+            if let (Some(expected), Some(got)) = (state.dimension(), batch.dimension()) {
                 if expected != got {
                     return Err(InputError::DimensionMismatch { expected, got }.into());
                 }
             }
-            resolve(&store, batch)
+            resolve(&state, batch)?
         };
         if ops.is_empty() && source_position.is_none() {
             // Nothing to log, but what the caller observed (e.g. ids that made an add a no-op)
@@ -210,7 +524,7 @@ impl Collection {
             drop(writer);
             self.durability.wait(seq, &self.writer)?;
             outcome.seq = seq;
-            return Ok(outcome);
+            return Ok((outcome, self.state.read().active_rows()));
         }
         let entry = LogEntry {
             ops,
@@ -220,131 +534,301 @@ impl Collection {
             .encode()
             .map_err(|e| EngineError::Internal(format!("encoding a WAL record: {e}")))?;
         let seq = writer.append(&payload)?;
-        {
-            let mut store = self.store.write();
+        let memtable_rows = {
+            let mut state = self.state.write();
             for op in entry.ops {
-                if let Err(e) = store.apply(op) {
-                    // Resolution guarantees this cannot happen; if it does, the table and the log
+                if let Err(e) = state.apply(op) {
+                    // Resolution guarantees this cannot happen; if it does, the state and the log
                     // disagree, so stop accepting writes rather than diverge further.
                     let why = format!("applying a resolved batch failed: {e}");
                     self.durability.poison(why.clone());
                     return Err(EngineError::Internal(why));
                 }
             }
-        }
+            state.active_rows()
+        };
         if entry.source_position.is_some() {
             *self.source_position.write() = entry.source_position;
         }
         drop(writer);
         self.durability.wait(seq, &self.writer)?;
         outcome.seq = seq;
-        Ok(outcome)
+        Ok((outcome, memtable_rows))
     }
 
-    /// Records by ids and/or filter, in insertion order, then `offset` and `limit`.
-    pub fn get(&self, req: &GetRequest) -> Result<GetResult, EngineError> {
-        Ok(self.store.read().get(req))
+    /// Writes the memtable out as a segment and drops the WAL it covers. Returns whether a
+    /// segment was written.
+    fn flush(&self) -> Result<bool, EngineError> {
+        let _one = self.flushing.lock();
+        // 1. Freeze (or pick up a frozen memtable a failed flush left behind, with the WAL
+        //    position it was frozen at — not today's, which may include newer records).
+        let (mem, flushed_seq, position, seg_id) = {
+            let mut writer = self.writer.lock();
+            if let Some(why) = self.durability.failure() {
+                return Err(EngineError::Poisoned(why));
+            }
+            let mut state = self.state.write();
+            // Reserve the id now: a failed attempt may leave a folder under it behind.
+            let seg_id = {
+                let mut m = self.manifest.lock();
+                m.next_segment_id += 1;
+                m.next_segment_id - 1
+            };
+            match state.frozen() {
+                Some((mem, seq, position)) => (Arc::clone(mem), seq, position.cloned(), seg_id),
+                None => {
+                    if state.active_rows() == 0 {
+                        return Ok(false);
+                    }
+                    // Rotate first: the sealed files then hold exactly the frozen records.
+                    writer.rotate()?;
+                    let seq = writer.last_seq();
+                    let position = self.source_position.read().clone();
+                    match state.freeze(seq, position.clone()) {
+                        Some(mem) => (mem, seq, position, seg_id),
+                        None => return Ok(false),
+                    }
+                }
+            }
+        };
+        // 2. Finish the frozen memtable's graph, then write the segment files; no locks held,
+        //    so reads and writes go on.
+        // (A job that finds the background indexer got there first does nothing; the next one
+        // starts where that indexer stopped.)
+        while let Some(job) = mem.index_job(usize::MAX) {
+            job.run()?;
+        }
+        let segments_dir = self.dir.join(SEGMENTS_DIR);
+        let seg = Arc::new(Segment::write_from_memtable(&segments_dir, seg_id, &mem)?);
+        // 3. Publish.
+        let mut writer = self.writer.lock();
+        let mut state = self.state.write();
+        state.install_segment(Arc::clone(&seg))?;
+        let mut m = self.manifest.lock();
+        let mut next = m.clone();
+        next.dimension = state.dimension();
+        next.flushed_seq = flushed_seq;
+        next.next_first_seq = state.next_first_seq();
+        next.source_position = position;
+        let mut stale = Vec::new();
+        next.segments.clear();
+        for slot in state.segments_mut() {
+            if slot.dirty {
+                // Named after the flush so a published file is never rewritten.
+                let name = format!("tombstones-{flushed_seq}.bin");
+                segment::write_tombstones(&slot.seg.dir().join(&name), &slot.dead)?;
+                if let Some(old) = slot.tombstone_file.replace(name) {
+                    stale.push(slot.seg.dir().join(old));
+                }
+                slot.dirty = false;
+            }
+            next.segments.push(SegmentEntry {
+                id: slot.seg.id(),
+                rows: slot.seg.rows(),
+                tombstones: slot.tombstone_file.clone(),
+            });
+        }
+        fail::fail_point!("collection::flush::before_manifest", |_| Err(
+            EngineError::Internal("failpoint collection::flush::before_manifest".into())
+        ));
+        write_manifest(&self.dir, &next)?;
+        *m = next;
+        drop(m);
+        drop(state);
+        // 4. The WAL before the rotation is now redundant.
+        writer.remove_covered(flushed_seq);
+        drop(writer);
+        for path in stale {
+            let _ = fs::remove_file(path);
+        }
+        tracing::info!(collection = %self.dir.display(), segment = seg_id, rows = seg.rows(), "memtable flushed");
+        Ok(true)
     }
 
-    /// The `n_results` nearest records per query vector among those passing `ids` and the
-    /// filter, nearest first. Exact search.
-    pub fn query(&self, req: &QueryRequest) -> Result<QueryResult, EngineError> {
-        Ok(self.store.read().query(req)?)
-    }
-
-    /// Ids of all live records (reconciliation and tests; O(n)).
-    pub fn ids(&self) -> HashSet<String> {
-        self.store.read().live_ids()
+    fn stats(&self) -> CollectionStats {
+        let state = self.state.read();
+        let segments = state.segments();
+        CollectionStats {
+            records: state.len() as u64,
+            segments: segments.len(),
+            memtable_rows: state.active_rows(),
+            segment_rows: segments.iter().map(|s| s.seg.rows()).sum(),
+            tombstones: segments.iter().map(|s| s.dead.count()).sum(),
+            mapped_bytes: segments.iter().map(|s| s.seg.mapped_bytes()).sum(),
+            memtable_bytes: state.active_bytes(),
+            unindexed_rows: state.unindexed_rows(),
+            queries: state.counters.queries.load(Ordering::Relaxed),
+            distance_computations: state.counters.distance_computations.load(Ordering::Relaxed),
+            exact_fallbacks: state.counters.exact_fallbacks.load(Ordering::Relaxed),
+            wal_bytes: self.writer.lock().current_file_bytes(),
+        }
     }
 }
 
-fn write_manifest(dir: &Path, config: &CollectionConfig) -> Result<(), EngineError> {
-    let manifest = Manifest {
-        format_version: MANIFEST_VERSION,
-        config: *config,
-    };
-    let bytes = serde_json::to_vec_pretty(&manifest)
+/// Sizes and counts of one collection, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CollectionStats {
+    /// Live records.
+    pub records: u64,
+    /// Published segments.
+    pub segments: usize,
+    /// Rows in the active memtable (live or superseded).
+    pub memtable_rows: usize,
+    /// Rows in segments (live or tombstoned).
+    pub segment_rows: usize,
+    /// Tombstoned segment rows (reclaimed by compaction).
+    pub tombstones: usize,
+    /// Bytes of segment files mapped into memory (resident or not).
+    pub mapped_bytes: usize,
+    /// Approximate heap bytes of the active memtable (rows and graph).
+    pub memtable_bytes: usize,
+    /// Active memtable rows the background indexer has not put in the graph yet.
+    pub unindexed_rows: usize,
+    /// Query vectors answered since open.
+    pub queries: u64,
+    /// Distance computations spent on them (graph hops and exact scans).
+    pub distance_computations: u64,
+    /// Times a source fell back to an exact scan because its graph search could not
+    /// guarantee k results.
+    pub exact_fallbacks: u64,
+    /// Bytes in the current WAL file.
+    pub wal_bytes: u64,
+}
+
+/// Removes segment folders the MANIFEST does not name (a flush or compaction that crashed
+/// before publishing), so they never shadow published data.
+fn remove_unpublished(segments_dir: &Path, manifest: &Manifest) -> Result<(), EngineError> {
+    let published: HashSet<String> = manifest
+        .segments
+        .iter()
+        .map(|s| segment::dir_name(s.id))
+        .collect();
+    for entry in
+        fs::read_dir(segments_dir).map_err(|e| EngineError::io("list segments", segments_dir, e))?
+    {
+        let entry = entry.map_err(|e| EngineError::io("list segments", segments_dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !published.contains(&name) {
+            let path = entry.path();
+            tracing::info!(path = %path.display(), "removing an unpublished segment left by an interrupted flush");
+            fs::remove_dir_all(&path)
+                .map_err(|e| EngineError::io("remove unpublished segment", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), EngineError> {
+    let bytes = serde_json::to_vec_pretty(manifest)
         .map_err(|e| EngineError::Internal(format!("encoding MANIFEST: {e}")))?;
     atomic_write(&dir.join(MANIFEST), &bytes)
 }
 
-/// Turns a batch into the puts and deletes it amounts to against `store`.
-fn resolve(store: &Store, batch: WriteBatch) -> (Vec<LogOp>, ApplyOutcome) {
+/// The latest version of a record, as a batch sees it while resolving.
+#[derive(Clone)]
+struct Current {
+    first_seq: u64,
+    embedding: Vec<f32>,
+    fields: Fields,
+}
+
+/// Turns a batch into the puts and deletes it amounts to against `state`.
+fn resolve(state: &State, batch: WriteBatch) -> Result<(Vec<LogOp>, ApplyOutcome), EngineError> {
     let mut ops = Vec::with_capacity(batch.len());
     let mut out = ApplyOutcome::default();
-    // The latest fields of ids already touched by this batch: later rows merge into them.
-    let mut touched: HashMap<String, Fields> = HashMap::new();
+    let mut next_first_seq = state.next_first_seq();
+    // Versions already written by this batch: later rows merge into them.
+    let mut touched: HashMap<String, Current> = HashMap::new();
+    let current =
+        |touched: &HashMap<String, Current>, id: &str| -> Result<Option<Current>, EngineError> {
+            if let Some(c) = touched.get(id) {
+                return Ok(Some(c.clone()));
+            }
+            match state.lookup(id)? {
+                None => Ok(None),
+                Some(loc) => Ok(Some(Current {
+                    first_seq: state.first_seq(loc)?,
+                    embedding: state.vector(loc)?.to_vec(),
+                    fields: state.fields(loc)?.into_owned(),
+                })),
+            }
+        };
+    fn put(ops: &mut Vec<LogOp>, touched: &mut HashMap<String, Current>, id: String, c: Current) {
+        touched.insert(id.clone(), c.clone());
+        ops.push(LogOp::Put {
+            id,
+            first_seq: c.first_seq,
+            embedding: c.embedding,
+            metadata: c.fields.metadata,
+            document: c.fields.document,
+            uri: c.fields.uri,
+        });
+    }
     match batch {
         WriteBatch::Add(records) => {
-            let mut seen = HashSet::new();
             for r in records {
-                if store.contains(&r.id) || !seen.insert(r.id.clone()) {
+                if touched.contains_key(&r.id) || state.lookup(&r.id)?.is_some() {
                     continue;
                 }
                 out.inserted += 1;
-                ops.push(LogOp::Put {
-                    id: r.id,
-                    embedding: Some(r.embedding),
-                    metadata: r.metadata.filter(|m| !m.is_empty()),
-                    document: r.document,
-                    uri: r.uri,
-                });
+                let c = Current {
+                    first_seq: next_first_seq,
+                    embedding: r.embedding,
+                    fields: Fields {
+                        metadata: r.metadata.filter(|m| !m.is_empty()),
+                        document: r.document,
+                        uri: r.uri,
+                    },
+                };
+                next_first_seq += 1;
+                put(&mut ops, &mut touched, r.id, c);
             }
         }
         WriteBatch::Upsert(records) => {
             for r in records {
-                let current = touched.get(&r.id).cloned().or_else(|| store.fields(&r.id));
-                if current.is_some() {
-                    out.updated += 1;
-                } else {
-                    out.inserted += 1;
-                }
-                let merged = merge(current.unwrap_or_default(), r.metadata, r.document, r.uri);
-                touched.insert(r.id.clone(), merged.clone());
-                ops.push(LogOp::Put {
-                    id: r.id,
-                    embedding: Some(r.embedding),
-                    metadata: merged.metadata,
-                    document: merged.document,
-                    uri: merged.uri,
-                });
+                let c = match current(&touched, &r.id)? {
+                    Some(mut c) => {
+                        out.updated += 1;
+                        c.embedding = r.embedding;
+                        c.fields = merge(c.fields, r.metadata, r.document, r.uri);
+                        c
+                    }
+                    None => {
+                        out.inserted += 1;
+                        let first_seq = next_first_seq;
+                        next_first_seq += 1;
+                        Current {
+                            first_seq,
+                            embedding: r.embedding,
+                            fields: merge(Fields::default(), r.metadata, r.document, r.uri),
+                        }
+                    }
+                };
+                put(&mut ops, &mut touched, r.id, c);
             }
         }
         WriteBatch::Update(records) => {
             for r in records {
-                let Some(current) = touched.get(&r.id).cloned().or_else(|| store.fields(&r.id))
-                else {
+                let Some(mut c) = current(&touched, &r.id)? else {
                     continue;
                 };
                 out.updated += 1;
-                let merged = merge(current, r.metadata, r.document, r.uri);
-                touched.insert(r.id.clone(), merged.clone());
-                ops.push(LogOp::Put {
-                    id: r.id,
-                    embedding: r.embedding,
-                    metadata: merged.metadata,
-                    document: merged.document,
-                    uri: merged.uri,
-                });
+                if let Some(e) = r.embedding {
+                    c.embedding = e;
+                }
+                c.fields = merge(c.fields, r.metadata, r.document, r.uri);
+                put(&mut ops, &mut touched, r.id, c);
             }
         }
         WriteBatch::Delete(sel) => {
             if sel.ids.is_some() || sel.filter.is_some() {
-                let mut rows = store.select(sel.ids.as_deref(), sel.filter.as_ref());
-                if let Some(limit) = sel.limit {
-                    rows.truncate(limit as usize);
-                }
-                out.deleted = rows.len() as u32;
-                ops.extend(
-                    store
-                        .ids_of(&rows)
-                        .into_iter()
-                        .map(|id| LogOp::Delete { id }),
-                );
+                let ids = state.select_ids(sel.ids.as_deref(), sel.filter.as_ref(), sel.limit)?;
+                out.deleted = ids.len() as u32;
+                ops.extend(ids.into_iter().map(|id| LogOp::Delete { id }));
             }
         }
     }
-    (ops, out)
+    Ok((ops, out))
 }
 
 fn merge(
@@ -800,7 +1284,11 @@ mod tests {
         ]);
         assert!(c.apply(bad, None).is_err());
         assert_eq!(c.count(), 0);
-        assert_eq!(c.writer.lock().last_seq(), 0, "nothing reached the WAL");
+        assert_eq!(
+            c.inner.writer.lock().last_seq(),
+            0,
+            "nothing reached the WAL"
+        );
         let cols = Columns::<Vec<f32>, Metadata> {
             ids: vec!["a".into()],
             embeddings: Some(vec![]),

@@ -87,3 +87,32 @@ impl EngineError {
         matches!(self, EngineError::Input(_) | EngineError::Filter(_))
     }
 }
+
+impl From<crate::index::error::IndexError> for EngineError {
+    fn from(e: crate::index::error::IndexError) -> EngineError {
+        use crate::index::error::IndexError;
+        match e {
+            IndexError::Corrupt {
+                file,
+                offset,
+                reason,
+            } => EngineError::Corrupt {
+                file,
+                offset,
+                reason,
+            },
+            IndexError::Version {
+                file,
+                found,
+                supported,
+            } => EngineError::Version {
+                path: file,
+                found,
+                expected: supported,
+            },
+            IndexError::Io { op, path, source } => EngineError::io(op, path, source),
+            // Everything else is a broken invariant between the engine and its index.
+            other => EngineError::Internal(format!("index: {other}")),
+        }
+    }
+}

@@ -12,13 +12,16 @@ use crate::types::{Metadata, SourcePosition};
 /// One resolved change.
 #[derive(Debug, Clone, PartialEq, Archive, Serialize, Deserialize)]
 pub(crate) enum LogOp {
-    /// Insert, or replace an existing record in place (it keeps its insertion position).
-    /// `embedding: None` keeps the existing vector (a metadata-only update).
+    /// The complete new version of a record: it replaces the live version, if any. It carries
+    /// everything (the vector too, even for a metadata-only update) so that replay needs nothing
+    /// from the state it replaces — tombstones persisted by a flush may already cover it.
     Put {
         /// The record id.
         id: String,
-        /// The new vector, or `None` to keep the current one.
-        embedding: Option<Vec<f32>>,
+        /// The record's first-insert number (kept across updates: `get` order).
+        first_seq: u64,
+        /// The vector.
+        embedding: Vec<f32>,
         /// Full metadata after the merge.
         metadata: Option<Metadata>,
         /// Document after the merge.
@@ -71,7 +74,8 @@ mod tests {
             ops: vec![
                 LogOp::Put {
                     id: "a".into(),
-                    embedding: Some(vec![1.0, 2.5]),
+                    first_seq: 7,
+                    embedding: vec![1.0, 2.5],
                     metadata: Some(m),
                     document: Some("doc".into()),
                     uri: None,

@@ -4,15 +4,18 @@
 //! The public surface is [`Collection`] (create/open, `apply`, `get`, `query`, `count`) plus
 //! [`DirLock`] for the one-process-per-folder rule.
 
+mod bitset;
 mod collection;
 mod config;
 mod error;
 mod fsutil;
 mod log;
-mod store;
+mod memtable;
+mod segment;
+mod state;
 mod wal;
 
-pub use collection::Collection;
+pub use collection::{Collection, CollectionStats, DEFAULT_MEMTABLE_ROWS};
 pub use config::{CollectionConfig, HnswParams, MAX_NEIGHBORS_LIMIT};
 pub use error::EngineError;
 pub use fsutil::{atomic_write, sync_dir, DirLock};

@@ -60,6 +60,8 @@ pub(crate) struct WalWriter {
     last_seq: u64,
     rotate_bytes: u64,
     durability: Arc<Durability>,
+    /// Older files and the last sequence number each holds, oldest first.
+    sealed: Vec<(u64, u64)>,
 }
 
 impl WalWriter {
@@ -111,17 +113,50 @@ impl WalWriter {
         Ok(seq)
     }
 
-    /// Makes everything written to the current file durable, then starts the next file.
-    fn rotate(&mut self) -> Result<(), EngineError> {
+    /// Makes everything written to the current file durable, then starts the next file. A flush
+    /// rotates first so that the files before the current one hold exactly what it covers.
+    pub(crate) fn rotate(&mut self) -> Result<(), EngineError> {
+        if self.len == FILE_HEADER_LEN {
+            return Ok(());
+        }
         sync_file(&self.file).map_err(|e| EngineError::io("fsync WAL", &self.path, e))?;
         self.durability.mark_durable(self.last_seq);
         let no = self.file_no + 1;
         let (file, path) = create_file(&self.dir, no)?;
+        self.sealed.push((self.file_no, self.last_seq));
         self.file = Arc::new(file);
         self.path = path;
         self.file_no = no;
         self.len = FILE_HEADER_LEN;
         Ok(())
+    }
+}
+
+impl WalWriter {
+    /// Deletes sealed files whose records are all at or below `covered` (a flush made them
+    /// redundant). Failing to delete is harmless — replay skips covered records — so errors are
+    /// only logged.
+    pub(crate) fn remove_covered(&mut self, covered: u64) {
+        let mut removed = false;
+        self.sealed.retain(|&(no, last)| {
+            if last > covered {
+                return true;
+            }
+            let path = self.dir.join(file_name(no));
+            match fs::remove_file(&path) {
+                Ok(()) => removed = true,
+                Err(e) => tracing::warn!(file = %path.display(), error = %e, "could not remove a flushed WAL file"),
+            }
+            false
+        });
+        if removed {
+            let _ = sync_dir(&self.dir);
+        }
+    }
+
+    /// Bytes in the current WAL file (for metrics).
+    pub(crate) fn current_file_bytes(&self) -> u64 {
+        self.len
     }
 }
 
@@ -245,9 +280,12 @@ impl Durability {
 
 /// Opens the log in `dir` (creating it when absent), calling `replay(seq, payload, file,
 /// offset)` for every record in order, and returns the writer positioned after the last one.
+/// `covered` is the highest sequence number a flush already made durable elsewhere: records up to
+/// it are skipped, and numbering continues after it even when no file is left.
 pub(crate) fn recover(
     dir: &Path,
     rotate_bytes: u64,
+    covered: u64,
     mut replay: impl FnMut(u64, &[u8], &Path, u64) -> Result<(), EngineError>,
 ) -> Result<WalWriter, EngineError> {
     if !dir.exists() {
@@ -256,10 +294,12 @@ pub(crate) fn recover(
     }
     let mut numbers = list_files(dir)?;
     numbers.sort_unstable();
-    let mut last_seq = 0u64;
-    let mut first_seq_seen = false;
+    let mut last_seq = covered;
+    // The previous record's sequence number, for the gap check (independent of `covered`).
+    let mut prev: Option<u64> = None;
     let count = numbers.len();
     let mut tail: Option<(u64, PathBuf, u64)> = None;
+    let mut sealed: Vec<(u64, u64)> = Vec::new();
     for (i, no) in numbers.iter().copied().enumerate() {
         let is_last = i + 1 == count;
         let path = dir.join(file_name(no));
@@ -295,11 +335,11 @@ pub(crate) fn recover(
             }
             match parse_record(&data, off) {
                 Some((seq, payload, next)) => {
-                    if first_seq_seen && seq != last_seq + 1 {
+                    if let Some(p) = prev.filter(|&p| seq != p + 1) {
                         return Err(EngineError::Corrupt {
                             file: path,
                             offset: off as u64,
-                            reason: format!("sequence {seq} follows {last_seq}"),
+                            reason: format!("sequence {seq} follows {p}"),
                         });
                     }
                     fail::fail_point!("wal::recover", |_| Err(EngineError::Corrupt {
@@ -307,13 +347,15 @@ pub(crate) fn recover(
                         offset: off as u64,
                         reason: "failpoint wal::recover".into(),
                     }));
-                    replay(seq, payload, &path, off as u64)?;
-                    first_seq_seen = true;
-                    last_seq = seq;
+                    if seq > covered {
+                        replay(seq, payload, &path, off as u64)?;
+                    }
+                    prev = Some(seq);
+                    last_seq = last_seq.max(seq);
                     off = next;
                 }
                 None => {
-                    let later_valid = find_valid_record(&data, off + 1, last_seq);
+                    let later_valid = find_valid_record(&data, off + 1, prev.unwrap_or(0));
                     if !is_last || later_valid.is_some() {
                         return Err(EngineError::Corrupt {
                             file: path,
@@ -333,6 +375,8 @@ pub(crate) fn recover(
         }
         if is_last {
             tail = Some((no, path, off as u64));
+        } else {
+            sealed.push((no, last_seq));
         }
     }
 
@@ -363,6 +407,7 @@ pub(crate) fn recover(
                 last_seq,
                 rotate_bytes,
                 durability,
+                sealed,
             })
         }
         other => {
@@ -377,6 +422,7 @@ pub(crate) fn recover(
                 last_seq,
                 rotate_bytes,
                 durability,
+                sealed,
             })
         }
     }
@@ -430,7 +476,7 @@ mod tests {
 
     fn collect(dir: &Path) -> Result<(WalWriter, Replayed), EngineError> {
         let mut got = Vec::new();
-        let w = recover(dir, DEFAULT_ROTATE_BYTES, |seq, p, _, _| {
+        let w = recover(dir, DEFAULT_ROTATE_BYTES, 0, |seq, p, _, _| {
             got.push((seq, p.to_vec()));
             Ok(())
         })?;
@@ -438,7 +484,7 @@ mod tests {
     }
 
     fn write_n(dir: &Path, n: usize, rotate: u64) -> WalWriter {
-        let mut w = recover(dir, rotate, |_, _, _, _| Ok(())).unwrap();
+        let mut w = recover(dir, rotate, 0, |_, _, _, _| Ok(())).unwrap();
         for i in 0..n {
             let seq = w.append(format!("record-{i}").as_bytes()).unwrap();
             let lock = Mutex::new(w);
@@ -571,7 +617,7 @@ mod tests {
     #[test]
     fn group_commit_from_many_threads() {
         let dir = tempfile::tempdir().unwrap();
-        let w = recover(dir.path(), DEFAULT_ROTATE_BYTES, |_, _, _, _| Ok(())).unwrap();
+        let w = recover(dir.path(), DEFAULT_ROTATE_BYTES, 0, |_, _, _, _| Ok(())).unwrap();
         let d = Arc::clone(w.durability());
         let lock = Arc::new(Mutex::new(w));
         let handles: Vec<_> = (0..4)

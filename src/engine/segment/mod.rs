@@ -1,0 +1,351 @@
+//! Immutable, memory-mapped segments: files written once at flush or compaction, then only read.
+//!
+//! A segment folder `segments/NNNNNNNN/` holds `vectors.bin` and `records.bin` (written under a
+//! temporary folder name, fsynced, then renamed into place) and zero or more tombstone files
+//! `tombstones-<seq>.bin`, one per flush that changed them; the MANIFEST names the live one.
+
+pub(crate) mod blocked;
+pub(crate) mod records;
+pub(crate) mod vectors;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use std::io::Write;
+
+use parking_lot::Mutex;
+
+use self::blocked::{BlockedFile, BlockedWriter};
+use self::records::{Fields, RowIn, SegmentRecords};
+use self::vectors::SegmentVectors;
+use super::bitset::Bitset;
+use super::fsutil::sync_dir;
+use super::memtable::Memtable;
+use super::EngineError;
+use crate::index::vectors::prefetch_slice;
+use crate::index::{search, FlatGraph, PreparedQuery, SearchOutput, SearchParams, VectorStore};
+
+const KIND_TOMBSTONES: u32 = 3;
+
+/// A mapped segment.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    id: u64,
+    dir: PathBuf,
+    vectors: SegmentVectors,
+    records: SegmentRecords,
+    /// The HNSW graph over the rows (absent only for a memtable that had none).
+    graph: Option<FlatGraph>,
+}
+
+/// The folder name of segment `id`.
+pub(crate) fn dir_name(id: u64) -> String {
+    format!("{id:08}")
+}
+
+impl Segment {
+    /// Writes the memtable's rows (all of them, in row order, so row numbers and tombstones carry
+    /// over) and its graph as segment `id` under `segments_dir`, durably, and returns the opened
+    /// segment. The memtable's graph must hold every row (the flush finishes indexing first).
+    pub(crate) fn write_from_memtable(
+        segments_dir: &Path,
+        id: u64,
+        mem: &Memtable,
+    ) -> Result<Segment, EngineError> {
+        fail::fail_point!("segment::write", |_| Err(EngineError::Internal(
+            "failpoint segment::write".into()
+        )));
+        let final_dir = segments_dir.join(dir_name(id));
+        let tmp = segments_dir.join(format!("{}.tmp", dir_name(id)));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp)
+                .map_err(|e| EngineError::io("remove stale segment folder", &tmp, e))?;
+        }
+        let write = || -> Result<(), EngineError> {
+            fs::create_dir_all(&tmp)
+                .map_err(|e| EngineError::io("create segment folder", &tmp, e))?;
+            let n = mem.len() as u32;
+            vectors::write(
+                &tmp.join("vectors.bin"),
+                mem.dim(),
+                (0..n).map(|r| mem.vector(r)),
+            )?;
+            let rows: Vec<RowIn> = (0..n)
+                .map(|r| {
+                    let row = mem.row(r);
+                    RowIn {
+                        id: &row.id,
+                        first_seq: row.first_seq,
+                        fields: &row.fields,
+                    }
+                })
+                .collect();
+            records::write(&tmp.join("records.bin"), &rows)?;
+            if let Some(graph) = mem.graph() {
+                let bytes = graph.builder.export()?;
+                let path = tmp.join("graph.bin");
+                let mut f = fs::File::create(&path)
+                    .map_err(|e| EngineError::io("create graph file", &path, e))?;
+                f.write_all(&bytes)
+                    .and_then(|_| f.sync_all())
+                    .map_err(|e| EngineError::io("write graph file", &path, e))?;
+            }
+            sync_dir(&tmp)
+        };
+        if let Err(e) = write() {
+            // Best effort: a leftover is removed at the next open anyway.
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        fs::rename(&tmp, &final_dir)
+            .map_err(|e| EngineError::io("publish segment folder", &final_dir, e))?;
+        sync_dir(segments_dir)?;
+        Segment::open(segments_dir, id)
+    }
+
+    /// Maps segment `id` (O(1): footers and section tables only).
+    pub(crate) fn open(segments_dir: &Path, id: u64) -> Result<Segment, EngineError> {
+        let dir = segments_dir.join(dir_name(id));
+        let vectors = SegmentVectors::open(&dir.join("vectors.bin"))?;
+        let records = SegmentRecords::open(&dir.join("records.bin"))?;
+        let graph_path = dir.join("graph.bin");
+        let graph = if graph_path.exists() {
+            Some(FlatGraph::open_mmap(&graph_path)?)
+        } else {
+            None
+        };
+        if let Some(g) = &graph {
+            if g.n() != records.rows() {
+                return Err(EngineError::Corrupt {
+                    file: graph_path,
+                    offset: 0,
+                    reason: format!(
+                        "graph over {} points in a segment of {} rows",
+                        g.n(),
+                        records.rows()
+                    ),
+                });
+            }
+        }
+        if vectors.rows() != records.rows() {
+            return Err(EngineError::Corrupt {
+                file: dir.join("records.bin"),
+                offset: 0,
+                reason: format!("{} records but {} vectors", records.rows(), vectors.rows()),
+            });
+        }
+        Ok(Segment {
+            id,
+            dir,
+            vectors,
+            records,
+            graph,
+        })
+    }
+
+    /// Graph search from the map; `accept` excludes rows inside the search (tombstones,
+    /// filters). `None` when the segment has no graph.
+    pub(crate) fn search(
+        &self,
+        query: &PreparedQuery,
+        params: &SearchParams,
+        accept: impl Fn(u32) -> bool,
+    ) -> Result<Option<SearchOutput>, EngineError> {
+        let Some(graph) = &self.graph else {
+            return Ok(None);
+        };
+        let store = SegmentStore {
+            seg: self,
+            error: Mutex::new(None),
+        };
+        let out = search(graph, &store, query, params, accept)?;
+        match store.error.into_inner() {
+            Some(e) => Err(e),
+            None => Ok(Some(out)),
+        }
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.records.rows()
+    }
+
+    pub(crate) fn dim(&self) -> usize {
+        self.vectors.dim()
+    }
+
+    pub(crate) fn vector(&self, r: u32) -> Result<&[f32], EngineError> {
+        self.vectors.vector(r)
+    }
+
+    pub(crate) fn inv_norm(&self, r: u32) -> Result<f32, EngineError> {
+        self.vectors.inv_norm(r)
+    }
+
+    pub(crate) fn id_of(&self, r: u32) -> Result<&str, EngineError> {
+        self.records.id(r)
+    }
+
+    pub(crate) fn fields(&self, r: u32) -> Result<Fields, EngineError> {
+        self.records.fields(r)
+    }
+
+    pub(crate) fn first_seq(&self, r: u32) -> Result<u64, EngineError> {
+        self.records.first_seq(r)
+    }
+
+    pub(crate) fn find(&self, id: &str) -> Result<Option<u32>, EngineError> {
+        self.records.find(id)
+    }
+
+    pub(crate) fn row_in_order(&self, i: usize) -> Result<u32, EngineError> {
+        self.records.row_in_order(i)
+    }
+
+    /// Bytes mapped by this segment's files.
+    pub(crate) fn mapped_bytes(&self) -> usize {
+        self.vectors.mapped_bytes() + self.records.mapped_bytes()
+    }
+
+    /// Verifies every block of every file (background scrub).
+    pub(crate) fn verify_all(&self) -> Result<(), EngineError> {
+        self.vectors.verify_all()?;
+        self.records.verify_all()?;
+        if let Some(g) = &self.graph {
+            g.verify()?;
+        }
+        Ok(())
+    }
+}
+
+/// The segment's vectors as the graph searcher sees them. Each access verifies its blocks; a
+/// damaged block scores infinity and is reported after the search, so a search never returns a
+/// result computed from bad bytes.
+struct SegmentStore<'a> {
+    seg: &'a Segment,
+    error: Mutex<Option<EngineError>>,
+}
+
+impl VectorStore for SegmentStore<'_> {
+    fn dim(&self) -> usize {
+        self.seg.dim()
+    }
+
+    fn len(&self) -> usize {
+        self.seg.rows()
+    }
+
+    fn distance(&self, q: &PreparedQuery, id: u32) -> f32 {
+        match self
+            .seg
+            .vector(id)
+            .and_then(|v| Ok((v, self.seg.inv_norm(id)?)))
+        {
+            Ok((v, inv)) => {
+                crate::index::distance::distance(q.space(), q.vector(), v, q.inv_norm(), inv)
+            }
+            Err(e) => {
+                self.error.lock().get_or_insert(e);
+                f32::INFINITY
+            }
+        }
+    }
+
+    fn prefetch(&self, id: u32) {
+        if let Some(v) = self.seg.vectors.unverified_row(id) {
+            prefetch_slice(v);
+        }
+    }
+}
+
+/// Writes a tombstone bitset as `path`, durably.
+pub(crate) fn write_tombstones(path: &Path, bits: &Bitset) -> Result<(), EngineError> {
+    let mut w = BlockedWriter::create(path)?;
+    w.write(bytemuck::cast_slice(bits.words()))?;
+    w.finish(KIND_TOMBSTONES, b"{}")?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Reads a tombstone file written by [`write_tombstones`], fully verified.
+pub(crate) fn read_tombstones(path: &Path) -> Result<Bitset, EngineError> {
+    let f = BlockedFile::open(path, KIND_TOMBSTONES)?;
+    let bytes = f.bytes(0..f.data_len())?;
+    if bytes.len() % 8 != 0 {
+        return Err(EngineError::Corrupt {
+            file: path.to_path_buf(),
+            offset: 0,
+            reason: "tombstone bitmap is not whole words".into(),
+        });
+    }
+    let words = bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect();
+    Ok(Bitset::from_words(words))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memtable_round_trips_through_a_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = crate::index::BuildParams {
+            max_neighbors: 8,
+            ef_construction: 32,
+            capacity_hint: 128,
+        };
+        let mut mem = Memtable::new(3, Some((crate::types::Space::L2, params))).unwrap();
+        for i in 0..100u32 {
+            let fields = Fields {
+                document: Some(format!("d{i}")),
+                ..Default::default()
+            };
+            mem.push(
+                format!("id{i}"),
+                1000 + i as u64,
+                &[i as f32, 1.0, 2.0],
+                fields,
+            );
+        }
+        while let Some(job) = mem.index_job(30) {
+            job.run().unwrap();
+        }
+        let seg = Segment::write_from_memtable(dir.path(), 7, &mem).unwrap();
+        // The graph came along: search it from the map, with a tombstone-like predicate.
+        let q = PreparedQuery::new(crate::types::Space::L2, &[42.2, 1.0, 2.0]).unwrap();
+        let out = seg
+            .search(&q, &SearchParams::new(3, 16), |r| r != 42)
+            .unwrap()
+            .unwrap();
+        let rows: Vec<u32> = out.results.iter().map(|s| s.row).collect();
+        assert_eq!(rows, vec![43, 41, 44]);
+        assert!(out.complete);
+        assert_eq!(seg.rows(), 100);
+        assert_eq!(seg.vector(42).unwrap(), &[42.0, 1.0, 2.0]);
+        assert_eq!(seg.find("id42").unwrap(), Some(42));
+        assert_eq!(seg.fields(42).unwrap().document.as_deref(), Some("d42"));
+        assert_eq!(seg.first_seq(42).unwrap(), 1042);
+        let reopened = Segment::open(dir.path(), 7).unwrap();
+        assert_eq!(reopened.id_of(99).unwrap(), "id99");
+        assert!(!dir.path().join("00000007.tmp").exists());
+
+        let mut bits = Bitset::default();
+        bits.set(5);
+        bits.set(99);
+        let p = seg.dir().join("tombstones-1.bin");
+        write_tombstones(&p, &bits).unwrap();
+        assert_eq!(read_tombstones(&p).unwrap(), bits);
+    }
+}

@@ -1,0 +1,898 @@
+//! The readable state of a collection: the active memtable, a memtable being flushed (frozen),
+//! and the mapped segments, each with its tombstones. Every read is answered from here; every
+//! change arrives as a resolved [`LogOp`] through [`State::apply`].
+//!
+//! An id has at most one live row across all sources: writing a new version appends it to the
+//! active memtable and tombstones the previous one. So the newest row found for an id — active
+//! memtable first, then frozen, then segments newest to oldest — is the only candidate, and if
+//! it is tombstoned the id is absent.
+
+use std::borrow::Cow;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use super::bitset::Bitset;
+use super::log::LogOp;
+use super::memtable::{IndexJob, Memtable};
+use super::segment::records::Fields;
+use super::segment::Segment;
+use super::EngineError;
+use crate::filter::Filter;
+use crate::index::distance::distance;
+use crate::index::{BuildParams, PreparedQuery, SearchParams};
+use crate::types::{
+    validate_embedding, GetRequest, GetResult, Include, InputError, QueryHits, QueryRequest,
+    QueryResult, Space,
+};
+
+/// Where a row lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Loc {
+    /// Row of the active memtable.
+    Active(u32),
+    /// Row of the memtable being flushed.
+    Frozen(u32),
+    /// Row of the segment at this index in `State::segments` (oldest first).
+    Seg(usize, u32),
+}
+
+/// A mapped segment and its tombstones.
+#[derive(Debug)]
+pub(crate) struct SegmentSlot {
+    pub seg: Arc<Segment>,
+    pub dead: Bitset,
+    /// Tombstones changed since they were last written to a file.
+    pub dirty: bool,
+    /// The tombstone file holding `dead` as of the last flush, if any.
+    pub tombstone_file: Option<String>,
+}
+
+/// A memtable being written out as a segment, with the tombstones it gathers meanwhile.
+#[derive(Debug)]
+pub(crate) struct Frozen {
+    pub mem: Arc<Memtable>,
+    pub dead: Bitset,
+    /// The last WAL sequence number whose effects the frozen memtable holds.
+    pub covers_seq: u64,
+    /// The change-feed position as of `covers_seq`.
+    pub position: Option<crate::types::SourcePosition>,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    space: Space,
+    dim: Option<usize>,
+    active: Memtable,
+    active_dead: Bitset,
+    frozen: Option<Frozen>,
+    segments: Vec<SegmentSlot>,
+    next_first_seq: u64,
+    live: usize,
+    /// Parameters for the graphs of new memtables.
+    build: BuildParams,
+    /// Search work, cumulative (exported as metrics).
+    pub(crate) counters: QueryCounters,
+}
+
+/// Cumulative search work of a collection.
+#[derive(Debug, Default)]
+pub(crate) struct QueryCounters {
+    /// Query vectors answered.
+    pub queries: AtomicU64,
+    /// Distance computations spent on them (graph and exact).
+    pub distance_computations: AtomicU64,
+    /// Sources (memtables, segments) that fell back to an exact scan.
+    pub exact_fallbacks: AtomicU64,
+}
+
+/// Which rows a read touches: `ids` and `filter` ANDed.
+struct Selector<'a> {
+    ids: Option<&'a [String]>,
+    filter: Option<&'a Filter>,
+}
+
+impl State {
+    /// State over already-opened segments (with their tombstones).
+    pub(crate) fn new(
+        space: Space,
+        dim: Option<usize>,
+        segments: Vec<SegmentSlot>,
+        next_first_seq: u64,
+        build: BuildParams,
+    ) -> Result<State, EngineError> {
+        let live = segments.iter().map(|s| s.seg.rows() - s.dead.count()).sum();
+        Ok(State {
+            space,
+            dim,
+            active: Memtable::new(dim.unwrap_or(0), Some((space, build)))?,
+            active_dead: Bitset::default(),
+            frozen: None,
+            segments,
+            next_first_seq,
+            live,
+            build,
+            counters: QueryCounters::default(),
+        })
+    }
+
+    /// Graph parameters for memtables created from now on.
+    pub(crate) fn set_build_params(&mut self, build: BuildParams) {
+        self.build = build;
+    }
+
+    /// The next step of graph building for the active and frozen memtables, if any rows wait.
+    pub(crate) fn index_jobs(&self, max_rows: usize) -> Vec<IndexJob> {
+        let frozen = self.frozen.as_ref().and_then(|f| f.mem.index_job(max_rows));
+        frozen
+            .into_iter()
+            .chain(self.active.index_job(max_rows))
+            .collect()
+    }
+
+    /// Rows of the active memtable not yet in its graph.
+    pub(crate) fn unindexed_rows(&self) -> usize {
+        self.active.len()
+            - self
+                .active
+                .graph()
+                .map_or(self.active.len(), |g| g.indexed())
+    }
+
+    pub(crate) fn dimension(&self) -> Option<usize> {
+        self.dim
+    }
+
+    /// Live records.
+    pub(crate) fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Rows in the active memtable (live or not).
+    pub(crate) fn active_rows(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Approximate heap bytes of the active memtable.
+    pub(crate) fn active_bytes(&self) -> usize {
+        self.active.bytes()
+    }
+
+    /// The next first-insert number to hand out.
+    pub(crate) fn next_first_seq(&self) -> u64 {
+        self.next_first_seq
+    }
+
+    pub(crate) fn segments(&self) -> &[SegmentSlot] {
+        &self.segments
+    }
+
+    pub(crate) fn segments_mut(&mut self) -> &mut [SegmentSlot] {
+        &mut self.segments
+    }
+
+    /// The memtable being flushed, with the WAL position and change-feed position it covers.
+    pub(crate) fn frozen(
+        &self,
+    ) -> Option<(&Arc<Memtable>, u64, Option<&crate::types::SourcePosition>)> {
+        self.frozen
+            .as_ref()
+            .map(|f| (&f.mem, f.covers_seq, f.position.as_ref()))
+    }
+
+    fn is_dead(&self, loc: Loc) -> bool {
+        match loc {
+            Loc::Active(r) => self.active_dead.get(r),
+            Loc::Frozen(r) => self.frozen.as_ref().is_none_or(|f| f.dead.get(r)),
+            Loc::Seg(s, r) => self.segments[s].dead.get(r),
+        }
+    }
+
+    /// The live row holding `id`, if any.
+    pub(crate) fn lookup(&self, id: &str) -> Result<Option<Loc>, EngineError> {
+        let found = if let Some(r) = self.active.newest(id) {
+            Some(Loc::Active(r))
+        } else if let Some(r) = self.frozen.as_ref().and_then(|f| f.mem.newest(id)) {
+            Some(Loc::Frozen(r))
+        } else {
+            let mut found = None;
+            for (s, slot) in self.segments.iter().enumerate().rev() {
+                if let Some(r) = slot.seg.find(id)? {
+                    found = Some(Loc::Seg(s, r));
+                    break;
+                }
+            }
+            found
+        };
+        Ok(found.filter(|&loc| !self.is_dead(loc)))
+    }
+
+    fn mem(&self, loc: Loc) -> Option<(&Memtable, u32)> {
+        match loc {
+            Loc::Active(r) => Some((&self.active, r)),
+            Loc::Frozen(r) => self.frozen.as_ref().map(|f| (&*f.mem, r)),
+            Loc::Seg(..) => None,
+        }
+    }
+
+    fn segment(&self, loc: Loc) -> Result<(&Segment, u32), EngineError> {
+        match loc {
+            Loc::Seg(s, r) => Ok((&self.segments[s].seg, r)),
+            _ => Err(EngineError::Internal(format!(
+                "{loc:?} used after its memtable was flushed"
+            ))),
+        }
+    }
+
+    pub(crate) fn fields(&self, loc: Loc) -> Result<Cow<'_, Fields>, EngineError> {
+        match self.mem(loc) {
+            Some((m, r)) => Ok(Cow::Borrowed(&m.row(r).fields)),
+            None => self
+                .segment(loc)
+                .and_then(|(s, r)| s.fields(r))
+                .map(Cow::Owned),
+        }
+    }
+
+    pub(crate) fn vector(&self, loc: Loc) -> Result<&[f32], EngineError> {
+        match self.mem(loc) {
+            Some((m, r)) => Ok(m.vector(r)),
+            None => self.segment(loc).and_then(|(s, r)| s.vector(r)),
+        }
+    }
+
+    fn inv_norm(&self, loc: Loc) -> Result<f32, EngineError> {
+        match self.mem(loc) {
+            Some((m, r)) => Ok(m.inv_norm(r)),
+            None => self.segment(loc).and_then(|(s, r)| s.inv_norm(r)),
+        }
+    }
+
+    pub(crate) fn id(&self, loc: Loc) -> Result<Cow<'_, str>, EngineError> {
+        match self.mem(loc) {
+            Some((m, r)) => Ok(Cow::Borrowed(m.row(r).id.as_str())),
+            None => self
+                .segment(loc)
+                .and_then(|(s, r)| s.id_of(r))
+                .map(Cow::Borrowed),
+        }
+    }
+
+    pub(crate) fn first_seq(&self, loc: Loc) -> Result<u64, EngineError> {
+        match self.mem(loc) {
+            Some((m, r)) => Ok(m.row(r).first_seq),
+            None => self.segment(loc).and_then(|(s, r)| s.first_seq(r)),
+        }
+    }
+
+    fn kill(&mut self, loc: Loc) {
+        let newly = match loc {
+            Loc::Active(r) => self.active_dead.set(r),
+            Loc::Frozen(r) => self.frozen.as_mut().is_some_and(|f| f.dead.set(r)),
+            Loc::Seg(s, r) => {
+                let slot = &mut self.segments[s];
+                slot.dirty = true;
+                slot.dead.set(r)
+            }
+        };
+        self.live -= usize::from(newly);
+    }
+
+    /// Applies one resolved change. An error means the op contradicts the state (replay reports
+    /// it as corruption); nothing is changed in that case.
+    pub(crate) fn apply(&mut self, op: LogOp) -> Result<(), EngineError> {
+        match op {
+            LogOp::Put {
+                id,
+                first_seq,
+                embedding,
+                metadata,
+                document,
+                uri,
+            } => {
+                if let Some(d) = self.dim {
+                    if d != embedding.len() {
+                        return Err(EngineError::Internal(format!(
+                            "vector of length {} in a collection of dimension {d}",
+                            embedding.len()
+                        )));
+                    }
+                } else {
+                    self.dim = Some(embedding.len());
+                    self.active = Memtable::new(embedding.len(), Some((self.space, self.build)))?;
+                }
+                if let Some(old) = self.lookup(&id)? {
+                    self.kill(old);
+                }
+                self.active.push(
+                    id,
+                    first_seq,
+                    &embedding,
+                    Fields {
+                        metadata,
+                        document,
+                        uri,
+                    },
+                );
+                self.live += 1;
+                self.next_first_seq = self.next_first_seq.max(first_seq + 1);
+            }
+            LogOp::Delete { id } => {
+                if let Some(old) = self.lookup(&id)? {
+                    self.kill(old);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the active memtable aside for flushing; readers keep seeing it. `covers_seq` is the
+    /// WAL's last sequence number now, `position` the change-feed position as of it.
+    pub(crate) fn freeze(
+        &mut self,
+        covers_seq: u64,
+        position: Option<crate::types::SourcePosition>,
+    ) -> Option<Arc<Memtable>> {
+        if self.active.is_empty() || self.frozen.is_some() {
+            return None;
+        }
+        // A builder that cannot be created (it validates what config already validated) leaves
+        // the new memtable without a graph: exact-scanned, never wrong.
+        let next = Memtable::new(self.dim.unwrap_or(0), Some((self.space, self.build)))
+            .or_else(|_| Memtable::new(self.dim.unwrap_or(0), None))
+            .unwrap_or_default();
+        let mem = Arc::new(std::mem::replace(&mut self.active, next));
+        let dead = std::mem::take(&mut self.active_dead);
+        self.frozen = Some(Frozen {
+            mem: Arc::clone(&mem),
+            dead,
+            covers_seq,
+            position,
+        });
+        Some(mem)
+    }
+
+    /// Replaces the frozen memtable with the segment written from it (same rows, same order).
+    pub(crate) fn install_segment(&mut self, seg: Arc<Segment>) -> Result<(), EngineError> {
+        let Some(frozen) = self.frozen.take() else {
+            return Err(EngineError::Internal(
+                "no frozen memtable to replace".into(),
+            ));
+        };
+        if frozen.mem.len() != seg.rows() {
+            let rows = frozen.mem.len();
+            self.frozen = Some(frozen);
+            return Err(EngineError::Internal(format!(
+                "segment has {} rows, memtable {rows}",
+                seg.rows()
+            )));
+        }
+        let dirty = frozen.dead.count() > 0;
+        self.segments.push(SegmentSlot {
+            seg,
+            dead: frozen.dead,
+            dirty,
+            tombstone_file: None,
+        });
+        Ok(())
+    }
+
+    /// Live rows passing the selector, in insertion order, stopping after `max` rows.
+    fn select(&self, sel: &Selector<'_>, max: usize) -> Result<Vec<Loc>, EngineError> {
+        let mut out = Vec::new();
+        if max == 0 {
+            return Ok(out);
+        }
+        let passes = |loc: Loc| -> Result<bool, EngineError> {
+            match sel.filter {
+                None => Ok(true),
+                Some(f) => {
+                    let fields = self.fields(loc)?;
+                    Ok(f.matches(fields.metadata.as_ref(), fields.document.as_deref()))
+                }
+            }
+        };
+        if let Some(ids) = sel.ids {
+            let mut locs = Vec::with_capacity(ids.len());
+            let mut seen = HashSet::with_capacity(ids.len());
+            for id in ids {
+                if let Some(loc) = self.lookup(id)? {
+                    if seen.insert(loc) {
+                        locs.push((self.first_seq(loc)?, loc));
+                    }
+                }
+            }
+            locs.sort_unstable();
+            for (_, loc) in locs {
+                if passes(loc)? {
+                    out.push(loc);
+                    if out.len() == max {
+                        break;
+                    }
+                }
+            }
+            return Ok(out);
+        }
+        // K-way merge of the sources by first-insert number: memtables are sorted here (they
+        // are small), segments carry a stored order.
+        let mut cursors: Vec<Cursor> = Vec::new();
+        for (mem, dead, make) in [
+            (
+                Some(&self.active),
+                Some(&self.active_dead),
+                Loc::Active as fn(u32) -> Loc,
+            ),
+            (
+                self.frozen.as_ref().map(|f| &*f.mem),
+                self.frozen.as_ref().map(|f| &f.dead),
+                Loc::Frozen as fn(u32) -> Loc,
+            ),
+        ] {
+            if let (Some(mem), Some(dead)) = (mem, dead) {
+                let mut rows: Vec<(u64, Loc)> = (0..mem.len() as u32)
+                    .filter(|&r| !dead.get(r))
+                    .map(|r| (mem.row(r).first_seq, make(r)))
+                    .collect();
+                rows.sort_unstable();
+                cursors.push(Cursor::Mem(rows, 0));
+            }
+        }
+        for s in 0..self.segments.len() {
+            cursors.push(Cursor::Seg(s, 0));
+        }
+        let mut heap = BinaryHeap::new();
+        for (c, cursor) in cursors.iter_mut().enumerate() {
+            if let Some(head) = cursor.next(self)? {
+                heap.push(Reverse((head, c)));
+            }
+        }
+        while let Some(Reverse(((_, loc), c))) = heap.pop() {
+            if passes(loc)? {
+                out.push(loc);
+                if out.len() == max {
+                    break;
+                }
+            }
+            if let Some(head) = cursors[c].next(self)? {
+                heap.push(Reverse((head, c)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ids of the live rows passing `ids` and `filter`, in insertion order, at most `limit`.
+    pub(crate) fn select_ids(
+        &self,
+        ids: Option<&[String]>,
+        filter: Option<&Filter>,
+        limit: Option<u32>,
+    ) -> Result<Vec<String>, EngineError> {
+        let locs = self.select(
+            &Selector { ids, filter },
+            limit.map_or(usize::MAX, |l| l as usize),
+        )?;
+        locs.into_iter()
+            .map(|l| self.id(l).map(Cow::into_owned))
+            .collect()
+    }
+
+    pub(crate) fn get(&self, req: &GetRequest) -> Result<GetResult, EngineError> {
+        let max = req.limit.map_or(usize::MAX, |l| {
+            (req.offset as usize).saturating_add(l as usize)
+        });
+        let locs = self.select(
+            &Selector {
+                ids: req.ids.as_deref(),
+                filter: req.filter.as_ref(),
+            },
+            max,
+        )?;
+        let locs: Vec<Loc> = locs.into_iter().skip(req.offset as usize).collect();
+        let (ids, embeddings, documents, metadatas, uris) = self.columns(&locs, req.include)?;
+        Ok(GetResult {
+            ids,
+            embeddings,
+            documents,
+            metadatas,
+            uris,
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn columns(
+        &self,
+        locs: &[Loc],
+        inc: Include,
+    ) -> Result<
+        (
+            Vec<String>,
+            Option<Vec<Vec<f32>>>,
+            Option<Vec<Option<String>>>,
+            Option<Vec<Option<crate::types::Metadata>>>,
+            Option<Vec<Option<String>>>,
+        ),
+        EngineError,
+    > {
+        let ids = locs
+            .iter()
+            .map(|&l| self.id(l).map(Cow::into_owned))
+            .collect::<Result<_, _>>()?;
+        let embeddings = if inc.embeddings {
+            Some(
+                locs.iter()
+                    .map(|&l| self.vector(l).map(<[f32]>::to_vec))
+                    .collect::<Result<_, _>>()?,
+            )
+        } else {
+            None
+        };
+        let need_fields = inc.documents || inc.metadatas || inc.uris;
+        let fields: Vec<Cow<Fields>> = if need_fields {
+            locs.iter()
+                .map(|&l| self.fields(l))
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        let documents = inc
+            .documents
+            .then(|| fields.iter().map(|f| f.document.clone()).collect());
+        let metadatas = inc
+            .metadatas
+            .then(|| fields.iter().map(|f| f.metadata.clone()).collect());
+        let uris = inc
+            .uris
+            .then(|| fields.iter().map(|f| f.uri.clone()).collect());
+        Ok((ids, embeddings, documents, metadatas, uris))
+    }
+
+    /// The `n_results` nearest live rows per query vector. Explicit `ids` are scored exactly;
+    /// otherwise each memtable and segment is searched through its graph with tombstones and
+    /// the filter applied inside the search (rows not yet in a memtable's graph are scanned
+    /// exactly), and a source whose search could not guarantee its k falls back to an exact scan.
+    pub(crate) fn query(
+        &self,
+        req: &QueryRequest,
+        ef_search: usize,
+    ) -> Result<QueryResult, EngineError> {
+        for q in &req.embeddings {
+            validate_embedding(q)?;
+            if let Some(d) = self.dim {
+                if q.len() != d {
+                    return Err(InputError::DimensionMismatch {
+                        expected: d,
+                        got: q.len(),
+                    }
+                    .into());
+                }
+            }
+        }
+        let k = req.n_results as usize;
+        let by_ids: Option<Vec<Loc>> = match (&req.ids, self.dim) {
+            (Some(_), Some(_)) if k > 0 => Some(self.select(
+                &Selector {
+                    ids: req.ids.as_deref(),
+                    filter: req.filter.as_ref(),
+                },
+                usize::MAX,
+            )?),
+            _ => None,
+        };
+        let search = |q: &Vec<f32>| -> Result<Vec<Candidate>, EngineError> {
+            if self.dim.is_none() || k == 0 || (req.ids.is_some() && by_ids.is_none()) {
+                return Ok(Vec::new());
+            }
+            let pq = PreparedQuery::new(self.space, q)?;
+            self.counters.queries.fetch_add(1, Ordering::Relaxed);
+            match &by_ids {
+                Some(locs) => self.scan_locs(&pq, k, locs),
+                None => self.search_all(&pq, k, ef_search.max(k), req.filter.as_ref()),
+            }
+        };
+        let hits: Vec<Vec<Candidate>> = if req.embeddings.len() > 1 {
+            req.embeddings
+                .par_iter()
+                .map(search)
+                .collect::<Result<_, _>>()?
+        } else {
+            req.embeddings
+                .iter()
+                .map(search)
+                .collect::<Result<_, _>>()?
+        };
+        let mut results = Vec::with_capacity(hits.len());
+        for h in hits {
+            let locs: Vec<Loc> = h.iter().map(|c| c.loc).collect();
+            let (ids, embeddings, documents, metadatas, uris) = self.columns(&locs, req.include)?;
+            let distances = req
+                .include
+                .distances
+                .then(|| h.iter().map(|c| c.distance).collect());
+            results.push(QueryHits {
+                ids,
+                distances,
+                embeddings,
+                documents,
+                metadatas,
+                uris,
+            });
+        }
+        Ok(QueryResult { results })
+    }
+
+    fn score(&self, q: &PreparedQuery, loc: Loc) -> Result<f32, EngineError> {
+        Ok(distance(
+            self.space,
+            q.vector(),
+            self.vector(loc)?,
+            q.inv_norm(),
+            self.inv_norm(loc)?,
+        ))
+    }
+
+    fn candidate(&self, distance: f32, loc: Loc) -> Result<Candidate, EngineError> {
+        Ok(Candidate {
+            distance,
+            first_seq: self.first_seq(loc)?,
+            loc,
+        })
+    }
+
+    /// Exact top-k over explicit rows.
+    fn scan_locs(
+        &self,
+        q: &PreparedQuery,
+        k: usize,
+        locs: &[Loc],
+    ) -> Result<Vec<Candidate>, EngineError> {
+        self.counters
+            .distance_computations
+            .fetch_add(locs.len() as u64, Ordering::Relaxed);
+        let mut all = locs
+            .par_iter()
+            .map(|&loc| self.score(q, loc).and_then(|d| self.candidate(d, loc)))
+            .collect::<Result<Vec<_>, _>>()?;
+        all.sort();
+        all.truncate(k);
+        Ok(all)
+    }
+
+    /// Top-k over every source, each searched by graph where it has one.
+    fn search_all(
+        &self,
+        q: &PreparedQuery,
+        k: usize,
+        ef: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<Candidate>, EngineError> {
+        // Filter evaluation inside a graph search cannot return an error; the first one is kept
+        // here and reported after the search.
+        let filter_error: Mutex<Option<EngineError>> = Mutex::new(None);
+        let passes = |loc: Loc| -> bool {
+            let Some(f) = filter else { return true };
+            match self.fields(loc) {
+                Ok(fields) => f.matches(fields.metadata.as_ref(), fields.document.as_deref()),
+                Err(e) => {
+                    filter_error.lock().get_or_insert(e);
+                    false
+                }
+            }
+        };
+        let params = SearchParams::new(k, ef);
+        let mut sources: Vec<Source> = vec![Source::Active];
+        if self.frozen.is_some() {
+            sources.push(Source::Frozen);
+        }
+        sources.extend((0..self.segments.len()).map(Source::Segment));
+        let per_source = sources
+            .par_iter()
+            .map(|&src| self.search_source(src, q, &params, &passes))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(e) = filter_error.into_inner() {
+            return Err(e);
+        }
+        let mut all: Vec<Candidate> = per_source.into_iter().flatten().collect();
+        all.sort();
+        all.dedup_by_key(|c| c.loc);
+        all.truncate(k);
+        Ok(all)
+    }
+
+    fn search_source(
+        &self,
+        src: Source,
+        q: &PreparedQuery,
+        params: &SearchParams,
+        passes: &(dyn Fn(Loc) -> bool + Sync),
+    ) -> Result<Vec<Candidate>, EngineError> {
+        let k = params.k;
+        let mut out = Vec::new();
+        let mut work = 0u64;
+        match src {
+            Source::Active | Source::Frozen => {
+                let (mem, dead, make): (&Memtable, &Bitset, fn(u32) -> Loc) =
+                    match (src, &self.frozen) {
+                        (Source::Frozen, Some(f)) => (&f.mem, &f.dead, Loc::Frozen),
+                        _ => (&self.active, &self.active_dead, Loc::Active),
+                    };
+                let indexed = mem.graph().map_or(0, |g| g.indexed()).min(mem.len());
+                let mut exact_from = indexed;
+                if let Some(graph) = mem.graph().filter(|_| indexed > 0) {
+                    let accept = |r: u32| (r as usize) < indexed && !dead.get(r) && passes(make(r));
+                    let found = graph.builder.search(q.vector(), k, params.ef, accept)?;
+                    work += found.stats.distance_computations;
+                    // hnsw_rs's live graph gives no reachability guarantee and is being
+                    // extended while we search, so a short answer is never taken as proof that
+                    // no more rows match: the memtable is small, scan it instead.
+                    if found.complete && found.results.len() >= k {
+                        for s in found.results {
+                            out.push(self.candidate(s.distance, make(s.row))?);
+                        }
+                    } else {
+                        self.counters
+                            .exact_fallbacks
+                            .fetch_add(1, Ordering::Relaxed);
+                        exact_from = 0;
+                    }
+                }
+                // Rows the graph does not hold yet (or all, after a fallback): exact.
+                let mut top: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
+                for r in exact_from as u32..mem.len() as u32 {
+                    if dead.get(r) || !passes(make(r)) {
+                        continue;
+                    }
+                    work += 1;
+                    let d = distance(
+                        self.space,
+                        q.vector(),
+                        mem.vector(r),
+                        q.inv_norm(),
+                        mem.inv_norm(r),
+                    );
+                    push_bounded(
+                        &mut top,
+                        k,
+                        Candidate {
+                            distance: d,
+                            first_seq: mem.row(r).first_seq,
+                            loc: make(r),
+                        },
+                    );
+                }
+                out.extend(top);
+            }
+            Source::Segment(s) => {
+                let slot = &self.segments[s];
+                let accept = |r: u32| !slot.dead.get(r) && passes(Loc::Seg(s, r));
+                let found = slot.seg.search(q, params, accept)?;
+                match found {
+                    Some(found) if found.complete => {
+                        work += found.stats.distance_computations;
+                        for hit in found.results {
+                            out.push(self.candidate(hit.distance, Loc::Seg(s, hit.row))?);
+                        }
+                    }
+                    other => {
+                        if let Some(found) = other {
+                            work += found.stats.distance_computations;
+                            self.counters
+                                .exact_fallbacks
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        let mut top: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
+                        for r in 0..slot.seg.rows() as u32 {
+                            if !accept(r) {
+                                continue;
+                            }
+                            work += 1;
+                            let loc = Loc::Seg(s, r);
+                            let d = self.score(q, loc)?;
+                            if top.len() == k && top.peek().is_some_and(|w| d > w.distance) {
+                                continue;
+                            }
+                            push_bounded(&mut top, k, self.candidate(d, loc)?);
+                        }
+                        out.extend(top);
+                    }
+                }
+            }
+        }
+        self.counters
+            .distance_computations
+            .fetch_add(work, Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// Ids of every live record (reconciliation and tests; O(n)).
+    pub(crate) fn live_ids(&self) -> Result<HashSet<String>, EngineError> {
+        self.select_ids(None, None, None)
+            .map(|v| v.into_iter().collect())
+    }
+}
+
+/// A place to search: one memtable or one segment.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Active,
+    Frozen,
+    Segment(usize),
+}
+
+/// Keeps the `k` smallest candidates in a max-heap.
+fn push_bounded(top: &mut BinaryHeap<Candidate>, k: usize, c: Candidate) {
+    if k == 0 {
+        return;
+    }
+    if top.len() < k {
+        top.push(c);
+    } else if let Some(mut worst) = top.peek_mut() {
+        if c < *worst {
+            *worst = c;
+        }
+    }
+}
+
+/// A scored row, ordered by distance then first-insert number (Chroma's tie order).
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    distance: f32,
+    first_seq: u64,
+    loc: Loc,
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Candidate {}
+
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.distance
+            .total_cmp(&other.distance)
+            .then(self.first_seq.cmp(&other.first_seq))
+    }
+}
+
+/// One source's rows in first-insert order, for the k-way merge.
+enum Cursor {
+    Mem(Vec<(u64, Loc)>, usize),
+    Seg(usize, usize),
+}
+
+impl Cursor {
+    fn next(&mut self, st: &State) -> Result<Option<(u64, Loc)>, EngineError> {
+        match self {
+            Cursor::Mem(rows, i) => {
+                let head = rows.get(*i).copied();
+                *i += 1;
+                Ok(head)
+            }
+            Cursor::Seg(s, i) => {
+                let slot = &st.segments[*s];
+                while *i < slot.seg.rows() {
+                    let r = slot.seg.row_in_order(*i)?;
+                    *i += 1;
+                    if !slot.dead.get(r) {
+                        return Ok(Some((slot.seg.first_seq(r)?, Loc::Seg(*s, r))));
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+}

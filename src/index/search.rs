@@ -1,0 +1,406 @@
+//! The read-only HNSW searcher over a [`FlatGraph`] and a [`VectorStore`]: greedy descent
+//! through the upper layers, then an `ef`-bounded beam on layer 0, with an `accept` predicate
+//! applied inside the search.
+//!
+//! # Predicates (tombstones, filters)
+//! Rejected points are still expanded (they carry the navigation) but never enter the result
+//! set, and the beam only stops once it holds `ef` *accepted* points. So a predicate that
+//! rejects many points makes the search walk further by itself; in the limit it visits every
+//! reachable point (O(N) distance computations). That is correct but slow for very selective
+//! filters, which the engine should plan as exact scans over the matching rows instead
+//! ([`exact_search`]). A search never returns fewer than `k` results silently:
+//! [`SearchOutput::complete`] is false when more accepted points might exist (the distance
+//! budget stopped it, or some points were unreachable from the entry point).
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use crate::index::error::{IndexError, Result};
+use crate::index::flat_graph::{links, FlatGraph};
+use crate::index::topk::{Scored, TopK};
+use crate::index::vectors::{PreparedQuery, VectorStore};
+
+/// Largest `ef` a search accepts (bounds the heaps).
+pub const MAX_SEARCH_EF: usize = 1 << 20;
+
+/// What to search for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchParams {
+    /// Results wanted.
+    pub k: usize,
+    /// Beam width on layer 0 (raised to `k` if smaller). Higher: better recall, slower.
+    pub ef: usize,
+    /// Stop after this many distance computations (`None`: no limit). A stopped search
+    /// returns what it has, with `complete == false` if that is under `k`.
+    pub max_distance_computations: Option<u64>,
+}
+
+impl SearchParams {
+    /// `k` results with beam width `ef`, no budget.
+    pub fn new(k: usize, ef: usize) -> SearchParams {
+        SearchParams {
+            k,
+            ef,
+            max_distance_computations: None,
+        }
+    }
+}
+
+/// Work done by one search; the engine exports these as metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SearchStats {
+    /// Distance evaluations, all layers.
+    pub distance_computations: u64,
+    /// Points visited (scored) on layer 0.
+    pub visited: u64,
+    /// The beam ran out of candidates: every point reachable from the entry was visited.
+    pub exhausted: bool,
+    /// The distance budget stopped the search before it converged.
+    pub truncated: bool,
+}
+
+/// Results of one search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchOutput {
+    /// At most `k` accepted points, nearest first, with Chroma distances.
+    pub results: Vec<Scored>,
+    /// Work done.
+    pub stats: SearchStats,
+    /// `true` if `results` has `k` points, or has every accepted point there is. When `false`,
+    /// the engine should fall back to an exact scan for this query.
+    pub complete: bool,
+}
+
+/// Reusable per-thread search state: a generation-stamped visited table (no clearing between
+/// searches; u16 stamps halve its cache footprint, a full clear every 65,535 searches) and
+/// the heaps' allocations.
+#[derive(Debug, Default)]
+pub struct SearchScratch {
+    stamps: Vec<u16>,
+    generation: u16,
+    candidates: BinaryHeap<Reverse<Scored>>,
+    results: BinaryHeap<Scored>,
+    fresh: Vec<u32>,
+}
+
+impl SearchScratch {
+    /// An empty scratch; grows to the largest graph searched with it.
+    pub fn new() -> SearchScratch {
+        SearchScratch::default()
+    }
+
+    fn start(&mut self, n: usize) {
+        if self.stamps.len() < n {
+            self.stamps.resize(n, 0);
+        }
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.stamps.fill(0);
+            self.generation = 1;
+        }
+        self.candidates.clear();
+        self.results.clear();
+        self.fresh.clear();
+    }
+
+    /// Marks `id` visited; `true` if it was not yet.
+    #[inline]
+    fn visit(&mut self, id: u32) -> bool {
+        match self.stamps.get_mut(id as usize) {
+            Some(s) if *s != self.generation => {
+                *s = self.generation;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<SearchScratch> = RefCell::new(SearchScratch::new());
+}
+
+/// Searches `graph` for the `params.k` points nearest `query` among those `accept`ed, using a
+/// per-thread scratch. Errors on a dimension/point-count mismatch or a corrupt graph block.
+pub fn search<B, S, F>(
+    graph: &FlatGraph<B>,
+    store: &S,
+    query: &PreparedQuery,
+    params: &SearchParams,
+    accept: F,
+) -> Result<SearchOutput>
+where
+    B: AsRef<[u8]>,
+    S: VectorStore + ?Sized,
+    F: Fn(u32) -> bool,
+{
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => search_with(graph, store, query, params, accept, &mut scratch),
+        // Re-entered from inside `accept`: use a fresh scratch rather than panic.
+        Err(_) => search_with(
+            graph,
+            store,
+            query,
+            params,
+            accept,
+            &mut SearchScratch::new(),
+        ),
+    })
+}
+
+/// As [`search`], with caller-owned scratch.
+pub fn search_with<B, S, F>(
+    graph: &FlatGraph<B>,
+    store: &S,
+    query: &PreparedQuery,
+    params: &SearchParams,
+    accept: F,
+    scratch: &mut SearchScratch,
+) -> Result<SearchOutput>
+where
+    B: AsRef<[u8]>,
+    S: VectorStore + ?Sized,
+    F: Fn(u32) -> bool,
+{
+    let n = graph.n();
+    if store.len() != n {
+        return Err(IndexError::StoreMismatch {
+            graph: n,
+            store: store.len(),
+        });
+    }
+    if query.vector().len() != store.dim() {
+        return Err(IndexError::Dimension {
+            expected: store.dim(),
+            got: query.vector().len(),
+        });
+    }
+    if params.ef > MAX_SEARCH_EF {
+        return Err(IndexError::InvalidParams(format!(
+            "ef must be at most {MAX_SEARCH_EF}, got {}",
+            params.ef
+        )));
+    }
+    let mut stats = SearchStats::default();
+    let k = params.k;
+    if k == 0 {
+        return Ok(SearchOutput {
+            results: Vec::new(),
+            stats,
+            complete: true,
+        });
+    }
+    let ef = params.ef.max(k);
+    let budget = params.max_distance_computations.unwrap_or(u64::MAX);
+    let n32 = n as u32;
+    let mut evals = 0u64;
+
+    // Greedy descent through the upper layers (navigation only: no predicate here).
+    let mut cur = graph.entry();
+    let mut cur_d = store.distance(query, cur);
+    evals += 1;
+    for level in (1..=graph.max_level()).rev() {
+        while let Some(row) = graph.upper_row(level, cur)? {
+            for nb in links(row, n32) {
+                store.prefetch(nb);
+            }
+            let mut changed = false;
+            for nb in links(row, n32) {
+                let d = store.distance(query, nb);
+                evals += 1;
+                if d < cur_d {
+                    cur_d = d;
+                    cur = nb;
+                    changed = true;
+                }
+            }
+            if !changed || evals >= budget {
+                break;
+            }
+        }
+    }
+
+    // Beam search on layer 0.
+    scratch.start(n);
+    scratch.visit(cur);
+    stats.visited = 1;
+    let start = Scored {
+        distance: cur_d,
+        row: cur,
+    };
+    scratch.candidates.push(Reverse(start));
+    if accept(cur) {
+        scratch.results.push(start);
+    }
+    let mut converged = false;
+    while let Some(Reverse(c)) = scratch.candidates.pop() {
+        if scratch.results.len() >= ef
+            && scratch
+                .results
+                .peek()
+                .is_some_and(|w| c.distance > w.distance)
+        {
+            converged = true;
+            break;
+        }
+        if evals >= budget {
+            stats.truncated = true;
+            break;
+        }
+        let row = graph.layer0_row(c.row)?;
+        let mut fresh = std::mem::take(&mut scratch.fresh);
+        fresh.clear();
+        for nb in links(row, n32) {
+            if scratch.visit(nb) {
+                store.prefetch(nb);
+                fresh.push(nb);
+            }
+        }
+        stats.visited += fresh.len() as u64;
+        for &nb in &fresh {
+            let d = store.distance(query, nb);
+            evals += 1;
+            let full = scratch.results.len() >= ef;
+            if !full || scratch.results.peek().is_some_and(|w| d < w.distance) {
+                let s = Scored {
+                    distance: d,
+                    row: nb,
+                };
+                scratch.candidates.push(Reverse(s));
+                if accept(nb) {
+                    scratch.results.push(s);
+                    if scratch.results.len() > ef {
+                        scratch.results.pop();
+                    }
+                }
+            }
+        }
+        scratch.fresh = fresh;
+    }
+    stats.distance_computations = evals;
+    // The queue emptied before `ef` points were accepted: the result set was never full, so
+    // no neighbour was ever pruned, and every point reachable from the entry was visited.
+    stats.exhausted = !converged && !stats.truncated && scratch.results.len() < ef;
+    let mut results: Vec<Scored> = scratch.results.drain().collect();
+    results.sort();
+    results.truncate(k);
+    let complete = !stats.truncated
+        && (results.len() >= k || (stats.exhausted && stats.visited as usize >= n));
+    Ok(SearchOutput {
+        results,
+        stats,
+        complete,
+    })
+}
+
+/// Exact top-`k` over every accepted row of `store`: the recall oracle in tests, and the plan
+/// for selective filters (pass the candidate rows through `accept`).
+pub fn exact_search<S, F>(store: &S, query: &PreparedQuery, k: usize, accept: F) -> Vec<Scored>
+where
+    S: VectorStore + ?Sized,
+    F: Fn(u32) -> bool,
+{
+    let mut top = TopK::new(k);
+    for id in 0..store.len() as u32 {
+        if accept(id) {
+            top.push(Scored {
+                distance: store.distance(query, id),
+                row: id,
+            });
+        }
+    }
+    top.into_sorted()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::flat_graph::{GraphParts, UpperLayer, NO_NEIGHBOUR};
+    use crate::index::vectors::F32Vectors;
+    use crate::types::Space;
+
+    /// Points 0..8 on a line (x = i), layer 0 a path, layer 1 = {0, 4, 7}.
+    fn line() -> (Vec<u8>, Vec<f32>) {
+        let n = 8u32;
+        let m0 = 2;
+        let mut layer0 = vec![NO_NEIGHBOUR; (n * m0) as usize];
+        for i in 0..n {
+            let mut s = 0;
+            if i > 0 {
+                layer0[(i * m0) as usize] = i - 1;
+                s = 1;
+            }
+            if i + 1 < n {
+                layer0[(i * m0) as usize + s] = i + 1;
+            }
+        }
+        let parts = GraphParts {
+            m: 2,
+            m0,
+            entry: 0,
+            layer0,
+            upper: vec![UpperLayer {
+                ids: vec![0, 4, 7],
+                links: vec![4, NO_NEIGHBOUR, 0, 7, 4, NO_NEIGHBOUR],
+            }],
+        };
+        let data = (0..n).flat_map(|i| [i as f32, 0.0]).collect();
+        (parts.encode_with_blocks(3).unwrap(), data)
+    }
+
+    #[test]
+    fn finds_nearest_and_honours_accept() {
+        let (bytes, data) = line();
+        let g = FlatGraph::from_bytes("mem", bytes).unwrap();
+        let s = F32Vectors::new(2, &data, None).unwrap();
+        let q = PreparedQuery::new(Space::L2, &[5.2, 0.0]).unwrap();
+        let out = search(&g, &s, &q, &SearchParams::new(3, 3), |_| true).unwrap();
+        let rows: Vec<u32> = out.results.iter().map(|r| r.row).collect();
+        assert_eq!(rows, vec![5, 6, 4]);
+        assert!(out.complete);
+        let odd = search(&g, &s, &q, &SearchParams::new(3, 3), |i| i % 2 == 1).unwrap();
+        let rows: Vec<u32> = odd.results.iter().map(|r| r.row).collect();
+        assert_eq!(rows, vec![5, 7, 3]);
+        let none = search(&g, &s, &q, &SearchParams::new(3, 3), |_| false).unwrap();
+        assert!(none.results.is_empty());
+        assert!(none.complete && none.stats.exhausted);
+        assert_eq!(none.stats.visited, 8);
+        let exact = exact_search(&s, &q, 3, |i| i % 2 == 1);
+        assert_eq!(exact, odd.results);
+    }
+
+    #[test]
+    fn budget_marks_incomplete() {
+        let (bytes, data) = line();
+        let g = FlatGraph::from_bytes("mem", bytes).unwrap();
+        let s = F32Vectors::new(2, &data, None).unwrap();
+        let q = PreparedQuery::new(Space::L2, &[5.2, 0.0]).unwrap();
+        let p = SearchParams {
+            k: 3,
+            ef: 3,
+            max_distance_computations: Some(2),
+        };
+        let out = search(&g, &s, &q, &p, |i| i == 1).unwrap();
+        assert!(out.stats.truncated);
+        assert!(!out.complete);
+    }
+
+    #[test]
+    fn mismatches_are_errors() {
+        let (bytes, data) = line();
+        let g = FlatGraph::from_bytes("mem", bytes).unwrap();
+        let s = F32Vectors::new(2, &data[..8], None).unwrap();
+        let q = PreparedQuery::new(Space::L2, &[5.2, 0.0]).unwrap();
+        assert!(matches!(
+            search(&g, &s, &q, &SearchParams::new(3, 3), |_| true),
+            Err(IndexError::StoreMismatch { .. })
+        ));
+        let s = F32Vectors::new(2, &data, None).unwrap();
+        let q3 = PreparedQuery::new(Space::L2, &[5.2, 0.0, 1.0]).unwrap();
+        assert!(matches!(
+            search(&g, &s, &q3, &SearchParams::new(3, 3), |_| true),
+            Err(IndexError::Dimension { .. })
+        ));
+    }
+}

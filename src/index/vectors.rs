@@ -1,0 +1,236 @@
+//! Where a searcher gets its distances: a query prepared once per search, and a [`VectorStore`]
+//! that scores it against a stored row. Distances are Chroma's, computed by
+//! [`distance::distance`], so graph search, exact scan and the memtable agree bit for bit.
+
+use crate::index::distance;
+use crate::index::error::{IndexError, Result};
+use crate::types::Space;
+
+/// A query vector with what every distance evaluation needs precomputed (its inverse norm).
+#[derive(Debug, Clone)]
+pub struct PreparedQuery {
+    space: Space,
+    vector: Vec<f32>,
+    inv_norm: f32,
+}
+
+impl PreparedQuery {
+    /// Prepares `vector` for `space`; refuses NaN/infinite components (they order nothing).
+    pub fn new(space: Space, vector: &[f32]) -> Result<PreparedQuery> {
+        if vector.is_empty() {
+            return Err(IndexError::InvalidParams("empty query vector".into()));
+        }
+        if !vector.iter().all(|x| x.is_finite()) {
+            return Err(IndexError::InvalidParams(
+                "query vector has a non-finite component".into(),
+            ));
+        }
+        Ok(PreparedQuery {
+            space,
+            inv_norm: distance::inverse_norm(vector),
+            vector: vector.to_vec(),
+        })
+    }
+
+    /// The distance space.
+    #[inline]
+    pub fn space(&self) -> Space {
+        self.space
+    }
+
+    /// The query's components, as given.
+    #[inline]
+    pub fn vector(&self) -> &[f32] {
+        &self.vector
+    }
+
+    /// `distance::inverse_norm` of the query.
+    #[inline]
+    pub fn inv_norm(&self) -> f32 {
+        self.inv_norm
+    }
+}
+
+/// Read access to the vectors a graph was built over, addressed by dense point id.
+/// `Sync` so one store serves parallel queries.
+pub trait VectorStore: Sync {
+    /// Components per vector.
+    fn dim(&self) -> usize;
+    /// Number of rows (valid ids are `0..len`).
+    fn len(&self) -> usize;
+    /// Whether the store holds no rows.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Chroma distance from `q` to row `id` in `q.space()`. Must not panic: an id out of range
+    /// scores `f32::INFINITY` (the searcher never asks for one).
+    fn distance(&self, q: &PreparedQuery, id: u32) -> f32;
+    /// Hint that row `id` will be scored soon (software prefetch). Default: nothing.
+    #[inline]
+    fn prefetch(&self, _id: u32) {}
+}
+
+/// Row-major f32 vectors in one slice (e.g. a mapped `vectors.bin`), plus optional per-row
+/// inverse norms for cosine (computed on the fly when absent, at two extra dot products).
+#[derive(Debug, Clone, Copy)]
+pub struct F32Vectors<'a> {
+    dim: usize,
+    len: usize,
+    data: &'a [f32],
+    inv_norms: Option<&'a [f32]>,
+}
+
+impl<'a> F32Vectors<'a> {
+    /// Wraps `data` (`len × dim` floats); `inv_norms`, if given, has one entry per row.
+    pub fn new(dim: usize, data: &'a [f32], inv_norms: Option<&'a [f32]>) -> Result<Self> {
+        if dim == 0 || !data.len().is_multiple_of(dim) {
+            return Err(IndexError::InvalidParams(format!(
+                "vector data of {} floats is not a whole number of {dim}-d rows",
+                data.len()
+            )));
+        }
+        let len = data.len() / dim;
+        if len > u32::MAX as usize {
+            return Err(IndexError::InvalidParams(
+                "more rows than u32 ids".to_string(),
+            ));
+        }
+        if let Some(n) = inv_norms {
+            if n.len() != len {
+                return Err(IndexError::InvalidParams(format!(
+                    "{} inverse norms for {len} rows",
+                    n.len()
+                )));
+            }
+        }
+        Ok(F32Vectors {
+            dim,
+            len,
+            data,
+            inv_norms,
+        })
+    }
+
+    /// Row `id`, if in range.
+    #[inline]
+    pub fn row(&self, id: u32) -> Option<&'a [f32]> {
+        let start = (id as usize).checked_mul(self.dim)?;
+        self.data.get(start..start + self.dim)
+    }
+}
+
+impl VectorStore for F32Vectors<'_> {
+    #[inline]
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    fn distance(&self, q: &PreparedQuery, id: u32) -> f32 {
+        let Some(v) = self.row(id) else {
+            return f32::INFINITY;
+        };
+        let v_inv = match q.space {
+            Space::Cosine => match self.inv_norms {
+                Some(n) => n.get(id as usize).copied().unwrap_or(0.0),
+                None => distance::inverse_norm(v),
+            },
+            _ => 0.0,
+        };
+        distance::distance(q.space, &q.vector, v, q.inv_norm, v_inv)
+    }
+
+    #[inline]
+    fn prefetch(&self, id: u32) {
+        if let Some(v) = self.row(id) {
+            prefetch_slice(v);
+        }
+    }
+}
+
+/// Prefetches the first cache lines of `v` (at most 8: the hardware stream prefetcher takes
+/// over after a few misses on a long vector).
+#[inline(always)]
+pub fn prefetch_slice(v: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let bytes = std::mem::size_of_val(v);
+        let lines = bytes.div_ceil(64).min(8);
+        let p = v.as_ptr() as *const i8;
+        for i in 0..lines {
+            // SAFETY: prefetch is a hint that never faults; the address stays within `v`
+            // (i * 64 < bytes), so the pointer arithmetic itself is in bounds.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(i * 64)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = v;
+    }
+}
+
+/// Views little-endian f32 bytes (e.g. a mapped file section) as `&[f32]` without copying.
+/// `None` if the slice is not 4-byte aligned or not a whole number of floats, or on a
+/// big-endian target (where the bytes would need swapping).
+pub fn f32_slice_from_bytes(bytes: &[u8]) -> Option<&[f32]> {
+    if cfg!(target_endian = "big") || !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    // SAFETY: every bit pattern is a valid f32, and `align_to` only returns a middle part that
+    // is correctly aligned for f32; we accept the result only if nothing was left over.
+    let (head, mid, tail) = unsafe { bytes.align_to::<f32>() };
+    if head.is_empty() && tail.is_empty() {
+        Some(mid)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_matches_kernel_distance() {
+        let data = [1.0f32, 0.0, 0.0, 2.0, 3.0, 4.0];
+        let inv: Vec<f32> = data.chunks(2).map(distance::inverse_norm).collect();
+        let s = F32Vectors::new(2, &data, Some(&inv)).unwrap();
+        let s2 = F32Vectors::new(2, &data, None).unwrap();
+        for space in [Space::L2, Space::Cosine, Space::Ip] {
+            let q = PreparedQuery::new(space, &[0.5, -1.0]).unwrap();
+            for id in 0..3u32 {
+                let v = s.row(id).unwrap();
+                let want = distance::distance(space, q.vector(), v, q.inv_norm(), inv[id as usize]);
+                assert_eq!(s.distance(&q, id), want);
+                assert_eq!(s2.distance(&q, id), want);
+            }
+            assert_eq!(s.distance(&q, 3), f32::INFINITY);
+            assert_eq!(s.distance(&q, u32::MAX), f32::INFINITY);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        assert!(F32Vectors::new(0, &[], None).is_err());
+        assert!(F32Vectors::new(2, &[1.0; 3], None).is_err());
+        assert!(F32Vectors::new(2, &[1.0; 4], Some(&[1.0])).is_err());
+        assert!(PreparedQuery::new(Space::L2, &[f32::NAN]).is_err());
+        assert!(PreparedQuery::new(Space::L2, &[]).is_err());
+    }
+
+    #[test]
+    fn byte_view_needs_alignment() {
+        let v = [1.0f32, 2.0, 3.0];
+        // SAFETY (test): viewing an f32 Vec's storage as bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 4) };
+        assert_eq!(f32_slice_from_bytes(bytes), Some(&v[..]));
+        assert_eq!(f32_slice_from_bytes(&bytes[1..5]), None);
+        assert_eq!(f32_slice_from_bytes(&bytes[..5]), None);
+    }
+}

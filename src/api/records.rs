@@ -269,7 +269,13 @@ pub async fn query(
         let filter = parse_filter(req.where_.as_ref(), req.where_document.as_ref())?;
         let request = QueryRequest {
             embeddings: req.query_embeddings,
-            n_results: req.n_results.unwrap_or(10),
+            // No query can return more records than the collection holds, so asking for more
+            // is clamped here; this keeps the engine's search breadth (ef >= k) in range for
+            // requests like n_results = 2^32 - 1 on small collections.
+            n_results: req
+                .n_results
+                .unwrap_or(10)
+                .min(u32::try_from(coll.count()).unwrap_or(u32::MAX)),
             ids: req.ids,
             filter,
             include: inc,

@@ -5,11 +5,19 @@
 //! - [`filter`]: `where` / `where_document` parsing and evaluation.
 //! - [`engine`]: durable collections (WAL, recovery, exact search).
 //! - [`index`]: distance kernels and ANN indexes.
+//! - [`catalog`]: tenants, databases and collections, persisted atomically.
+//! - [`api`]: Chroma's HTTP API (axum).
+//! - [`config`]: server settings from flags and the environment.
+//! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //!
 //! `ARCHITECTURE.md` at the repository root maps the modules and their invariants.
 #![warn(missing_docs)]
 
+pub mod api;
+pub mod catalog;
+pub mod config;
 pub mod engine;
 pub mod filter;
 pub mod index;
+pub mod metrics;
 pub mod types;

@@ -1,0 +1,348 @@
+//! Record routes: add, upsert, update, delete, get, query, count. Bodies are parsed, converted
+//! and applied on a blocking thread; the engine does the rest.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::collections::parse_collection_id;
+use super::error::{ApiError, AppPath, AppQuery, JsonBytes};
+use super::wire::{
+    include_flags, metadata_for_add, metadata_patch, AddRequest, DeleteRequest, GetRecordsRequest,
+    GetResponse, IncludeField, MetadataColumn, QueryRecordsRequest, QueryResponse, UpdateRequest,
+    GET_INCLUDE_DEFAULT, QUERY_INCLUDE_DEFAULT,
+};
+use super::{blocking, AppState};
+use crate::catalog::{validate_database_segment, CollectionEntry};
+use crate::engine::Collection;
+use crate::filter::parse as parse_filter;
+use crate::types::{
+    Columns, DeleteSelector, GetRequest, Metadata, MetadataPatch, QueryRequest, WriteBatch,
+};
+
+type CollPath = AppPath<(String, String, String)>;
+
+/// Resolves `{tenant}/{database}/{collection_id}` to an open collection.
+fn lookup(
+    st: &AppState,
+    (tenant, database, id): &(String, String, String),
+) -> Result<(CollectionEntry, Arc<Collection>), ApiError> {
+    validate_database_segment(database)?;
+    let id = parse_collection_id(id)?;
+    let entry = st.catalog.collection_by_id(tenant, database, id)?;
+    let engine = entry.engine()?.clone();
+    Ok((entry, engine))
+}
+
+fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Result<Response, ApiError> {
+    let bytes = serde_json::to_vec(body)
+        .map_err(|e| ApiError::Internal(format!("failed to encode response: {e}")))?;
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+fn add_columns(req: AddRequest) -> Result<Columns<Vec<f32>, Metadata>, ApiError> {
+    let embeddings = req
+        .embeddings
+        .into_iter()
+        .map(|e| e.into_vec())
+        .collect::<Result<Vec<_>, _>>()?;
+    let metadatas = match req.metadatas {
+        Some(ms) => Some(
+            ms.into_iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    m.map(|m| metadata_for_add(i, m))
+                        .transpose()
+                        .map(Option::flatten)
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => None,
+    };
+    Ok(Columns {
+        ids: req.ids,
+        embeddings: Some(embeddings),
+        metadatas,
+        documents: req.documents,
+        uris: req.uris,
+    })
+}
+
+fn upsert_columns(req: AddRequest) -> Result<Columns<Vec<f32>, MetadataPatch>, ApiError> {
+    let embeddings = req
+        .embeddings
+        .into_iter()
+        .map(|e| e.into_vec())
+        .collect::<Result<Vec<_>, _>>()?;
+    let metadatas = req
+        .metadatas
+        .map(|ms| ms.into_iter().map(|m| m.and_then(metadata_patch)).collect());
+    Ok(Columns {
+        ids: req.ids,
+        embeddings: Some(embeddings),
+        metadatas,
+        documents: req.documents,
+        uris: req.uris,
+    })
+}
+
+fn update_columns(
+    req: UpdateRequest,
+) -> Result<Columns<Option<Vec<f32>>, MetadataPatch>, ApiError> {
+    let embeddings = match req.embeddings {
+        Some(es) => Some(
+            es.into_iter()
+                .map(|e| e.map(|e| e.into_vec()).transpose())
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => None,
+    };
+    let metadatas = req
+        .metadatas
+        .map(|ms| ms.into_iter().map(|m| m.and_then(metadata_patch)).collect());
+    Ok(Columns {
+        ids: req.ids,
+        embeddings,
+        metadatas,
+        documents: req.documents,
+        uris: req.uris,
+    })
+}
+
+/// Applies a batch built by `build` from the body.
+async fn write(
+    st: AppState,
+    path: (String, String, String),
+    body: JsonBytes,
+    build: impl FnOnce(&JsonBytes) -> Result<WriteBatch, ApiError> + Send + 'static,
+) -> Result<(), ApiError> {
+    let (entry, coll) = lookup(&st, &path)?;
+    blocking(move || {
+        let batch = build(&body)?;
+        coll.apply(batch, None)
+            .map_err(|e| ApiError::from(entry.engine_error(e)))?;
+        Ok(())
+    })
+    .await
+}
+
+/// `POST …/add` → 201 `{}`. Ids already present are ignored, as in Chroma.
+pub async fn add(
+    State(st): State<AppState>,
+    AppPath(path): CollPath,
+    body: JsonBytes,
+) -> Result<Response, ApiError> {
+    write(st, path, body, |b| {
+        Ok(WriteBatch::add(add_columns(b.parse()?)?)?)
+    })
+    .await?;
+    json_response(StatusCode::CREATED, &json!({}))
+}
+
+/// `POST …/upsert` → `{}`.
+pub async fn upsert(
+    State(st): State<AppState>,
+    AppPath(path): CollPath,
+    body: JsonBytes,
+) -> Result<Response, ApiError> {
+    write(st, path, body, |b| {
+        Ok(WriteBatch::upsert(upsert_columns(b.parse()?)?)?)
+    })
+    .await?;
+    json_response(StatusCode::OK, &json!({}))
+}
+
+/// `POST …/update` → `{}`. Unknown ids are ignored.
+pub async fn update(
+    State(st): State<AppState>,
+    AppPath(path): CollPath,
+    body: JsonBytes,
+) -> Result<Response, ApiError> {
+    write(st, path, body, |b| {
+        Ok(WriteBatch::update(update_columns(b.parse()?)?)?)
+    })
+    .await?;
+    json_response(StatusCode::OK, &json!({}))
+}
+
+/// `POST …/delete` → `{"deleted": n}` (the number of records actually removed).
+pub async fn delete(
+    State(st): State<AppState>,
+    AppPath(path): CollPath,
+    body: JsonBytes,
+) -> Result<Response, ApiError> {
+    let (entry, coll) = lookup(&st, &path)?;
+    let deleted = blocking(move || {
+        let req: DeleteRequest = if body.0.is_empty() {
+            DeleteRequest::default()
+        } else {
+            body.parse()?
+        };
+        let filter = parse_filter(req.where_.as_ref(), req.where_document.as_ref())?;
+        if filter.is_none() {
+            if req.limit.is_some() {
+                return Err(crate::types::InputError::LimitWithoutFilter.into());
+            }
+            match &req.ids {
+                None => return Ok(0),
+                Some(ids) if ids.is_empty() => {
+                    return Err(ApiError::InvalidArgument(
+                        "Validation error: ids, where: Either ids or where must be specified"
+                            .to_string(),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let batch = WriteBatch::Delete(DeleteSelector {
+            ids: req.ids,
+            filter,
+            limit: req.limit,
+        });
+        batch.validate()?;
+        let out = coll
+            .apply(batch, None)
+            .map_err(|e| ApiError::from(entry.engine_error(e)))?;
+        Ok(out.deleted)
+    })
+    .await?;
+    json_response(StatusCode::OK, &json!({ "deleted": deleted }))
+}
+
+/// `POST …/get`: records in insertion order; columns not included are `null`.
+pub async fn get(
+    State(st): State<AppState>,
+    AppPath(path): CollPath,
+    body: JsonBytes,
+) -> Result<Response, ApiError> {
+    let (entry, coll) = lookup(&st, &path)?;
+    blocking(move || {
+        let req: GetRecordsRequest = if body.0.is_empty() {
+            GetRecordsRequest::default()
+        } else {
+            body.parse()?
+        };
+        let include: Vec<IncludeField> =
+            req.include.unwrap_or_else(|| GET_INCLUDE_DEFAULT.to_vec());
+        let filter = parse_filter(req.where_.as_ref(), req.where_document.as_ref())?;
+        let request = GetRequest {
+            ids: req.ids,
+            filter,
+            offset: req.offset.unwrap_or(0),
+            limit: req.limit,
+            include: include_flags(&include),
+        };
+        let res = coll
+            .get(&request)
+            .map_err(|e| ApiError::from(entry.engine_error(e)))?;
+        let body = GetResponse {
+            ids: &res.ids,
+            embeddings: res.embeddings.as_deref(),
+            documents: res.documents.as_deref(),
+            uris: res.uris.as_deref(),
+            metadatas: res.metadatas.as_deref().map(MetadataColumn),
+            include: &include,
+        };
+        json_response(StatusCode::OK, &body)
+    })
+    .await
+}
+
+/// `POST …/query`: nearest records per query vector.
+pub async fn query(
+    State(st): State<AppState>,
+    AppPath(path): CollPath,
+    body: JsonBytes,
+) -> Result<Response, ApiError> {
+    let (entry, coll) = lookup(&st, &path)?;
+    blocking(move || {
+        let req: QueryRecordsRequest = body.parse()?;
+        let include: Vec<IncludeField> = req
+            .include
+            .unwrap_or_else(|| QUERY_INCLUDE_DEFAULT.to_vec());
+        let inc = include_flags(&include);
+        let filter = parse_filter(req.where_.as_ref(), req.where_document.as_ref())?;
+        let request = QueryRequest {
+            embeddings: req.query_embeddings,
+            // No query can return more records than the collection holds, so asking for more
+            // is clamped here; this keeps the engine's search breadth (ef >= k) in range for
+            // requests like n_results = 2^32 - 1 on small collections.
+            n_results: req
+                .n_results
+                .unwrap_or(10)
+                .min(u32::try_from(coll.count()).unwrap_or(u32::MAX)),
+            ids: req.ids,
+            filter,
+            include: inc,
+        };
+        let res = coll
+            .query(&request)
+            .map_err(|e| ApiError::from(entry.engine_error(e)))?;
+        let hits = &res.results;
+        let body = QueryResponse {
+            ids: hits.iter().map(|h| h.ids.as_slice()).collect(),
+            embeddings: inc.embeddings.then(|| {
+                hits.iter()
+                    .map(|h| h.embeddings.as_deref().unwrap_or(&[]))
+                    .collect()
+            }),
+            documents: inc.documents.then(|| {
+                hits.iter()
+                    .map(|h| h.documents.as_deref().unwrap_or(&[]))
+                    .collect()
+            }),
+            uris: inc.uris.then(|| {
+                hits.iter()
+                    .map(|h| h.uris.as_deref().unwrap_or(&[]))
+                    .collect()
+            }),
+            metadatas: inc.metadatas.then(|| {
+                hits.iter()
+                    .map(|h| MetadataColumn(h.metadatas.as_deref().unwrap_or(&[])))
+                    .collect()
+            }),
+            distances: inc.distances.then(|| {
+                hits.iter()
+                    .map(|h| h.distances.as_deref().unwrap_or(&[]))
+                    .collect()
+            }),
+            include: &include,
+        };
+        json_response(StatusCode::OK, &body)
+    })
+    .await
+}
+
+/// Chroma's `read_level`; every level reads everything acknowledged here.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(clippy::enum_variant_names)]
+enum ReadLevel {
+    IndexAndWal,
+    IndexOnly,
+    IndexAndBoundedWal,
+}
+
+/// `?read_level=` of count.
+#[derive(Debug, Default, Deserialize)]
+pub struct CountParams {
+    #[serde(default)]
+    read_level: Option<ReadLevel>,
+}
+
+/// `GET …/count` → integer.
+pub async fn count(
+    State(st): State<AppState>,
+    AppPath(path): CollPath,
+    AppQuery(params): AppQuery<CountParams>,
+) -> Result<Json<u64>, ApiError> {
+    // Every acknowledged write is visible to reads, so all levels give the same answer.
+    let _ = params.read_level;
+    let (_, coll) = lookup(&st, &path)?;
+    Ok(Json(blocking(move || Ok(coll.count())).await?))
+}

@@ -1,0 +1,137 @@
+//! The catalog file: its JSON shape, loading, and atomic replacement (write a temporary file,
+//! fsync it, rename it over the old one, fsync the folder).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::CatalogError;
+
+/// The catalog file's name inside the data folder.
+pub const CATALOG_FILE: &str = "catalog.json";
+const TEMP_FILE: &str = "catalog.json.tmp";
+/// Version of the file's layout; a newer file is refused rather than misread.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    /// Tenant name.
+    pub name: String,
+    /// Chroma Cloud's resource name; stored and echoed only.
+    #[serde(default)]
+    pub resource_name: Option<String>,
+}
+
+/// A database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatabaseRecord {
+    /// Database id.
+    pub id: Uuid,
+    /// Database name.
+    pub name: String,
+    /// Owning tenant.
+    pub tenant: String,
+}
+
+/// A collection's catalog data (the engine keeps space, HNSW parameters and records).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectionRecord {
+    /// Collection id; also the name of its data folder.
+    pub id: Uuid,
+    /// Collection name, unique within its database.
+    pub name: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Owning database.
+    pub database: String,
+    /// Collection metadata (scalars only), `None` when absent.
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+    /// The client's `configuration` exactly as sent at creation (its `embedding_function` may be
+    /// replaced later by a PUT).
+    #[serde(default)]
+    pub configuration: Option<Value>,
+    /// The client's `schema` exactly as sent at creation, if any.
+    #[serde(default)]
+    pub schema: Option<Value>,
+}
+
+/// The whole catalog file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogFile {
+    /// Layout version.
+    pub format_version: u32,
+    /// Tenants.
+    pub tenants: Vec<TenantRecord>,
+    /// Databases.
+    pub databases: Vec<DatabaseRecord>,
+    /// Collections.
+    pub collections: Vec<CollectionRecord>,
+}
+
+impl Default for CatalogFile {
+    fn default() -> Self {
+        CatalogFile {
+            format_version: FORMAT_VERSION,
+            tenants: vec![],
+            databases: vec![],
+            collections: vec![],
+        }
+    }
+}
+
+/// Reads the catalog file; `None` when the folder has none yet.
+pub fn load(dir: &Path) -> Result<Option<CatalogFile>, CatalogError> {
+    let path = dir.join(CATALOG_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(CatalogError::io("read", path, e)),
+    };
+    let file: CatalogFile = serde_json::from_slice(&bytes).map_err(|e| CatalogError::Corrupt {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if file.format_version != FORMAT_VERSION {
+        return Err(CatalogError::Corrupt {
+            path,
+            reason: format!(
+                "format version {} (this build reads {FORMAT_VERSION})",
+                file.format_version
+            ),
+        });
+    }
+    Ok(Some(file))
+}
+
+/// Replaces the catalog file atomically and durably.
+pub fn save(dir: &Path, file: &CatalogFile) -> Result<(), CatalogError> {
+    let bytes = serde_json::to_vec_pretty(file).map_err(|e| CatalogError::Corrupt {
+        path: dir.join(CATALOG_FILE),
+        reason: format!("cannot serialise catalog: {e}"),
+    })?;
+    let tmp = dir.join(TEMP_FILE);
+    let write = || -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&tmp);
+        return Err(CatalogError::io("write", &tmp, e));
+    }
+    let dest = dir.join(CATALOG_FILE);
+    fs::rename(&tmp, &dest).map_err(|e| CatalogError::io("rename", &dest, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| CatalogError::io("fsync folder", dir, e))
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests of the HTTP API over a real listener on 127.0.0.1:0, one binary with topic
+//! files (faster to link than one binary per file).
+
+mod collections;
+mod errors;
+mod records;
+mod system;
+mod util;

@@ -19,4 +19,40 @@ cargo fmt --all -- --check
 log "cargo test (unit, integration, crash, property tests; benches built and run once)"
 cargo test --features failpoints --all-targets --no-fail-fast
 
+# Real Chroma clients against the built server. Installs go to a cache folder so reruns are
+# fast; a fresh machine installs everything from PyPI and npm.
+CACHE=${VECTORD_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vectord-tests}
+mkdir -p "$CACHE"
+if [ "${VECTORD_TEST_SKIP_INSTALL:-0}" != 1 ] || [ ! -x "$CACHE/venv/bin/python" ]; then
+  log "python client (chromadb-client 1.5.9) in $CACHE/venv"
+  [ -x "$CACHE/venv/bin/python" ] || python3 -m venv "$CACHE/venv"
+  "$CACHE/venv/bin/pip" install -q --disable-pip-version-check chromadb-client==1.5.9
+  log "js client (npm chromadb 3.5.0) in $CACHE/js"
+  mkdir -p "$CACHE/js"
+  (cd "$CACHE/js" && { [ -f package.json ] || echo '{"private":true,"type":"module"}' > package.json; } \
+    && npm install --silent --no-audit --no-fund chromadb@3.5.0 >/dev/null)
+fi
+
+cargo build --bin vectord
+SERVER_DATA=$(mktemp -d)
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+log "vectord on 127.0.0.1:$PORT (data $SERVER_DATA)"
+./target/debug/vectord run --path "$SERVER_DATA" --host 127.0.0.1 --port "$PORT" --allow-reset \
+  > "$SERVER_DATA.log" 2>&1 &
+SERVER_PID=$!
+cleanup() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; rm -rf "$SERVER_DATA"; }
+trap cleanup EXIT
+for _ in $(seq 1 300); do
+  python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/api/v2/heartbeat', timeout=1)" 2>/dev/null && break
+  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$SERVER_DATA.log"; echo "vectord exited" >&2; exit 1; }
+  sleep 0.1
+done
+
+log "Chroma Python client scenario"
+ANONYMIZED_TELEMETRY=False "$CACHE/venv/bin/python" tests/python/chroma_client_scenario.py 127.0.0.1 "$PORT"
+
+log "Chroma JS client scenario"
+cp tests/js/chroma_client_scenario.mjs "$CACHE/js/"
+node "$CACHE/js/chroma_client_scenario.mjs" 127.0.0.1 "$PORT"
+
 log "done"

@@ -1413,6 +1413,10 @@ mod tests {
         let r = q(Some(vec!["r1".into(), "r50".into(), "missing".into()]), 5);
         assert_eq!(r.results[0].ids, vec!["r1", "r50"]);
         assert!(q(None, 0).results[0].ids.is_empty());
+        // n_results far beyond any graph beam: everything, nearest first.
+        let all = q(None, 1_000_000);
+        assert_eq!(all.results[0].ids.len(), 100);
+        assert_eq!(all.results[0].ids[0], "r10");
     }
 
     #[test]

@@ -32,6 +32,9 @@ use crate::types::{
     QueryResult, Space,
 };
 
+/// `n_results` above which a query scans exactly instead of widening graph beams to k.
+const EXACT_ABOVE_K: usize = 4096;
+
 /// Where a row lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Loc {
@@ -643,6 +646,18 @@ impl State {
             self.counters.queries.fetch_add(1, Ordering::Relaxed);
             match &by_ids {
                 Some(locs) => self.scan_locs(&pq, k, locs),
+                // Asking for (nearly) everything: a graph beam that wide costs more than a scan,
+                // and hnsw_rs caps its beam anyway.
+                None if k > EXACT_ABOVE_K || k >= self.live => {
+                    let locs = self.select(
+                        &Selector {
+                            ids: None,
+                            filter: req.filter.as_ref(),
+                        },
+                        usize::MAX,
+                    )?;
+                    self.scan_locs(&pq, k, &locs)
+                }
                 None => self.search_all(&pq, k, ef_search.max(k), req.filter.as_ref()),
             }
         };

@@ -40,6 +40,49 @@ fn exact_top(space: Space, data: &[Vec<f32>], q: &[f32]) -> Vec<String> {
     d.iter().take(K).map(|(_, i)| format!("r{i}")).collect()
 }
 
+/// A clustered data set, queries from the same clusters, and a collection holding the data
+/// (ingested in batches of 500, flushed every `flush_every` batches when given).
+fn setup(
+    seed: u64,
+    space: Space,
+    flush_every: Option<usize>,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, tempfile::TempDir, Collection) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let centers: Vec<Vec<f32>> = (0..40)
+        .map(|_| (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect())
+        .collect();
+    let data = clustered(&mut rng, N, &centers);
+    let queries = clustered(&mut rng, QUERIES, &centers);
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collection::create(
+        &dir.path().join("c"),
+        CollectionConfig {
+            space,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    c.set_memtable_rows(N + 1);
+    for (b, chunk) in data.chunks(500).enumerate() {
+        let records = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Record {
+                id: format!("r{}", b * 500 + i),
+                embedding: v.clone(),
+                metadata: None,
+                document: None,
+                uri: None,
+            })
+            .collect();
+        c.apply(WriteBatch::Add(records), None).unwrap();
+        if flush_every.is_some_and(|f| b % f == f - 1) {
+            c.flush().unwrap();
+        }
+    }
+    (data, queries, dir, c)
+}
+
 fn wait_indexed(c: &Collection) {
     let deadline = Instant::now() + Duration::from_secs(300);
     while c.stats().unindexed_rows > 0 {
@@ -82,36 +125,7 @@ fn measure(c: &Collection, space: Space, data: &[Vec<f32>], queries: &[Vec<f32>]
 }
 
 fn run(space: Space) {
-    let mut rng = StdRng::seed_from_u64(42);
-    let centers: Vec<Vec<f32>> = (0..40)
-        .map(|_| (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect())
-        .collect();
-    let data = clustered(&mut rng, N, &centers);
-    let queries = clustered(&mut rng, QUERIES, &centers);
-    let dir = tempfile::tempdir().unwrap();
-    let c = Collection::create(
-        &dir.path().join("c"),
-        CollectionConfig {
-            space,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    c.set_memtable_rows(N + 1);
-    for (b, chunk) in data.chunks(500).enumerate() {
-        let records = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, v)| Record {
-                id: format!("r{}", b * 500 + i),
-                embedding: v.clone(),
-                metadata: None,
-                document: None,
-                uri: None,
-            })
-            .collect();
-        c.apply(WriteBatch::Add(records), None).unwrap();
-    }
+    let (data, queries, _dir, c) = setup(42, space, None);
     wait_indexed(&c);
     let (recall, comps) = measure(&c, space, &data, &queries);
     println!(
@@ -200,39 +214,7 @@ fn recall_cosine() {
 
 #[test]
 fn recall_across_segments() {
-    let mut rng = StdRng::seed_from_u64(7);
-    let centers: Vec<Vec<f32>> = (0..40)
-        .map(|_| (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect())
-        .collect();
-    let data = clustered(&mut rng, N, &centers);
-    let queries = clustered(&mut rng, QUERIES, &centers);
-    let dir = tempfile::tempdir().unwrap();
-    let c = Collection::create(
-        &dir.path().join("c"),
-        CollectionConfig {
-            space: Space::L2,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    c.set_memtable_rows(N + 1);
-    for (b, chunk) in data.chunks(500).enumerate() {
-        let records = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, v)| Record {
-                id: format!("r{}", b * 500 + i),
-                embedding: v.clone(),
-                metadata: None,
-                document: None,
-                uri: None,
-            })
-            .collect();
-        c.apply(WriteBatch::Add(records), None).unwrap();
-        if b % 5 == 4 {
-            c.flush().unwrap();
-        }
-    }
+    let (data, queries, _dir, c) = setup(7, Space::L2, Some(5));
     assert!(
         c.segment_count() >= 3,
         "several segments, got {}",

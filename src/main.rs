@@ -82,13 +82,12 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             failed_collections = failed,
             "vectord listening"
         );
-        api::serve(
-            listener,
-            AppState::new(catalog, settings),
-            shutdown_signal(),
-        )
-        .await?;
-        tracing::info!("vectord stopped");
+        let state = AppState::new(catalog, settings);
+        let catalog = std::sync::Arc::clone(&state.catalog);
+        api::serve(listener, state, shutdown_signal()).await?;
+        // Requests have drained: write memtables out so the next start maps everything.
+        let failed = tokio::task::spawn_blocking(move || catalog.flush_all()).await?;
+        tracing::info!(flush_failures = failed, "vectord stopped");
         Ok(())
     })
 }

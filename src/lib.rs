@@ -18,6 +18,7 @@ pub mod catalog;
 pub mod config;
 pub mod engine;
 pub mod filter;
+pub mod fsutil;
 pub mod index;
 pub mod metrics;
 pub mod types;

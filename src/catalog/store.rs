@@ -1,8 +1,7 @@
 //! The catalog file: its JSON shape, loading, and atomic replacement (write a temporary file,
 //! fsync it, rename it over the old one, fsync the folder).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -13,7 +12,6 @@ use super::CatalogError;
 
 /// The catalog file's name inside the data folder.
 pub const CATALOG_FILE: &str = "catalog.json";
-const TEMP_FILE: &str = "catalog.json.tmp";
 /// Version of the file's layout; a newer file is refused rather than misread.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -115,23 +113,6 @@ pub fn save(dir: &Path, file: &CatalogFile) -> Result<(), CatalogError> {
         path: dir.join(CATALOG_FILE),
         reason: format!("cannot serialise catalog: {e}"),
     })?;
-    let tmp = dir.join(TEMP_FILE);
-    let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()
-    };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(&tmp);
-        return Err(CatalogError::io("write", &tmp, e));
-    }
-    let dest = dir.join(CATALOG_FILE);
-    fs::rename(&tmp, &dest).map_err(|e| CatalogError::io("rename", &dest, e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| CatalogError::io("fsync folder", dir, e))
+    crate::fsutil::atomic_replace(&dir.join(CATALOG_FILE), &bytes)
+        .map_err(|e| CatalogError::io(e.op, e.path, e.source))
 }

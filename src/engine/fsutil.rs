@@ -9,23 +9,7 @@ use super::EngineError;
 /// Replaces `path` with `bytes` so that a reader (or a crash) sees either the old or the new
 /// content: write a temp file, fsync it, rename over, fsync the folder.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
-    let dir = parent(path);
-    let tmp = tmp_path(path);
-    let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(&tmp);
-        return Err(EngineError::io("write", &tmp, e));
-    }
-    fs::rename(&tmp, path).map_err(|e| EngineError::io("rename", path, e))?;
-    sync_dir(&dir)
+    crate::fsutil::atomic_replace(path, bytes).map_err(|e| EngineError::io(e.op, e.path, e.source))
 }
 
 /// Fsyncs a folder so the names created, renamed or removed in it are durable.
@@ -46,15 +30,6 @@ fn parent(path: &Path) -> PathBuf {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     }
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
 }
 
 /// An exclusive advisory lock on a folder (`<dir>/LOCK`), held while the value lives. The

@@ -35,8 +35,7 @@
 //! [`FlatGraph::verify`]. Every neighbour id is bounds-checked where it is used, so even a file
 //! whose checksums were forged cannot cause an out-of-bounds read.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -741,33 +740,11 @@ fn le32(b: &[u8], off: usize) -> u32 {
 /// Writes `bytes` to `path` durably: temp file in the same folder, fsync, rename over `path`,
 /// fsync the folder. A crash leaves either the old file or the new one, never a torn one.
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |op, p: &Path, source| IndexError::Io {
-        op,
-        path: p.to_path_buf(),
-        source,
-    };
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    {
-        let mut f = File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
-        f.write_all(bytes).map_err(|e| io("write", &tmp, e))?;
-        f.sync_all().map_err(|e| io("fsync", &tmp, e))?;
-    }
-    fs::rename(&tmp, path).map_err(|e| io("rename", path, e))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io("fsync dir", dir, e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
+    crate::fsutil::atomic_replace(path, bytes).map_err(|e| IndexError::Io {
+        op: e.op,
+        path: e.path,
+        source: e.source,
+    })
 }
 
 #[cfg(test)]

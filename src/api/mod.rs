@@ -10,6 +10,7 @@
 
 pub mod collection_json;
 mod collections;
+mod embedding;
 pub mod error;
 mod records;
 mod system;
@@ -28,10 +29,11 @@ use tracing::Instrument;
 
 use crate::catalog::Catalog;
 use crate::config::Settings;
+use crate::embed::Embedder;
 use crate::metrics::{HttpLabels, Metrics};
 use error::{ApiError, BodyLimit};
 
-/// Shared state of every handler: a cheap clone of two `Arc`s.
+/// Shared state of every handler: a cheap clone of a few `Arc`s.
 #[derive(Clone)]
 pub struct AppState {
     /// Tenants, databases, collections and their engine handles.
@@ -40,15 +42,24 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// The process's metrics registry.
     pub metrics: Arc<Metrics>,
+    /// Server-side embeddings (documents without embeddings, `query_texts`).
+    pub embedder: Arc<Embedder>,
 }
 
 impl AppState {
-    /// Bundles an opened catalog with the settings and a fresh metrics registry.
+    /// Bundles an opened catalog with the settings, a fresh metrics registry and the embedder
+    /// the settings describe.
     pub fn new(catalog: Catalog, settings: Settings) -> AppState {
+        let metrics = Arc::new(Metrics::new());
+        let embedder = Arc::new(Embedder::new(
+            settings.embed.clone(),
+            Arc::clone(&metrics.embed),
+        ));
         AppState {
             catalog: Arc::new(catalog),
             settings: Arc::new(settings),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
+            embedder,
         }
     }
 }

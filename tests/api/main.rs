@@ -2,7 +2,9 @@
 //! files (faster to link than one binary per file).
 
 mod collections;
+mod embed;
 mod errors;
+mod fake_openai;
 mod records;
 mod system;
 mod util;

@@ -30,6 +30,7 @@ pub struct Server {
 pub struct Opts {
     pub allow_reset: bool,
     pub max_body_bytes: usize,
+    pub embed: vectord::embed::EmbedSettings,
 }
 
 impl Default for Opts {
@@ -37,6 +38,7 @@ impl Default for Opts {
         Opts {
             allow_reset: true,
             max_body_bytes: vectord::config::DEFAULT_MAX_BODY_BYTES,
+            embed: Default::default(),
         }
     }
 }
@@ -55,12 +57,16 @@ pub async fn start_with(opts: Opts) -> Server {
 
 /// Starts a server on an existing data folder (for restart tests).
 pub async fn start_in(dir: &Path, opts: Opts) -> Server {
+    // New settings fields (other branches add some) take their defaults here.
+    #[allow(clippy::needless_update)]
     let settings = Settings {
         path: dir.to_path_buf(),
         host: "127.0.0.1".into(),
         port: 0,
         allow_reset: opts.allow_reset,
         max_body_bytes: opts.max_body_bytes,
+        embed: opts.embed,
+        ..Settings::default()
     };
     let d = dir.to_path_buf();
     let catalog = tokio::task::spawn_blocking(move || Catalog::open(&d))

@@ -1,5 +1,6 @@
 //! Record routes: add, upsert, update, delete, get, query, count. Bodies are parsed, converted
-//! and applied on a blocking thread; the engine does the rest.
+//! and applied on a blocking thread; the engine does the rest. Writes without `embeddings` and
+//! queries with `query_texts` are embedded server-side first (`embedding.rs`, `crate::embed`).
 
 use std::sync::Arc;
 
@@ -165,25 +166,18 @@ async fn write(
     build: impl FnOnce(&JsonBytes) -> Result<(WriteBatch, Embed), ApiError> + Send + 'static,
 ) -> Result<(), ApiError> {
     let (entry, coll) = lookup(&st, &path)?;
-    let apply = {
-        let (entry, coll) = (entry.clone(), Arc::clone(&coll));
-        move |batch: WriteBatch| -> Result<(), ApiError> {
-            coll.apply(batch, None)
-                .map_err(|e| ApiError::from(entry.engine_error(e)))?;
-            Ok(())
-        }
-    };
     // The common case (vectors in the body) stays one blocking hop: parse, build, apply.
-    let (apply, pending) = blocking(move || {
+    let (e, c) = (entry.clone(), Arc::clone(&coll));
+    let pending = blocking(move || {
         let (batch, embed) = build(&body)?;
         if embed == Embed::No {
-            apply(batch)?;
-            return Ok((None, None));
+            apply(&e, &c, batch)?;
+            return Ok(None);
         }
-        Ok((Some(apply), Some((batch, embed))))
+        Ok(Some((batch, embed)))
     })
     .await?;
-    let (Some(apply), Some((mut batch, embed))) = (apply, pending) else {
+    let Some((mut batch, embed)) = pending else {
         return Ok(());
     };
     let rows = texts_to_embed(&batch)?;
@@ -197,7 +191,13 @@ async fn write(
         let vectors = embed_texts(&st, &spec, &texts, "document").await?;
         fill(&mut batch, &rows, vectors)?;
     }
-    blocking(move || apply(batch)).await
+    blocking(move || apply(&entry, &coll, batch)).await
+}
+
+fn apply(entry: &CollectionEntry, coll: &Collection, batch: WriteBatch) -> Result<(), ApiError> {
+    coll.apply(batch, None)
+        .map_err(|e| ApiError::from(entry.engine_error(e)))?;
+    Ok(())
 }
 
 /// `POST …/add` → 201 `{}`. Ids already present are ignored, as in Chroma.

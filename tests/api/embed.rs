@@ -259,6 +259,25 @@ async fn collection_function_picks_model_and_dimensions_never_its_endpoint() {
     .await
     .ok(200);
     assert_eq!(fake.seen().len(), 1);
+
+    // Switching the collection to the OpenAI function (PUT, as Python's modify does) enables
+    // server-side embedding for it, with the model and size it names.
+    let ef = python_openai_ef("text-embedding-3-small", Some(2), &attacker.base_url);
+    s.put(
+        &format!("{DB}/collections/{def}"),
+        json!({"new_configuration": {"embedding_function": ef}}),
+    )
+    .await
+    .ok(200);
+    s.post(
+        &s.coll(&def, "add"),
+        json!({"ids": ["y"], "documents": ["hello"]}),
+    )
+    .await
+    .ok(201);
+    let seen = fake.seen();
+    assert_eq!((seen.len(), seen[1].dimensions), (2, Some(2)));
+    assert!(attacker.seen().is_empty());
 }
 
 #[tokio::test]

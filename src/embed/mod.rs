@@ -207,7 +207,17 @@ impl Embedder {
             OpenAIError::ApiError(api) => {
                 let status = api.status_code.as_u16();
                 let message = api.api_error.message;
+                let code = api
+                    .api_error
+                    .code
+                    .as_deref()
+                    .or(api.api_error.r#type.as_deref());
                 match status {
+                    // Out of credit is a 429 too, but waiting does not help: an operator must act.
+                    429 if code == Some("insufficient_quota") => EmbedError::Upstream(format!(
+                        "the server's embedding quota is exhausted: {}",
+                        truncate(&message)
+                    )),
                     429 => EmbedError::RateLimited {
                         message: format!(
                             "429 after {} retries: {message}",
@@ -400,6 +410,57 @@ mod tests {
         let missing: Vec<(&str, Vec<usize>)> = texts.iter().map(|t| (t.as_str(), vec![])).collect();
         // 3 per batch; "d" and the 9-token text fill 10 tokens; a text over the budget goes alone.
         assert_eq!(e.batches(&missing), vec![0..3, 3..5, 5..6, 6..7]);
+    }
+
+    #[test]
+    fn provider_errors_map_by_status_and_code() {
+        use async_openai::error::{ApiError, ApiErrorResponse};
+        let e = Embedder::new(EmbedSettings::default(), Arc::new(EmbedMetrics::default()));
+        let api = |status: u16, code: Option<&str>, message: &str| {
+            OpenAIError::ApiError(ApiErrorResponse {
+                status_code: reqwest::StatusCode::from_u16(status).unwrap(),
+                api_error: ApiError {
+                    message: message.into(),
+                    r#type: None,
+                    param: None,
+                    code: code.map(String::from),
+                    misalignment: None,
+                },
+            })
+        };
+        assert!(matches!(
+            e.map_error(api(429, None, "slow down")),
+            EmbedError::RateLimited { .. }
+        ));
+        assert!(matches!(
+            e.map_error(api(429, Some("insufficient_quota"), "no credit")),
+            EmbedError::Upstream(m) if m.contains("quota is exhausted")
+        ));
+        let refused = e.map_error(api(401, None, "Incorrect API key provided: sk-abc123"));
+        assert!(matches!(
+            &refused,
+            EmbedError::Unauthorized { status: 401, .. }
+        ));
+        assert!(!refused.to_string().contains("sk-abc123"), "{refused}");
+        for s in [400, 404, 413, 422] {
+            let r = e.map_error(api(s, None, "too long"));
+            assert!(
+                r.is_user_error() && r.to_string().contains("too long"),
+                "{s}: {r}"
+            );
+        }
+        assert!(matches!(
+            e.map_error(api(408, None, "")),
+            EmbedError::Timeout(_)
+        ));
+        assert!(
+            matches!(e.map_error(api(503, None, "down")), EmbedError::Upstream(m) if m.contains("HTTP 503"))
+        );
+        let bad_json = serde_json::from_str::<u8>("x").unwrap_err();
+        assert!(matches!(
+            e.map_error(OpenAIError::JSONDeserialize(bad_json, "x".into())),
+            EmbedError::BadResponse(_)
+        ));
     }
 
     #[tokio::test]

@@ -2,7 +2,9 @@
 //! serve until SIGINT or SIGTERM.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -12,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 use vectord::api::{self, AppState};
 use vectord::catalog::Catalog;
 use vectord::config::{RunArgs, Settings};
+use vectord::snapshot::{self, SnapshotSummary, Snapshots};
 
 /// A self-hosted vector retrieval server that speaks Chroma's HTTP API.
 #[derive(Debug, Parser)]
@@ -25,6 +28,49 @@ struct Cli {
 enum Command {
     /// Run the server (flags as `chroma run`).
     Run(RunArgs),
+    /// Take, list or verify data-folder snapshots (while the server runs, use
+    /// `POST /api/v2/admin/snapshots` instead: the folder is locked by the server).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Replace a data folder with a verified snapshot (the server must be stopped).
+    Restore {
+        /// The snapshot folder (one with SNAPSHOT.json).
+        #[arg(long)]
+        from: PathBuf,
+        /// The data folder to restore into.
+        #[arg(long, default_value = vectord::config::DEFAULT_PATH)]
+        path: PathBuf,
+        /// Replace a non-empty data folder (kept beside it as `<path>.before-restore-<time>`).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// Snapshot a data folder no server is using.
+    Create {
+        /// The data folder.
+        #[arg(long, default_value = vectord::config::DEFAULT_PATH)]
+        path: PathBuf,
+        /// Where to put the snapshot [default: `<path>/snapshots`].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Snapshots to keep in `dir` after this one.
+        #[arg(long, default_value_t = vectord::config::DEFAULT_SNAPSHOT_KEEP)]
+        keep: usize,
+    },
+    /// List the complete snapshots in a folder, oldest first.
+    List {
+        /// The snapshot folder [default: `./vectord_data/snapshots`].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Check every file of a snapshot against its recorded SHA-256.
+    Verify {
+        /// The snapshot folder (one with SNAPSHOT.json).
+        snapshot: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -34,6 +80,19 @@ fn main() -> ExitCode {
         Command::Run(args) => Settings::from_args(args)
             .map_err(anyhow::Error::from)
             .and_then(run),
+        Command::Snapshot(cmd) => snapshot_command(cmd),
+        Command::Restore { from, path, force } => snapshot::restore(&from, &path, force)
+            .map(|info| {
+                println!(
+                    "restored {} ({} collections, {} files, {} bytes) into {}",
+                    info.name,
+                    info.collections,
+                    info.files.len(),
+                    info.total_bytes,
+                    path.display()
+                )
+            })
+            .with_context(|| format!("restoring {} into {}", from.display(), path.display())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -55,6 +114,69 @@ fn init_tracing() {
         builder.init();
     } else {
         builder.json().init();
+    }
+}
+
+fn snapshot_command(cmd: SnapshotCommand) -> anyhow::Result<()> {
+    match cmd {
+        SnapshotCommand::Create { path, dir, keep } => {
+            let catalog = Catalog::open(&path).with_context(|| {
+                format!(
+                    "opening {} (if a server is running, use POST /api/v2/admin/snapshots)",
+                    path.display()
+                )
+            })?;
+            let snapshots = Snapshots::new(dir.unwrap_or_else(|| path.join("snapshots")), keep);
+            let info = snapshots.take(&catalog)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&SnapshotSummary::from(&info))?
+            );
+            Ok(())
+        }
+        SnapshotCommand::List { dir } => {
+            let dir = dir
+                .unwrap_or_else(|| PathBuf::from(vectord::config::DEFAULT_PATH).join("snapshots"));
+            let list: Vec<SnapshotSummary> = snapshot::list(&dir)?
+                .iter()
+                .map(SnapshotSummary::from)
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&list)?);
+            Ok(())
+        }
+        SnapshotCommand::Verify { snapshot: dir } => {
+            let info = snapshot::verify(&dir)?;
+            println!(
+                "{}: OK ({} files, {} bytes, {} collections)",
+                dir.display(),
+                info.files.len(),
+                info.total_bytes,
+                info.collections
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Takes a snapshot every `every` until the process stops; failures are logged and counted
+/// (`vectord_snapshot_failures_total`), never fatal.
+async fn snapshot_schedule(state: AppState, every: Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let started = std::time::Instant::now();
+        let (catalog, snapshots) = (state.catalog.clone(), state.snapshots.clone());
+        let result = tokio::task::spawn_blocking(move || snapshots.take(&catalog)).await;
+        let ok = matches!(result, Ok(Ok(_)));
+        state
+            .metrics
+            .observe_snapshot(ok, started.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "scheduled snapshot failed"),
+            Err(e) => tracing::error!(error = %e, "scheduled snapshot task failed"),
+        }
     }
 }
 
@@ -82,7 +204,12 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             failed_collections = failed,
             "vectord listening"
         );
+        let every = settings.snapshot_every;
         let state = AppState::new(catalog, settings);
+        if let Some(every) = every {
+            tracing::info!(every_secs = every.as_secs(), dir = %state.snapshots.root().display(), "scheduled snapshots on");
+            tokio::spawn(snapshot_schedule(state.clone(), every));
+        }
         let catalog = std::sync::Arc::clone(&state.catalog);
         api::serve(listener, state, shutdown_signal()).await?;
         // Requests have drained: write memtables out so the next start maps everything.

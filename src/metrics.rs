@@ -42,6 +42,12 @@ pub struct Metrics {
     pub collections: Gauge,
     /// Collections whose data failed to open (set when `/metrics` is scraped).
     pub collections_failed: Gauge,
+    /// Unix time of the last successful snapshot (0 before the first).
+    pub snapshot_last_success: Gauge,
+    /// Snapshots that failed.
+    pub snapshot_failures: Counter,
+    /// Time taken by successful snapshots, in seconds.
+    pub snapshot_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -64,6 +70,10 @@ impl Metrics {
         let http_duration: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let collections = Gauge::default();
         let collections_failed = Gauge::default();
+        let snapshot_last_success = Gauge::default();
+        let snapshot_failures = Counter::default();
+        // 10 ms … ~5 min: a small folder hard-links in milliseconds, a large WAL tail takes longer.
+        let snapshot_duration = Histogram::new(exponential_buckets(0.01, 2.0, 15));
         registry.register(
             "http_requests",
             "HTTP requests served",
@@ -84,12 +94,44 @@ impl Metrics {
             "Collections whose data failed to open",
             collections_failed.clone(),
         );
+        registry.register(
+            "snapshot_last_success_timestamp_seconds",
+            "Unix time of the last successful snapshot",
+            snapshot_last_success.clone(),
+        );
+        registry.register(
+            "snapshot_failures",
+            "Snapshots that failed",
+            snapshot_failures.clone(),
+        );
+        registry.register(
+            "snapshot_duration_seconds",
+            "Duration of successful snapshots",
+            snapshot_duration.clone(),
+        );
         Metrics {
             registry,
             http_requests,
             http_duration,
             collections,
             collections_failed,
+            snapshot_last_success,
+            snapshot_failures,
+            snapshot_duration,
+        }
+    }
+
+    /// Records the outcome of one snapshot attempt.
+    pub fn observe_snapshot(&self, ok: bool, seconds: f64) {
+        if ok {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            self.snapshot_last_success.set(now);
+            self.snapshot_duration.observe(seconds);
+        } else {
+            self.snapshot_failures.inc();
         }
     }
 

@@ -8,6 +8,7 @@
 //!   so tests bind `127.0.0.1:0` and `main` passes SIGINT/SIGTERM.
 //! - [`app`] builds the router.
 
+mod admin;
 pub mod collection_json;
 mod collections;
 pub mod error;
@@ -29,6 +30,7 @@ use tracing::Instrument;
 use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::metrics::{HttpLabels, Metrics};
+use crate::snapshot::Snapshots;
 use error::{ApiError, BodyLimit};
 
 /// Shared state of every handler: a cheap clone of two `Arc`s.
@@ -40,15 +42,19 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// The process's metrics registry.
     pub metrics: Arc<Metrics>,
+    /// Online snapshots of the data folder (admin route and schedule).
+    pub snapshots: Arc<Snapshots>,
 }
 
 impl AppState {
     /// Bundles an opened catalog with the settings and a fresh metrics registry.
     pub fn new(catalog: Catalog, settings: Settings) -> AppState {
+        let snapshots = Snapshots::new(settings.snapshot_dir.clone(), settings.snapshot_keep);
         AppState {
             catalog: Arc::new(catalog),
             settings: Arc::new(settings),
             metrics: Arc::new(Metrics::new()),
+            snapshots: Arc::new(snapshots),
         }
     }
 }
@@ -126,6 +132,10 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/api/v2/collections/{crn}",
             get(collections::get_collection_by_crn),
+        )
+        .route(
+            "/api/v2/admin/snapshots",
+            get(admin::list_snapshots).post(admin::create_snapshot),
         )
         .route("/metrics", get(system::metrics))
         .route("/api/v1", axum::routing::any(system::v1_gone))

@@ -573,6 +573,11 @@ impl Catalog {
             .collect()
     }
 
+    /// Every collection in the catalog (all tenants and databases), in id order.
+    pub fn all_collections(&self) -> Vec<CollectionEntry> {
+        self.snapshot().collections.values().cloned().collect()
+    }
+
     /// Counts a database's collections (0 for an unknown database).
     pub fn count_collections(&self, tenant: &str, database: &str) -> usize {
         self.snapshot()

@@ -86,6 +86,8 @@ pub struct Metrics {
     pub collection_exact_fallbacks: CollectionGauges,
     /// Resident memory of the process by kind (from /proc/self/status).
     pub process_resident_bytes: Family<MemoryLabels, Gauge>,
+    /// Memory of the machine (or the cgroup limit, when lower), the base of memory alerts.
+    pub memory_limit_bytes: Gauge,
     /// Size of the data folder's file system.
     pub data_volume_size_bytes: Gauge,
     /// Space available to vectord on the data folder's file system.
@@ -174,6 +176,12 @@ impl Metrics {
             "Resident memory by kind: anon (heap) or file (mapped, reclaimable)",
             process_resident_bytes.clone(),
         );
+        let memory_limit_bytes = Gauge::default();
+        registry.register(
+            "memory_limit_bytes",
+            "Memory available to the process: MemTotal, or the cgroup limit when lower",
+            memory_limit_bytes.clone(),
+        );
         let data_volume_size_bytes = Gauge::default();
         registry.register(
             "data_volume_size_bytes",
@@ -241,6 +249,7 @@ impl Metrics {
             collection_queries,
             collection_exact_fallbacks,
             process_resident_bytes,
+            memory_limit_bytes,
             data_volume_size_bytes,
             data_volume_available_bytes,
             snapshot_last_success,
@@ -304,6 +313,19 @@ impl Metrics {
                         .set(kib.saturating_mul(1024));
                 }
             }
+        }
+        let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+                .map(|kib| kib.saturating_mul(1024))
+        });
+        // cgroup v2 limit ("max" when unlimited) — containers see the host's MemTotal.
+        let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok());
+        if let Some(limit) = [total, cgroup].into_iter().flatten().min() {
+            self.memory_limit_bytes.set(limit);
         }
         if let Ok(st) = rustix::fs::statvfs(data_dir) {
             let block = st.f_frsize.max(1);

@@ -371,3 +371,47 @@ async fn http_snapshot_under_load_restores_through_the_cli() {
     }
     assert!(server.terminate(Duration::from_secs(30)).success());
 }
+
+/// Every `vectord_*` metric an alert rule uses must be one the server exports (a renamed
+/// metric would silently disarm its alert).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_rules_only_use_exported_metrics() {
+    let rules = repo_file("data/prometheus/alerts.yml");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = ServerProcess::run(tmp.path(), port);
+    let client = reqwest::Client::new();
+    server.wait_ready(&client, "/api/v2/healthcheck").await;
+    let text = client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let exported: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut used = 0;
+    for line in rules.lines().filter(|l| l.trim_start().starts_with("expr:")) {
+        for word in line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !word.starts_with("vectord_") {
+                continue;
+            }
+            let base = ["_bucket", "_total", "_count", "_sum"]
+                .iter()
+                .find_map(|s| word.strip_suffix(s))
+                .unwrap_or(word);
+            assert!(
+                exported.contains(base),
+                "alert rule uses {word}, which /metrics does not export"
+            );
+            used += 1;
+        }
+    }
+    assert!(used >= 8, "the rules file lost its expressions");
+    assert!(server.terminate(Duration::from_secs(30)).success());
+}

@@ -46,6 +46,10 @@ pub struct RunArgs {
     /// Snapshots to keep; older ones are deleted after each new one [default: 30].
     #[arg(long)]
     pub snapshot_keep: Option<usize>,
+    /// Append the data-access audit log to this file as JSON lines (env `VECTORD_AUDIT_LOG`)
+    /// [default: the `audit` target of the server log].
+    #[arg(long)]
+    pub audit_log: Option<PathBuf>,
 }
 
 /// Validated settings the server runs with.
@@ -67,6 +71,8 @@ pub struct Settings {
     pub snapshot_every: Option<Duration>,
     /// How many snapshots to keep.
     pub snapshot_keep: usize,
+    /// Audit log file; `None` logs audit events through `tracing`.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -80,6 +86,7 @@ impl Default for Settings {
             snapshot_dir: PathBuf::from(DEFAULT_PATH).join("snapshots"),
             snapshot_every: None,
             snapshot_keep: DEFAULT_SNAPSHOT_KEEP,
+            audit_log: None,
         }
     }
 }
@@ -192,6 +199,9 @@ impl Settings {
             },
         }
         .max(1);
+        let audit_log = args
+            .audit_log
+            .or_else(|| first(&["VECTORD_AUDIT_LOG"]).map(|(_, v)| PathBuf::from(v)));
         Ok(Settings {
             path,
             host,
@@ -201,6 +211,7 @@ impl Settings {
             snapshot_dir,
             snapshot_every,
             snapshot_keep,
+            audit_log,
         })
     }
 

@@ -7,6 +7,7 @@
 //! - [`index`]: distance kernels and ANN indexes.
 //! - [`catalog`]: tenants, databases and collections, persisted atomically.
 //! - [`api`]: Chroma's HTTP API (axum).
+//! - [`audit`]: the data-access audit log (who, what, when, outcome; never PHI).
 //! - [`config`]: server settings from flags and the environment.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`snapshot`]: online data-folder snapshots, verification and restore.
@@ -15,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod audit;
 pub mod catalog;
 pub mod config;
 pub mod engine;

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use vectord::api::{self, AppState};
+use vectord::audit::AuditLog;
 use vectord::catalog::Catalog;
 use vectord::config::{RunArgs, Settings};
 use vectord::snapshot::{self, SnapshotSummary, Snapshots};
@@ -205,7 +206,12 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             "vectord listening"
         );
         let every = settings.snapshot_every;
-        let state = AppState::new(catalog, settings);
+        let audit = match &settings.audit_log {
+            Some(path) => AuditLog::to_file(path)
+                .with_context(|| format!("opening the audit log {}", path.display()))?,
+            None => AuditLog::to_tracing(),
+        };
+        let state = AppState::new(catalog, settings).with_audit(audit);
         if let Some(every) = every {
             tracing::info!(every_secs = every.as_secs(), dir = %state.snapshots.root().display(), "scheduled snapshots on");
             tokio::spawn(snapshot_schedule(state.clone(), every));

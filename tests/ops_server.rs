@@ -396,7 +396,10 @@ async fn alert_rules_only_use_exported_metrics() {
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     let mut used = 0;
-    for line in rules.lines().filter(|l| l.trim_start().starts_with("expr:")) {
+    for line in rules
+        .lines()
+        .filter(|l| l.trim_start().starts_with("expr:"))
+    {
         for word in line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
             if !word.starts_with("vectord_") {
                 continue;
@@ -414,4 +417,100 @@ async fn alert_rules_only_use_exported_metrics() {
     }
     assert!(used >= 8, "the rules file lost its expressions");
     assert!(server.terminate(Duration::from_secs(30)).success());
+}
+
+/// The audit log names who did what to which collection, with counts and outcomes, and never
+/// contains documents, metadata values or vectors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_records_access_without_phi() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let log = tmp.path().join("audit").join("audit.jsonl");
+    let port = free_port();
+    let args = [
+        "run".to_string(),
+        "--path".into(),
+        tmp.path().join("data").display().to_string(),
+        "--host".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        port.to_string(),
+        "--audit-log".into(),
+        log.display().to_string(),
+    ];
+    let server = ServerProcess::spawn(&args, port);
+    let client = reqwest::Client::new();
+    server.wait_ready(&client, "/api/v2/healthcheck").await;
+    let base = server.base.clone();
+    let coll: Value = client
+        .post(format!("{base}{DB}/collections"))
+        .json(&json!({"name": "phi"}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let id = coll["id"].as_str().expect("id").to_string();
+    let secret_doc = "patient Jane Roe, DOB 1970-01-01, lumbar MRI";
+    let r = client
+        .post(format!("{base}{DB}/collections/{id}/add"))
+        .header("fly-client-ip", "203.0.113.7")
+        .json(&json!({
+            "ids": ["a", "b", "c"],
+            "embeddings": [[0.125, 0.5], [0.25, 0.75], [0.375, 1.0]],
+            "documents": [secret_doc, "x", "y"],
+            "metadatas": [{"member": "M-998877"}, {"member": "M-1"}, {"member": "M-2"}],
+        }))
+        .send()
+        .await
+        .expect("add");
+    assert_eq!(r.status().as_u16(), 201);
+    let r = client
+        .post(format!("{base}{DB}/collections/{id}/query"))
+        .json(&json!({"query_embeddings": [[0.125, 0.5]], "n_results": 2}))
+        .send()
+        .await
+        .expect("query");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = client
+        .post(format!("{base}{DB}/collections/{id}/add"))
+        .json(&json!({"ids": ["d"], "embeddings": [[1.0, 2.0, 3.0]]}))
+        .send()
+        .await
+        .expect("bad add");
+    assert_eq!(r.status().as_u16(), 400);
+    client
+        .get(format!("{base}/api/v2/heartbeat"))
+        .send()
+        .await
+        .expect("heartbeat");
+    assert!(server.terminate(Duration::from_secs(30)).success());
+
+    let text = std::fs::read_to_string(&log).expect("audit log written");
+    for secret in [secret_doc, "M-998877", "0.125", "\"a\""] {
+        assert!(!text.contains(secret), "audit log leaks {secret:?}: {text}");
+    }
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let ops: Vec<&str> = events
+        .iter()
+        .map(|e| e["operation"].as_str().expect("operation"))
+        .collect();
+    assert_eq!(ops, ["create_collection", "add", "query", "add"], "{text}");
+    let add = &events[1];
+    assert_eq!(add["collection"], json!(id));
+    assert_eq!(add["tenant"], json!("default_tenant"));
+    assert_eq!(add["records"], json!(3));
+    assert_eq!(add["status"], json!(201));
+    assert_eq!(add["outcome"], json!("ok"));
+    assert_eq!(add["principal"], json!("anonymous"));
+    assert_eq!(add["client_ip"], json!("203.0.113.7"));
+    assert_eq!(events[2]["records"], json!(2));
+    assert_eq!(events[3]["outcome"], json!("error"));
+    assert_eq!(events[3]["status"], json!(400));
+    assert!(events
+        .iter()
+        .all(|e| e["request_id"].as_str().is_some_and(|s| s.len() == 32)));
 }

@@ -18,6 +18,7 @@ use super::wire::{
     GET_INCLUDE_DEFAULT, QUERY_INCLUDE_DEFAULT,
 };
 use super::{blocking, AppState};
+use crate::audit;
 use crate::catalog::{validate_database_segment, CollectionEntry};
 use crate::engine::Collection;
 use crate::filter::parse as parse_filter;
@@ -120,15 +121,27 @@ async fn write(
     path: (String, String, String),
     body: JsonBytes,
     build: impl FnOnce(&JsonBytes) -> Result<WriteBatch, ApiError> + Send + 'static,
-) -> Result<(), ApiError> {
+) -> Result<u64, ApiError> {
     let (entry, coll) = lookup(&st, &path)?;
     blocking(move || {
         let batch = build(&body)?;
-        coll.apply(batch, None)
+        let out = coll
+            .apply(batch, None)
             .map_err(|e| ApiError::from(entry.engine_error(e)))?;
-        Ok(())
+        Ok(u64::from(out.inserted) + u64::from(out.updated) + u64::from(out.deleted))
     })
     .await
+}
+
+/// A JSON response tagged with its record count for the audit log.
+fn audited(
+    status: StatusCode,
+    body: &serde_json::Value,
+    records: u64,
+) -> Result<Response, ApiError> {
+    let mut response = json_response(status, body)?;
+    audit::tag_records(&mut response, records);
+    Ok(response)
 }
 
 /// `POST …/add` → 201 `{}`. Ids already present are ignored, as in Chroma.
@@ -137,11 +150,11 @@ pub async fn add(
     AppPath(path): CollPath,
     body: JsonBytes,
 ) -> Result<Response, ApiError> {
-    write(st, path, body, |b| {
+    let n = write(st, path, body, |b| {
         Ok(WriteBatch::add(add_columns(b.parse()?)?)?)
     })
     .await?;
-    json_response(StatusCode::CREATED, &json!({}))
+    audited(StatusCode::CREATED, &json!({}), n)
 }
 
 /// `POST …/upsert` → `{}`.
@@ -150,11 +163,11 @@ pub async fn upsert(
     AppPath(path): CollPath,
     body: JsonBytes,
 ) -> Result<Response, ApiError> {
-    write(st, path, body, |b| {
+    let n = write(st, path, body, |b| {
         Ok(WriteBatch::upsert(upsert_columns(b.parse()?)?)?)
     })
     .await?;
-    json_response(StatusCode::OK, &json!({}))
+    audited(StatusCode::OK, &json!({}), n)
 }
 
 /// `POST …/update` → `{}`. Unknown ids are ignored.
@@ -163,11 +176,11 @@ pub async fn update(
     AppPath(path): CollPath,
     body: JsonBytes,
 ) -> Result<Response, ApiError> {
-    write(st, path, body, |b| {
+    let n = write(st, path, body, |b| {
         Ok(WriteBatch::update(update_columns(b.parse()?)?)?)
     })
     .await?;
-    json_response(StatusCode::OK, &json!({}))
+    audited(StatusCode::OK, &json!({}), n)
 }
 
 /// `POST …/delete` → `{"deleted": n}` (the number of records actually removed).
@@ -211,7 +224,11 @@ pub async fn delete(
         Ok(out.deleted)
     })
     .await?;
-    json_response(StatusCode::OK, &json!({ "deleted": deleted }))
+    audited(
+        StatusCode::OK,
+        &json!({ "deleted": deleted }),
+        u64::from(deleted),
+    )
 }
 
 /// `POST …/get`: records in insertion order; columns not included are `null`.
@@ -248,7 +265,9 @@ pub async fn get(
             metadatas: res.metadatas.as_deref().map(MetadataColumn),
             include: &include,
         };
-        json_response(StatusCode::OK, &body)
+        let mut response = json_response(StatusCode::OK, &body)?;
+        audit::tag_records(&mut response, res.ids.len() as u64);
+        Ok(response)
     })
     .await
 }
@@ -313,7 +332,10 @@ pub async fn query(
             }),
             include: &include,
         };
-        json_response(StatusCode::OK, &body)
+        let returned: usize = hits.iter().map(|h| h.ids.len()).sum();
+        let mut response = json_response(StatusCode::OK, &body)?;
+        audit::tag_records(&mut response, returned as u64);
+        Ok(response)
     })
     .await
 }

@@ -259,6 +259,9 @@ async fn metrics_count_requests_by_route_template() {
         )),
         "{t}"
     );
-    assert!(t.contains(r#"vectord_process_resident_bytes{kind="anon"}"#), "{t}");
+    assert!(
+        t.contains(r#"vectord_process_resident_bytes{kind="anon"}"#),
+        "{t}"
+    );
     assert!(t.contains("vectord_data_volume_available_bytes "), "{t}");
 }

@@ -10,6 +10,7 @@
 //! - [`audit`]: the data-access audit log (who, what, when, outcome; never PHI).
 //! - [`config`]: server settings from flags and the environment.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
+//! - [`migrate`]: copying from a Chroma server, NDJSON export and import.
 //! - [`snapshot`]: online data-folder snapshots, verification and restore.
 //!
 //! `ARCHITECTURE.md` at the repository root maps the modules and their invariants.
@@ -24,5 +25,6 @@ pub mod filter;
 pub mod fsutil;
 pub mod index;
 pub mod metrics;
+pub mod migrate;
 pub mod snapshot;
 pub mod types;

@@ -15,6 +15,7 @@ use vectord::api::{self, AppState};
 use vectord::audit::AuditLog;
 use vectord::catalog::Catalog;
 use vectord::config::{RunArgs, Settings};
+use vectord::migrate;
 use vectord::snapshot::{self, SnapshotSummary, Snapshots};
 
 /// A self-hosted vector retrieval server that speaks Chroma's HTTP API.
@@ -45,6 +46,49 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Copy every database and collection from a Chroma server (or an NDJSON export) into a
+    /// running vectord, resumably.
+    Import {
+        /// Base URL of the source Chroma server, e.g. http://chroma.internal:8000.
+        #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+        from_chroma: Option<String>,
+        /// An NDJSON file written by `vectord export`.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Base URL of the target server.
+        #[arg(long, default_value = "http://localhost:8000")]
+        to: String,
+        #[command(flatten)]
+        copy: CopyArgs,
+    },
+    /// Write every collection of a Chroma-compatible server to an NDJSON file.
+    Export {
+        /// Base URL of the server to read.
+        #[arg(long, default_value = "http://localhost:8000")]
+        from: String,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        copy: CopyArgs,
+    },
+}
+
+/// Options shared by `import` and `export`.
+#[derive(Debug, clap::Args)]
+struct CopyArgs {
+    /// Tenants to copy (Chroma has no API to list them).
+    #[arg(long = "tenant", default_value = "default_tenant")]
+    tenants: Vec<String>,
+    /// Records per request.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// File holding the source server's token (sent as X-Chroma-Token).
+    #[arg(long)]
+    from_token_file: Option<PathBuf>,
+    /// File holding the target server's token.
+    #[arg(long)]
+    to_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +126,22 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(run),
         Command::Snapshot(cmd) => snapshot_command(cmd),
+        Command::Import {
+            from_chroma,
+            file,
+            to,
+            copy,
+        } => migrate_command(
+            MigrateJob::Import {
+                from_chroma,
+                file,
+                to,
+            },
+            copy,
+        ),
+        Command::Export { from, out, copy } => {
+            migrate_command(MigrateJob::Export { from, out }, copy)
+        }
         Command::Restore { from, path, force } => snapshot::restore(&from, &path, force)
             .map(|info| {
                 println!(
@@ -157,6 +217,86 @@ fn snapshot_command(cmd: SnapshotCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+enum MigrateJob {
+    Import {
+        from_chroma: Option<String>,
+        file: Option<PathBuf>,
+        to: String,
+    },
+    Export {
+        from: String,
+        out: PathBuf,
+    },
+}
+
+fn read_token(path: &Option<PathBuf>) -> anyhow::Result<Option<String>> {
+    path.as_ref()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .map(|t| t.trim().to_string())
+                .with_context(|| format!("reading token file {}", p.display()))
+        })
+        .transpose()
+}
+
+fn migrate_command(job: MigrateJob, copy: CopyArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let from_token = read_token(&copy.from_token_file)?;
+    let to_token = read_token(&copy.to_token_file)?;
+    let started = std::time::Instant::now();
+    let report = rt.block_on(async {
+        match job {
+            MigrateJob::Import {
+                from_chroma: Some(url),
+                to,
+                ..
+            } => {
+                let source = migrate::Endpoint::new(&url, from_token);
+                let target = migrate::Endpoint::new(&to, to_token);
+                migrate::copy_servers(&source, &target, &copy.tenants, copy.batch)
+                    .await
+                    .with_context(|| format!("importing from {url} into {to}"))
+            }
+            MigrateJob::Import { file, to, .. } => {
+                let path = file.context("--from-chroma or --file is required")?;
+                let f = std::fs::File::open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                let target = migrate::Endpoint::new(&to, to_token);
+                migrate::import_file(&target, std::io::BufReader::new(f))
+                    .await
+                    .with_context(|| format!("importing {} into {to}", path.display()))
+            }
+            MigrateJob::Export { from, out } => {
+                let source = migrate::Endpoint::new(&from, from_token);
+                let f = std::fs::File::create(&out)
+                    .with_context(|| format!("creating {}", out.display()))?;
+                let mut w = std::io::BufWriter::new(f);
+                let r = migrate::export(&source, &copy.tenants, &mut w, copy.batch)
+                    .await
+                    .with_context(|| format!("exporting {from} to {}", out.display()))?;
+                w.into_inner()
+                    .map_err(|e| e.into_error())
+                    .and_then(|f| f.sync_all())
+                    .with_context(|| format!("writing {}", out.display()))?;
+                Ok(r)
+            }
+        }
+    })?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{} collections, {} records copied, {} already present; {:.1} s ({:.0} records/s)",
+        report.collections,
+        report.records,
+        report.skipped,
+        secs,
+        report.records as f64 / secs.max(1e-9)
+    );
+    Ok(())
 }
 
 /// Takes a snapshot every `every` until the process stops; failures are logged and counted

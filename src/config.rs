@@ -20,6 +20,8 @@ pub const DEFAULT_HOST: &str = "localhost";
 pub const DEFAULT_PORT: u16 = 8000;
 /// Default request body limit: Chroma's `max_payload_size_bytes`, 40 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 40 * 1024 * 1024;
+/// Default number of snapshots kept (the current deployment keeps 30 daily volume snapshots).
+pub const DEFAULT_SNAPSHOT_KEEP: usize = 30;
 
 /// Raw `vectord run` flags as clap parses them; `None` means "not given on the command line".
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -39,6 +41,19 @@ pub struct RunArgs {
     /// Largest accepted request body in bytes (env `VECTORD_MAX_BODY_BYTES`) [default: 41943040]
     #[arg(long)]
     pub max_body_bytes: Option<usize>,
+    /// Folder for snapshots [default: `<path>/snapshots`; same volume, so segments hard-link].
+    #[arg(long)]
+    pub snapshot_dir: Option<PathBuf>,
+    /// Take a snapshot this often (e.g. `24h`, `30m`); off unless set.
+    #[arg(long)]
+    pub snapshot_every: Option<String>,
+    /// Snapshots to keep; older ones are deleted after each new one [default: 30].
+    #[arg(long)]
+    pub snapshot_keep: Option<usize>,
+    /// Append the data-access audit log to this file as JSON lines (env `VECTORD_AUDIT_LOG`)
+    /// [default: the `audit` target of the server log].
+    #[arg(long)]
+    pub audit_log: Option<PathBuf>,
     /// Server-side embedding settings.
     #[command(flatten)]
     pub embed: EmbedArgs,
@@ -105,6 +120,14 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// The server-side embedder (disabled unless a base URL or key is configured).
     pub embed: EmbedSettings,
+    /// Where snapshots are written.
+    pub snapshot_dir: PathBuf,
+    /// Interval of scheduled snapshots; `None` turns them off.
+    pub snapshot_every: Option<Duration>,
+    /// How many snapshots to keep.
+    pub snapshot_keep: usize,
+    /// Audit log file; `None` logs audit events through `tracing`.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -116,6 +139,10 @@ impl Default for Settings {
             allow_reset: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             embed: EmbedSettings::default(),
+            snapshot_dir: PathBuf::from(DEFAULT_PATH).join("snapshots"),
+            snapshot_every: None,
+            snapshot_keep: DEFAULT_SNAPSHOT_KEEP,
+            audit_log: None,
         }
     }
 }
@@ -147,6 +174,9 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// A `--snapshot-every` value that is not a positive interval.
+    #[error("--snapshot-every {0:?} is not an interval like 30m, 6h or 1d (at least 1m)")]
+    InvalidInterval(String),
 }
 
 impl Settings {
@@ -212,6 +242,34 @@ impl Settings {
             return Err(ConfigError::ZeroBodyLimit);
         }
         let embed = resolve_embed(args.embed, &env)?;
+        let snapshot_dir = match args.snapshot_dir {
+            Some(d) => d,
+            None => first(&["VECTORD_SNAPSHOT_DIR"])
+                .map(|(_, v)| PathBuf::from(v))
+                .unwrap_or_else(|| path.join("snapshots")),
+        };
+        let snapshot_every = match args
+            .snapshot_every
+            .or_else(|| first(&["VECTORD_SNAPSHOT_EVERY"]).map(|(_, v)| v))
+        {
+            Some(v) => Some(parse_interval(&v).ok_or(ConfigError::InvalidInterval(v))?),
+            None => None,
+        };
+        let snapshot_keep = match args.snapshot_keep {
+            Some(n) => n,
+            None => match first(&["VECTORD_SNAPSHOT_KEEP"]) {
+                Some((var, v)) => v.trim().parse().map_err(|_| ConfigError::InvalidEnv {
+                    var,
+                    value: v,
+                    reason: "expected a count",
+                })?,
+                None => DEFAULT_SNAPSHOT_KEEP,
+            },
+        }
+        .max(1);
+        let audit_log = args
+            .audit_log
+            .or_else(|| first(&["VECTORD_AUDIT_LOG"]).map(|(_, v)| PathBuf::from(v)));
         Ok(Settings {
             path,
             host,
@@ -219,6 +277,10 @@ impl Settings {
             allow_reset,
             max_body_bytes,
             embed,
+            snapshot_dir,
+            snapshot_every,
+            snapshot_keep,
+            audit_log,
         })
     }
 
@@ -418,6 +480,23 @@ fn resolve_embed(
     Ok(settings)
 }
 
+/// `30m`, `6h`, `1d`, `90s` → a duration of at least one minute (shorter would snapshot
+/// continuously).
+pub fn parse_interval(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let secs = match unit.trim() {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    (secs >= 60).then(|| Duration::from_secs(secs))
+}
+
 fn parse_bool(s: &str) -> Option<bool> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Some(true),
@@ -542,5 +621,36 @@ mod tests {
             Settings::resolve(args, env(&[])).unwrap_err(),
             ConfigError::ZeroBodyLimit
         );
+    }
+
+    #[test]
+    fn snapshot_settings() {
+        assert_eq!(parse_interval("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_interval(" 1d "), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_interval("59s"), None);
+        assert_eq!(parse_interval("h"), None);
+        assert_eq!(parse_interval("10x"), None);
+        let s = Settings::resolve(
+            RunArgs {
+                path: Some("/data".into()),
+                ..Default::default()
+            },
+            env(&[
+                ("VECTORD_SNAPSHOT_EVERY", "24h"),
+                ("VECTORD_SNAPSHOT_KEEP", "7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.snapshot_dir, PathBuf::from("/data/snapshots"));
+        assert_eq!(s.snapshot_every, Some(Duration::from_secs(86_400)));
+        assert_eq!(s.snapshot_keep, 7);
+        let bad = RunArgs {
+            snapshot_every: Some("often".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Settings::resolve(bad, env(&[])),
+            Err(ConfigError::InvalidInterval(_))
+        ));
     }
 }

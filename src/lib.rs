@@ -7,14 +7,18 @@
 //! - [`index`]: distance kernels and ANN indexes.
 //! - [`catalog`]: tenants, databases and collections, persisted atomically.
 //! - [`api`]: Chroma's HTTP API (axum).
+//! - [`audit`]: the data-access audit log (who, what, when, outcome; never PHI).
 //! - [`config`]: server settings from flags and the environment.
 //! - [`embed`]: server-side embeddings through an OpenAI-compatible API, with a cache.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
+//! - [`migrate`]: copying from a Chroma server, NDJSON export and import.
+//! - [`snapshot`]: online data-folder snapshots, verification and restore.
 //!
 //! `ARCHITECTURE.md` at the repository root maps the modules and their invariants.
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod audit;
 pub mod catalog;
 pub mod config;
 pub mod embed;
@@ -23,4 +27,6 @@ pub mod filter;
 pub mod fsutil;
 pub mod index;
 pub mod metrics;
+pub mod migrate;
+pub mod snapshot;
 pub mod types;

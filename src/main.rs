@@ -2,7 +2,9 @@
 //! serve until SIGINT or SIGTERM.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -10,8 +12,11 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use vectord::api::{self, AppState};
+use vectord::audit::AuditLog;
 use vectord::catalog::Catalog;
 use vectord::config::{RunArgs, Settings};
+use vectord::migrate;
+use vectord::snapshot::{self, SnapshotSummary, Snapshots};
 
 /// A self-hosted vector retrieval server that speaks Chroma's HTTP API.
 #[derive(Debug, Parser)]
@@ -25,6 +30,92 @@ struct Cli {
 enum Command {
     /// Run the server (flags as `chroma run`).
     Run(RunArgs),
+    /// Take, list or verify data-folder snapshots (while the server runs, use
+    /// `POST /api/v2/admin/snapshots` instead: the folder is locked by the server).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Replace a data folder with a verified snapshot (the server must be stopped).
+    Restore {
+        /// The snapshot folder (one with SNAPSHOT.json).
+        #[arg(long)]
+        from: PathBuf,
+        /// The data folder to restore into.
+        #[arg(long, default_value = vectord::config::DEFAULT_PATH)]
+        path: PathBuf,
+        /// Replace a non-empty data folder (kept beside it as `<path>.before-restore-<time>`).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Copy every database and collection from a Chroma server (or an NDJSON export) into a
+    /// running vectord, resumably.
+    Import {
+        /// Base URL of the source Chroma server, e.g. http://chroma.internal:8000.
+        #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+        from_chroma: Option<String>,
+        /// An NDJSON file written by `vectord export`.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Base URL of the target server.
+        #[arg(long, default_value = "http://localhost:8000")]
+        to: String,
+        #[command(flatten)]
+        copy: CopyArgs,
+    },
+    /// Write every collection of a Chroma-compatible server to an NDJSON file.
+    Export {
+        /// Base URL of the server to read.
+        #[arg(long, default_value = "http://localhost:8000")]
+        from: String,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        copy: CopyArgs,
+    },
+}
+
+/// Options shared by `import` and `export`.
+#[derive(Debug, clap::Args)]
+struct CopyArgs {
+    /// Tenants to copy (Chroma has no API to list them).
+    #[arg(long = "tenant", default_value = "default_tenant")]
+    tenants: Vec<String>,
+    /// Records per request.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// File holding the source server's token (sent as X-Chroma-Token).
+    #[arg(long)]
+    from_token_file: Option<PathBuf>,
+    /// File holding the target server's token.
+    #[arg(long)]
+    to_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// Snapshot a data folder no server is using.
+    Create {
+        /// The data folder.
+        #[arg(long, default_value = vectord::config::DEFAULT_PATH)]
+        path: PathBuf,
+        /// Where to put the snapshot [default: `<path>/snapshots`].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Snapshots to keep in `dir` after this one.
+        #[arg(long, default_value_t = vectord::config::DEFAULT_SNAPSHOT_KEEP)]
+        keep: usize,
+    },
+    /// List the complete snapshots in a folder, oldest first.
+    List {
+        /// The snapshot folder [default: `./vectord_data/snapshots`].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Check every file of a snapshot against its recorded SHA-256.
+    Verify {
+        /// The snapshot folder (one with SNAPSHOT.json).
+        snapshot: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -34,6 +125,35 @@ fn main() -> ExitCode {
         Command::Run(args) => Settings::from_args(args)
             .map_err(anyhow::Error::from)
             .and_then(run),
+        Command::Snapshot(cmd) => snapshot_command(cmd),
+        Command::Import {
+            from_chroma,
+            file,
+            to,
+            copy,
+        } => migrate_command(
+            MigrateJob::Import {
+                from_chroma,
+                file,
+                to,
+            },
+            copy,
+        ),
+        Command::Export { from, out, copy } => {
+            migrate_command(MigrateJob::Export { from, out }, copy)
+        }
+        Command::Restore { from, path, force } => snapshot::restore(&from, &path, force)
+            .map(|info| {
+                println!(
+                    "restored {} ({} collections, {} files, {} bytes) into {}",
+                    info.name,
+                    info.collections,
+                    info.files.len(),
+                    info.total_bytes,
+                    path.display()
+                )
+            })
+            .with_context(|| format!("restoring {} into {}", from.display(), path.display())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -55,6 +175,149 @@ fn init_tracing() {
         builder.init();
     } else {
         builder.json().init();
+    }
+}
+
+fn snapshot_command(cmd: SnapshotCommand) -> anyhow::Result<()> {
+    match cmd {
+        SnapshotCommand::Create { path, dir, keep } => {
+            let catalog = Catalog::open(&path).with_context(|| {
+                format!(
+                    "opening {} (if a server is running, use POST /api/v2/admin/snapshots)",
+                    path.display()
+                )
+            })?;
+            let snapshots = Snapshots::new(dir.unwrap_or_else(|| path.join("snapshots")), keep);
+            let info = snapshots.take(&catalog)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&SnapshotSummary::from(&info))?
+            );
+            Ok(())
+        }
+        SnapshotCommand::List { dir } => {
+            let dir = dir
+                .unwrap_or_else(|| PathBuf::from(vectord::config::DEFAULT_PATH).join("snapshots"));
+            let list: Vec<SnapshotSummary> = snapshot::list(&dir)?
+                .iter()
+                .map(SnapshotSummary::from)
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&list)?);
+            Ok(())
+        }
+        SnapshotCommand::Verify { snapshot: dir } => {
+            let info = snapshot::verify(&dir)?;
+            println!(
+                "{}: OK ({} files, {} bytes, {} collections)",
+                dir.display(),
+                info.files.len(),
+                info.total_bytes,
+                info.collections
+            );
+            Ok(())
+        }
+    }
+}
+
+enum MigrateJob {
+    Import {
+        from_chroma: Option<String>,
+        file: Option<PathBuf>,
+        to: String,
+    },
+    Export {
+        from: String,
+        out: PathBuf,
+    },
+}
+
+fn read_token(path: &Option<PathBuf>) -> anyhow::Result<Option<String>> {
+    path.as_ref()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .map(|t| t.trim().to_string())
+                .with_context(|| format!("reading token file {}", p.display()))
+        })
+        .transpose()
+}
+
+fn migrate_command(job: MigrateJob, copy: CopyArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let from_token = read_token(&copy.from_token_file)?;
+    let to_token = read_token(&copy.to_token_file)?;
+    let started = std::time::Instant::now();
+    let report = rt.block_on(async {
+        match job {
+            MigrateJob::Import {
+                from_chroma: Some(url),
+                to,
+                ..
+            } => {
+                let source = migrate::Endpoint::new(&url, from_token);
+                let target = migrate::Endpoint::new(&to, to_token);
+                migrate::copy_servers(&source, &target, &copy.tenants, copy.batch)
+                    .await
+                    .with_context(|| format!("importing from {url} into {to}"))
+            }
+            MigrateJob::Import { file, to, .. } => {
+                let path = file.context("--from-chroma or --file is required")?;
+                let f = std::fs::File::open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                let target = migrate::Endpoint::new(&to, to_token);
+                migrate::import_file(&target, std::io::BufReader::new(f))
+                    .await
+                    .with_context(|| format!("importing {} into {to}", path.display()))
+            }
+            MigrateJob::Export { from, out } => {
+                let source = migrate::Endpoint::new(&from, from_token);
+                let f = std::fs::File::create(&out)
+                    .with_context(|| format!("creating {}", out.display()))?;
+                let mut w = std::io::BufWriter::new(f);
+                let r = migrate::export(&source, &copy.tenants, &mut w, copy.batch)
+                    .await
+                    .with_context(|| format!("exporting {from} to {}", out.display()))?;
+                w.into_inner()
+                    .map_err(|e| e.into_error())
+                    .and_then(|f| f.sync_all())
+                    .with_context(|| format!("writing {}", out.display()))?;
+                Ok(r)
+            }
+        }
+    })?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{} collections, {} records copied, {} already present; {:.1} s ({:.0} records/s)",
+        report.collections,
+        report.records,
+        report.skipped,
+        secs,
+        report.records as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+/// Takes a snapshot every `every` until the process stops; failures are logged and counted
+/// (`vectord_snapshot_failures_total`), never fatal.
+async fn snapshot_schedule(state: AppState, every: Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let started = std::time::Instant::now();
+        let (catalog, snapshots) = (state.catalog.clone(), state.snapshots.clone());
+        let result = tokio::task::spawn_blocking(move || snapshots.take(&catalog)).await;
+        let ok = matches!(result, Ok(Ok(_)));
+        state
+            .metrics
+            .observe_snapshot(ok, started.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "scheduled snapshot failed"),
+            Err(e) => tracing::error!(error = %e, "scheduled snapshot task failed"),
+        }
     }
 }
 
@@ -91,7 +354,17 @@ fn run(settings: Settings) -> anyhow::Result<()> {
                 "server-side embeddings enabled"
             );
         }
-        let state = AppState::new(catalog, settings);
+        let every = settings.snapshot_every;
+        let audit = match &settings.audit_log {
+            Some(path) => AuditLog::to_file(path)
+                .with_context(|| format!("opening the audit log {}", path.display()))?,
+            None => AuditLog::to_tracing(),
+        };
+        let state = AppState::new(catalog, settings).with_audit(audit);
+        if let Some(every) = every {
+            tracing::info!(every_secs = every.as_secs(), dir = %state.snapshots.root().display(), "scheduled snapshots on");
+            tokio::spawn(snapshot_schedule(state.clone(), every));
+        }
         let catalog = std::sync::Arc::clone(&state.catalog);
         api::serve(listener, state, shutdown_signal()).await?;
         // Requests have drained: write memtables out so the next start maps everything.

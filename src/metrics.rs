@@ -13,6 +13,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::embed::EmbedMetrics;
+use crate::engine::CollectionStats;
 
 /// Labels of HTTP request metrics. `route` is the matched route template (e.g.
 /// `/api/v2/tenants/{tenant}/…/{collection_id}/query`), never the raw path, so the number of
@@ -26,6 +27,26 @@ pub struct HttpLabels {
     /// Response status code.
     pub status: u16,
 }
+
+/// Labels of per-collection gauges. Bounded by the number of collections (each has a few
+/// series), never by request content.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CollectionLabels {
+    /// Collection id.
+    pub collection: String,
+    /// Collection name (changes on rename; the id is the stable key).
+    pub name: String,
+}
+
+/// Label of the process memory gauges.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemoryLabels {
+    /// `anon` (heap: what counts against the machine) or `file` (mapped pages the kernel can
+    /// drop and re-read).
+    pub kind: String,
+}
+
+type CollectionGauges = Family<CollectionLabels, Gauge>;
 
 type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
 
@@ -47,6 +68,40 @@ pub struct Metrics {
     pub collections_failed: Gauge,
     /// The embedder's cache and API call metrics (`vectord_embed_*`).
     pub embed: Arc<EmbedMetrics>,
+    /// Live records per collection.
+    pub collection_records: CollectionGauges,
+    /// Published segments per collection.
+    pub collection_segments: CollectionGauges,
+    /// Rows in the active memtable per collection.
+    pub collection_memtable_rows: CollectionGauges,
+    /// Memtable rows not yet in its graph (scanned exactly by queries).
+    pub collection_unindexed_rows: CollectionGauges,
+    /// Tombstoned segment rows per collection (reclaimed by compaction).
+    pub collection_tombstones: CollectionGauges,
+    /// Rows in segments per collection (live or tombstoned).
+    pub collection_segment_rows: CollectionGauges,
+    /// Bytes of the current WAL file per collection.
+    pub collection_wal_bytes: CollectionGauges,
+    /// Bytes of segment files mapped per collection.
+    pub collection_mapped_bytes: CollectionGauges,
+    /// Queries answered per collection (a counter kept by the engine, exported as a gauge).
+    pub collection_queries: CollectionGauges,
+    /// Queries that fell back to an exact scan per collection.
+    pub collection_exact_fallbacks: CollectionGauges,
+    /// Resident memory of the process by kind (from /proc/self/status).
+    pub process_resident_bytes: Family<MemoryLabels, Gauge>,
+    /// Memory of the machine (or the cgroup limit, when lower), the base of memory alerts.
+    pub memory_limit_bytes: Gauge,
+    /// Size of the data folder's file system.
+    pub data_volume_size_bytes: Gauge,
+    /// Space available to vectord on the data folder's file system.
+    pub data_volume_available_bytes: Gauge,
+    /// Unix time of the last successful snapshot (0 before the first).
+    pub snapshot_last_success: Gauge,
+    /// Snapshots that failed.
+    pub snapshot_failures: Counter,
+    /// Time taken by successful snapshots, in seconds.
+    pub snapshot_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -69,6 +124,83 @@ impl Metrics {
         let http_duration: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let collections = Gauge::default();
         let collections_failed = Gauge::default();
+        let snapshot_last_success = Gauge::default();
+        let per_collection = |registry: &mut Registry, name: &str, help: &str| {
+            let family = CollectionGauges::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let collection_records =
+            per_collection(&mut registry, "collection_records", "Live records");
+        let collection_segments =
+            per_collection(&mut registry, "collection_segments", "Published segments");
+        let collection_memtable_rows = per_collection(
+            &mut registry,
+            "collection_memtable_rows",
+            "Rows in the active memtable",
+        );
+        let collection_unindexed_rows = per_collection(
+            &mut registry,
+            "collection_unindexed_rows",
+            "Memtable rows not yet in the graph (scanned exactly)",
+        );
+        let collection_tombstones = per_collection(
+            &mut registry,
+            "collection_tombstones",
+            "Tombstoned segment rows awaiting compaction",
+        );
+        let collection_segment_rows = per_collection(
+            &mut registry,
+            "collection_segment_rows",
+            "Rows in segments, live or tombstoned",
+        );
+        let collection_wal_bytes = per_collection(
+            &mut registry,
+            "collection_wal_bytes",
+            "Bytes in the current WAL file",
+        );
+        let collection_mapped_bytes = per_collection(
+            &mut registry,
+            "collection_mapped_bytes",
+            "Bytes of segment files memory-mapped",
+        );
+        let collection_queries = per_collection(
+            &mut registry,
+            "collection_queries",
+            "Queries answered since the collection was opened",
+        );
+        let collection_exact_fallbacks = per_collection(
+            &mut registry,
+            "collection_exact_fallbacks",
+            "Queries answered by an exact scan instead of the graph",
+        );
+        let process_resident_bytes = Family::<MemoryLabels, Gauge>::default();
+        registry.register(
+            "process_resident_bytes",
+            "Resident memory by kind: anon (heap) or file (mapped, reclaimable)",
+            process_resident_bytes.clone(),
+        );
+        let memory_limit_bytes = Gauge::default();
+        registry.register(
+            "memory_limit_bytes",
+            "Memory available to the process: MemTotal, or the cgroup limit when lower",
+            memory_limit_bytes.clone(),
+        );
+        let data_volume_size_bytes = Gauge::default();
+        registry.register(
+            "data_volume_size_bytes",
+            "Size of the data folder's file system",
+            data_volume_size_bytes.clone(),
+        );
+        let data_volume_available_bytes = Gauge::default();
+        registry.register(
+            "data_volume_available_bytes",
+            "Space available on the data folder's file system",
+            data_volume_available_bytes.clone(),
+        );
+        let snapshot_failures = Counter::default();
+        // 10 ms … ~5 min: a small folder hard-links in milliseconds, a large WAL tail takes longer.
+        let snapshot_duration = Histogram::new(exponential_buckets(0.01, 2.0, 15));
         registry.register(
             "http_requests",
             "HTTP requests served",
@@ -92,6 +224,21 @@ impl Metrics {
         let embed = Arc::new(EmbedMetrics::register(
             registry.sub_registry_with_prefix("embed"),
         ));
+        registry.register(
+            "snapshot_last_success_timestamp_seconds",
+            "Unix time of the last successful snapshot",
+            snapshot_last_success.clone(),
+        );
+        registry.register(
+            "snapshot_failures",
+            "Snapshots that failed",
+            snapshot_failures.clone(),
+        );
+        registry.register(
+            "snapshot_duration_seconds",
+            "Duration of successful snapshots",
+            snapshot_duration.clone(),
+        );
         Metrics {
             registry,
             embed,
@@ -99,6 +246,116 @@ impl Metrics {
             http_duration,
             collections,
             collections_failed,
+            collection_records,
+            collection_segments,
+            collection_memtable_rows,
+            collection_unindexed_rows,
+            collection_tombstones,
+            collection_segment_rows,
+            collection_wal_bytes,
+            collection_mapped_bytes,
+            collection_queries,
+            collection_exact_fallbacks,
+            process_resident_bytes,
+            memory_limit_bytes,
+            data_volume_size_bytes,
+            data_volume_available_bytes,
+            snapshot_last_success,
+            snapshot_failures,
+            snapshot_duration,
+        }
+    }
+
+    /// Replaces the per-collection gauges with `stats` (collections deleted since the last
+    /// scrape disappear instead of lingering).
+    pub fn set_collection_stats<'a>(
+        &self,
+        stats: impl IntoIterator<Item = (CollectionLabels, &'a CollectionStats)>,
+    ) {
+        let families = [
+            &self.collection_records,
+            &self.collection_segments,
+            &self.collection_memtable_rows,
+            &self.collection_unindexed_rows,
+            &self.collection_tombstones,
+            &self.collection_segment_rows,
+            &self.collection_wal_bytes,
+            &self.collection_mapped_bytes,
+            &self.collection_queries,
+            &self.collection_exact_fallbacks,
+        ];
+        for f in families {
+            f.clear();
+        }
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for (labels, s) in stats {
+            let values = [
+                s.records,
+                s.segments as u64,
+                s.memtable_rows as u64,
+                s.unindexed_rows as u64,
+                s.tombstones as u64,
+                s.segment_rows as u64,
+                s.wal_bytes,
+                s.mapped_bytes as u64,
+                s.queries,
+                s.exact_fallbacks,
+            ];
+            for (f, v) in families.iter().zip(values) {
+                f.get_or_create(&labels).set(clamp(v));
+            }
+        }
+    }
+
+    /// Samples process memory (Linux `/proc/self/status`) and the data volume's space.
+    pub fn sample_process(&self, data_dir: &std::path::Path) {
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            for (field, kind) in [("RssAnon:", "anon"), ("RssFile:", "file")] {
+                if let Some(kib) = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(field))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+                {
+                    self.process_resident_bytes
+                        .get_or_create(&MemoryLabels { kind: kind.into() })
+                        .set(kib.saturating_mul(1024));
+                }
+            }
+        }
+        let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+                .map(|kib| kib.saturating_mul(1024))
+        });
+        // cgroup v2 limit ("max" when unlimited) — containers see the host's MemTotal.
+        let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok());
+        if let Some(limit) = [total, cgroup].into_iter().flatten().min() {
+            self.memory_limit_bytes.set(limit);
+        }
+        if let Ok(st) = rustix::fs::statvfs(data_dir) {
+            let block = st.f_frsize.max(1);
+            let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            self.data_volume_size_bytes
+                .set(clamp(st.f_blocks.saturating_mul(block)));
+            self.data_volume_available_bytes
+                .set(clamp(st.f_bavail.saturating_mul(block)));
+        }
+    }
+
+    /// Records the outcome of one snapshot attempt.
+    pub fn observe_snapshot(&self, ok: bool, seconds: f64) {
+        if ok {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            self.snapshot_last_success.set(now);
+            self.snapshot_duration.observe(seconds);
+        } else {
+            self.snapshot_failures.inc();
         }
     }
 

@@ -14,6 +14,17 @@ rustc --version
 log "format"
 cargo fmt --all -- --check
 
+# A real Chroma 1.5.9 server for the migration test (its own venv: the full `chromadb` package
+# and the thin `chromadb-client` both install the `chromadb` module).
+CHROMA_CACHE=${VECTORD_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vectord-tests}
+if [ "${VECTORD_TEST_SKIP_INSTALL:-0}" != 1 ] || [ ! -x "$CHROMA_CACHE/chroma-server/bin/chroma" ]; then
+  log "Chroma 1.5.9 server in $CHROMA_CACHE/chroma-server"
+  mkdir -p "$CHROMA_CACHE"
+  [ -x "$CHROMA_CACHE/chroma-server/bin/python" ] || python3 -m venv "$CHROMA_CACHE/chroma-server"
+  "$CHROMA_CACHE/chroma-server/bin/pip" install -q --disable-pip-version-check chromadb==1.5.9
+fi
+export VECTORD_TEST_CHROMA_BIN="$CHROMA_CACHE/chroma-server/bin/chroma"
+
 # Failpoints are compiled in for the whole test run (inactive unless a test configures one), so
 # the crash test can also tear WAL appends on purpose.
 log "cargo test (unit, integration, crash, property tests; benches built and run once)"

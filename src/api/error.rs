@@ -13,6 +13,7 @@ use crate::catalog::CatalogError;
 use crate::embed::EmbedError;
 use crate::engine::EngineError;
 use crate::filter::FilterError;
+use crate::snapshot::SnapshotError;
 use crate::types::InputError;
 
 /// An error as the API reports it. Each variant fixes the status and Chroma's `error` name.
@@ -194,6 +195,24 @@ impl From<CatalogError> for ApiError {
             | CatalogError::Lock(_)
             | CatalogError::Io { .. }
             | CatalogError::Corrupt { .. } => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<SnapshotError> for ApiError {
+    fn from(e: SnapshotError) -> Self {
+        match e {
+            SnapshotError::Catalog(c) => c.into(),
+            SnapshotError::Collection { source, id } => {
+                engine_error(source, Some(format!("snapshot of collection {id}")))
+            }
+            SnapshotError::Io { ref source, .. }
+                if source.kind() == std::io::ErrorKind::StorageFull
+                    || matches!(source.raw_os_error(), Some(28 | 122)) =>
+            {
+                ApiError::InsufficientStorage(format!("{e}; the snapshot was abandoned"))
+            }
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }

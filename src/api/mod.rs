@@ -8,6 +8,7 @@
 //!   so tests bind `127.0.0.1:0` and `main` passes SIGINT/SIGTERM.
 //! - [`app`] builds the router.
 
+mod admin;
 pub mod collection_json;
 mod collections;
 mod embedding;
@@ -27,10 +28,12 @@ use axum::{Extension, Router};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
+use crate::audit::{self, AuditEvent, AuditLog, AuditPrincipal, AuditRecords};
 use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::embed::Embedder;
 use crate::metrics::{HttpLabels, Metrics};
+use crate::snapshot::Snapshots;
 use error::{ApiError, BodyLimit};
 
 /// Shared state of every handler: a cheap clone of a few `Arc`s.
@@ -44,6 +47,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Server-side embeddings (documents without embeddings, `query_texts`).
     pub embedder: Arc<Embedder>,
+    /// Online snapshots of the data folder (admin route and schedule).
+    pub snapshots: Arc<Snapshots>,
+    /// Where data-access events go.
+    pub audit: Arc<AuditLog>,
 }
 
 impl AppState {
@@ -51,6 +58,7 @@ impl AppState {
     /// the settings describe.
     pub fn new(catalog: Catalog, settings: Settings) -> AppState {
         let metrics = Arc::new(Metrics::new());
+        let snapshots = Snapshots::new(settings.snapshot_dir.clone(), settings.snapshot_keep);
         let embedder = Arc::new(Embedder::new(
             settings.embed.clone(),
             Arc::clone(&metrics.embed),
@@ -60,7 +68,15 @@ impl AppState {
             settings: Arc::new(settings),
             metrics,
             embedder,
+            snapshots: Arc::new(snapshots),
+            audit: Arc::new(AuditLog::to_tracing()),
         }
+    }
+
+    /// Sends audit events to `audit` instead of the `audit` tracing target.
+    pub fn with_audit(mut self, audit: AuditLog) -> AppState {
+        self.audit = Arc::new(audit);
+        self
     }
 }
 
@@ -138,6 +154,10 @@ pub fn app(state: AppState) -> Router {
             "/api/v2/collections/{crn}",
             get(collections::get_collection_by_crn),
         )
+        .route(
+            "/api/v2/admin/snapshots",
+            get(admin::list_snapshots).post(admin::create_snapshot),
+        )
         .route("/metrics", get(system::metrics))
         .route("/api/v1", axum::routing::any(system::v1_gone))
         .route("/api/v1/{*rest}", axum::routing::any(system::v1_gone))
@@ -173,6 +193,12 @@ async fn trace_request(State(st): State<AppState>, req: Request, next: Next) -> 
         .unwrap_or_else(|| "unmatched".to_owned());
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
     let started = std::time::Instant::now();
+    let client_ip = ["fly-client-ip", "x-forwarded-for"].iter().find_map(|h| {
+        req.headers()
+            .get(*h)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(',').next().unwrap_or(v).trim().to_owned())
+    });
     let span = tracing::info_span!("request", %trace_id, %method, %path);
     let mut response = next.run(req).instrument(span).await;
     tracing::debug!(
@@ -186,11 +212,44 @@ async fn trace_request(State(st): State<AppState>, req: Request, next: Next) -> 
     st.metrics.observe_http(
         HttpLabels {
             method: method.to_string(),
-            route,
+            route: route.clone(),
             status: response.status().as_u16(),
         },
         started.elapsed().as_secs_f64(),
     );
+    if audit::is_audited(&route) {
+        let status = response.status().as_u16();
+        let params = audit::path_params(&route, &path);
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        st.audit.record(AuditEvent {
+            ts_ms: audit::now_ms(),
+            principal: response
+                .extensions()
+                .get::<AuditPrincipal>()
+                .map(|p| p.0.clone())
+                .unwrap_or_else(|| "anonymous".to_owned()),
+            client_ip,
+            method: method.to_string(),
+            operation: audit::operation(method.as_str(), &route),
+            tenant: param("tenant"),
+            database: param("database"),
+            collection: param("collection_id").or_else(|| param("collection_name")),
+            records: response.extensions().get::<AuditRecords>().map(|r| r.0),
+            status,
+            outcome: match status {
+                200..=299 => "ok",
+                401 | 403 => "denied",
+                _ => "error",
+            },
+            request_id: trace_id.clone(),
+            route,
+        });
+    }
     if let Ok(v) = axum::http::HeaderValue::from_str(&trace_id) {
         response.headers_mut().insert(TRACE_ID_HEADER, v);
     }

@@ -20,6 +20,7 @@ use super::wire::{
     GET_INCLUDE_DEFAULT, QUERY_INCLUDE_DEFAULT,
 };
 use super::{blocking, AppState};
+use crate::audit;
 use crate::catalog::{validate_database_segment, CollectionEntry};
 use crate::engine::Collection;
 use crate::filter::parse as parse_filter;
@@ -164,21 +165,21 @@ async fn write(
     path: (String, String, String),
     body: JsonBytes,
     build: impl FnOnce(&JsonBytes) -> Result<(WriteBatch, Embed), ApiError> + Send + 'static,
-) -> Result<(), ApiError> {
+) -> Result<u64, ApiError> {
     let (entry, coll) = lookup(&st, &path)?;
     // The common case (vectors in the body) stays one blocking hop: parse, build, apply.
     let (e, c) = (entry.clone(), Arc::clone(&coll));
     let pending = blocking(move || {
         let (batch, embed) = build(&body)?;
         if embed == Embed::No {
-            apply(&e, &c, batch)?;
-            return Ok(None);
+            return apply(&e, &c, batch).map(Err);
         }
-        Ok(Some((batch, embed)))
+        Ok(Ok((batch, embed)))
     })
     .await?;
-    let Some((mut batch, embed)) = pending else {
-        return Ok(());
+    let (mut batch, embed) = match pending {
+        Ok(pending) => pending,
+        Err(applied) => return Ok(applied),
     };
     let rows = texts_to_embed(&batch)?;
     let spec = if rows.is_empty() {
@@ -194,10 +195,23 @@ async fn write(
     blocking(move || apply(&entry, &coll, batch)).await
 }
 
-fn apply(entry: &CollectionEntry, coll: &Collection, batch: WriteBatch) -> Result<(), ApiError> {
-    coll.apply(batch, None)
+/// Applies a batch; returns how many records it inserted, changed or deleted (for the audit).
+fn apply(entry: &CollectionEntry, coll: &Collection, batch: WriteBatch) -> Result<u64, ApiError> {
+    let out = coll
+        .apply(batch, None)
         .map_err(|e| ApiError::from(entry.engine_error(e)))?;
-    Ok(())
+    Ok(u64::from(out.inserted) + u64::from(out.updated) + u64::from(out.deleted))
+}
+
+/// A JSON response tagged with its record count for the audit log.
+fn audited(
+    status: StatusCode,
+    body: &serde_json::Value,
+    records: u64,
+) -> Result<Response, ApiError> {
+    let mut response = json_response(status, body)?;
+    audit::tag_records(&mut response, records);
+    Ok(response)
 }
 
 /// `POST …/add` → 201 `{}`. Ids already present are ignored, as in Chroma.
@@ -206,12 +220,12 @@ pub async fn add(
     AppPath(path): CollPath,
     body: JsonBytes,
 ) -> Result<Response, ApiError> {
-    write(st, path, body, |b| {
+    let n = write(st, path, body, |b| {
         let (cols, embed) = add_columns(b.parse()?)?;
         Ok((WriteBatch::add(cols)?, embed))
     })
     .await?;
-    json_response(StatusCode::CREATED, &json!({}))
+    audited(StatusCode::CREATED, &json!({}), n)
 }
 
 /// `POST …/upsert` → `{}`.
@@ -220,12 +234,12 @@ pub async fn upsert(
     AppPath(path): CollPath,
     body: JsonBytes,
 ) -> Result<Response, ApiError> {
-    write(st, path, body, |b| {
+    let n = write(st, path, body, |b| {
         let (cols, embed) = upsert_columns(b.parse()?)?;
         Ok((WriteBatch::upsert(cols)?, embed))
     })
     .await?;
-    json_response(StatusCode::OK, &json!({}))
+    audited(StatusCode::OK, &json!({}), n)
 }
 
 /// `POST …/update` → `{}`. Unknown ids are ignored.
@@ -234,7 +248,7 @@ pub async fn update(
     AppPath(path): CollPath,
     body: JsonBytes,
 ) -> Result<Response, ApiError> {
-    write(st, path, body, |b| {
+    let n = write(st, path, body, |b| {
         let req: UpdateRequest = b.parse()?;
         let embed = if req.embeddings.is_none() && req.documents.is_some() {
             Embed::DocumentsIfAvailable
@@ -244,7 +258,7 @@ pub async fn update(
         Ok((WriteBatch::update(update_columns(req)?)?, embed))
     })
     .await?;
-    json_response(StatusCode::OK, &json!({}))
+    audited(StatusCode::OK, &json!({}), n)
 }
 
 /// `POST …/delete` → `{"deleted": n}` (the number of records actually removed).
@@ -288,7 +302,11 @@ pub async fn delete(
         Ok(out.deleted)
     })
     .await?;
-    json_response(StatusCode::OK, &json!({ "deleted": deleted }))
+    audited(
+        StatusCode::OK,
+        &json!({ "deleted": deleted }),
+        u64::from(deleted),
+    )
 }
 
 /// `POST …/get`: records in insertion order; columns not included are `null`.
@@ -325,7 +343,9 @@ pub async fn get(
             metadatas: res.metadatas.as_deref().map(MetadataColumn),
             include: &include,
         };
-        json_response(StatusCode::OK, &body)
+        let mut response = json_response(StatusCode::OK, &body)?;
+        audit::tag_records(&mut response, res.ids.len() as u64);
+        Ok(response)
     })
     .await
 }
@@ -431,7 +451,10 @@ fn run_query(
         }),
         include: &include,
     };
-    json_response(StatusCode::OK, &body)
+    let returned: usize = hits.iter().map(|h| h.ids.len()).sum();
+    let mut response = json_response(StatusCode::OK, &body)?;
+    audit::tag_records(&mut response, returned as u64);
+    Ok(response)
 }
 
 /// Chroma's `read_level`; every level reads everything acknowledged here.

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::{blocking, AppState};
 use crate::catalog::{DEFAULT_DATABASE, DEFAULT_TENANT};
+use crate::metrics::CollectionLabels;
 
 /// Bytes of one 1536-dimension embedding as base64 in a JSON array: 1536 × 4 = 6144 bytes of
 /// f32, 6144 / 3 × 4 = 8192 base64 characters, plus two quotes and a comma.
@@ -91,6 +92,26 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
     m.collections.set(st.catalog.collection_count() as i64);
     m.collections_failed
         .set(st.catalog.failed_collections().len() as i64);
+    let (catalog, metrics) = (st.catalog.clone(), st.metrics.clone());
+    // Stats take each collection's locks briefly; keep that off the async workers.
+    blocking(move || {
+        let stats: Vec<_> = catalog
+            .all_collections()
+            .into_iter()
+            .filter_map(|e| {
+                let s = e.engine().ok()?.stats();
+                let labels = CollectionLabels {
+                    collection: e.record.id.to_string(),
+                    name: e.record.name.clone(),
+                };
+                Some((labels, s))
+            })
+            .collect();
+        metrics.set_collection_stats(stats.iter().map(|(l, s)| (l.clone(), s)));
+        metrics.sample_process(catalog.dir());
+        Ok(())
+    })
+    .await?;
     let body = m
         .encode()
         .map_err(|e| ApiError::Internal(format!("failed to encode metrics: {e}")))?;

@@ -21,7 +21,7 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::engine::{Collection, CollectionConfig, DirLock, EngineError};
+use crate::engine::{Collection, CollectionConfig, DirLock, EngineError, PendingSnapshot};
 
 pub use names::{validate_database_segment, validate_name, validate_tenant_name};
 pub use store::{CatalogFile, CollectionRecord, DatabaseRecord, TenantRecord, CATALOG_FILE};
@@ -258,6 +258,18 @@ impl State {
     }
 }
 
+/// A catalog snapshot in progress: the catalog file to write and the collections whose WAL
+/// tails still need copying.
+#[derive(Debug)]
+pub struct CatalogSnapshot {
+    /// The catalog as of the snapshot (without skipped collections).
+    pub file: CatalogFile,
+    /// Each included collection's unfinished snapshot.
+    pub pending: Vec<(Uuid, PendingSnapshot)>,
+    /// Collections left out because they failed to open.
+    pub skipped: Vec<Uuid>,
+}
+
 /// The catalog of one data folder. Holds the folder's lock for its whole life.
 pub struct Catalog {
     dir: PathBuf,
@@ -359,6 +371,37 @@ impl Catalog {
             }
         }
         failed
+    }
+
+    /// Starts an online snapshot of the catalog and every open collection into `out` (laid out
+    /// like a data folder). Catalog changes wait while collection files are linked; the WAL
+    /// tails are copied afterwards by the returned [`PendingSnapshot`]s. Collections that
+    /// failed to open are left out and returned by id (their files may be damaged).
+    pub fn snapshot_into(&self, out: &Path) -> Result<CatalogSnapshot, CatalogError> {
+        let _w = self.writer.lock();
+        let state = self.snapshot();
+        let mut file = state.to_file();
+        let mut pending = Vec::new();
+        let mut skipped = Vec::new();
+        for entry in state.collections.values() {
+            let id = entry.record.id;
+            match entry.engine() {
+                Ok(engine) => {
+                    let dest = out.join(COLLECTIONS_DIR).join(id.to_string());
+                    let p = engine
+                        .snapshot_into(&dest)
+                        .map_err(|e| entry.engine_error(e))?;
+                    pending.push((id, p));
+                }
+                Err(_) => skipped.push(id),
+            }
+        }
+        file.collections.retain(|c| !skipped.contains(&c.id));
+        Ok(CatalogSnapshot {
+            file,
+            pending,
+            skipped,
+        })
     }
 
     /// Number of collections in the catalog, across tenants and databases.
@@ -528,6 +571,11 @@ impl Catalog {
             .take(limit.unwrap_or(usize::MAX))
             .cloned()
             .collect()
+    }
+
+    /// Every collection in the catalog (all tenants and databases), in id order.
+    pub fn all_collections(&self) -> Vec<CollectionEntry> {
+        self.snapshot().collections.values().cloned().collect()
     }
 
     /// Counts a database's collections (0 for an unknown database).

@@ -28,6 +28,7 @@ use super::memtable::INDEX_STEP_ROWS;
 use super::segment::records::Fields;
 use super::segment::records::RowIn;
 use super::segment::{self, Segment};
+use super::snapshot::{self, PendingSnapshot};
 use super::state::{SegmentSlot, State};
 use super::wal::{self, Durability, WalWriter, DEFAULT_ROTATE_BYTES};
 use super::{CollectionConfig, EngineError, HnswParams};
@@ -276,6 +277,39 @@ impl Collection {
     pub fn compact(&self) -> Result<bool, EngineError> {
         let _one = self.inner.compacting.lock();
         self.inner.compact(&self.inner.shutdown)
+    }
+
+    /// Starts an online snapshot of this collection into `dest` (a new folder, ideally on the
+    /// same file system so segment files are hard-linked). Writers wait only while links are
+    /// made; [`PendingSnapshot::finish`] then copies the WAL tail without blocking anyone.
+    pub fn snapshot_into(&self, dest: &Path) -> Result<PendingSnapshot, EngineError> {
+        if dest.exists() {
+            return Err(EngineError::io(
+                "snapshot",
+                dest,
+                io::Error::new(io::ErrorKind::AlreadyExists, "snapshot folder exists"),
+            ));
+        }
+        let _writer = self.inner.writer.lock();
+        let manifest = self.inner.manifest.lock().clone();
+        let segments_dir = self.inner.dir.join(SEGMENTS_DIR);
+        let dest_segments = dest.join(SEGMENTS_DIR);
+        create_dir_durable(&dest_segments)?;
+        for entry in &manifest.segments {
+            let name = segment::dir_name(entry.id);
+            let src = segments_dir.join(&name);
+            let files = snapshot::segment_files(&src, entry.tombstones.as_deref())?;
+            snapshot::link_files(&src, &dest_segments.join(&name), &files)?;
+        }
+        let wal = snapshot::open_wal_files(&self.inner.dir.join(WAL_DIR))?;
+        let manifest = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| EngineError::Internal(format!("encoding the MANIFEST: {e}")))?;
+        Ok(PendingSnapshot {
+            dest: dest.to_path_buf(),
+            manifest,
+            wal,
+            wal_dir_name: WAL_DIR,
+        })
     }
 
     /// Flushes the memtable so the next open maps everything instead of replaying the WAL, then

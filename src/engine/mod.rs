@@ -12,6 +12,7 @@ mod fsutil;
 mod log;
 mod memtable;
 mod segment;
+mod snapshot;
 mod state;
 mod wal;
 
@@ -19,3 +20,4 @@ pub use collection::{Collection, CollectionStats, DEFAULT_MEMTABLE_ROWS};
 pub use config::{CollectionConfig, HnswParams, MAX_NEIGHBORS_LIMIT};
 pub use error::EngineError;
 pub use fsutil::{atomic_write, sync_dir, DirLock};
+pub use snapshot::PendingSnapshot;

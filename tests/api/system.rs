@@ -247,5 +247,21 @@ async fn metrics_count_requests_by_route_template() {
     );
     assert!(t.contains(r#"route="unmatched",status="404"} 1"#), "{t}");
     assert!(t.contains("vectord_collections 1"), "{t}");
-    assert!(!t.contains(&id), "raw ids never become labels");
+    assert!(
+        !t.lines()
+            .any(|l| l.contains("route=") && l.contains(id.as_str())),
+        "raw paths never become route labels"
+    );
+    // Per-collection gauges are keyed by collection (bounded by the catalog, not by requests).
+    assert!(
+        t.contains(&format!(
+            r#"vectord_collection_records{{collection="{id}",name="metered"}} 0"#
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"vectord_process_resident_bytes{kind="anon"}"#),
+        "{t}"
+    );
+    assert!(t.contains("vectord_data_volume_available_bytes "), "{t}");
 }

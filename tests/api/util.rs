@@ -66,6 +66,7 @@ pub async fn start_in(dir: &Path, opts: Opts) -> Server {
         allow_reset: opts.allow_reset,
         max_body_bytes: opts.max_body_bytes,
         embed: opts.embed,
+        snapshot_dir: dir.join("snapshots"),
         ..Settings::default()
     };
     let d = dir.to_path_buf();

@@ -1,0 +1,516 @@
+//! Operations against the real `vectord` binary: the Dockerfile and fly.toml agree with each
+//! other and with the server (paths, ports, health check, stop signal), and a snapshot taken
+//! over HTTP while clients write restores, through `vectord restore`, to a consistent cut.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vectord");
+const DB: &str = "/api/v2/tenants/default_tenant/databases/default_database";
+
+fn repo_file(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A `vectord run` child process, killed if the test panics.
+struct ServerProcess {
+    child: Option<Child>,
+    base: String,
+}
+
+impl ServerProcess {
+    fn spawn(args: &[String], port: u16) -> ServerProcess {
+        let child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn vectord");
+        ServerProcess {
+            child: Some(child),
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn run(data: &Path, port: u16) -> ServerProcess {
+        let args = [
+            "run",
+            "--path",
+            &data.display().to_string(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ]
+        .map(String::from);
+        ServerProcess::spawn(&args, port)
+    }
+
+    async fn wait_ready(&self, client: &reqwest::Client, path: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(format!("{}{path}", self.base)).send().await {
+                if r.status().is_success() {
+                    return r.json().await.unwrap_or(Value::Null);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server not ready at {path} within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit, within `limit`.
+    fn terminate(mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(
+            sent.map(|s| s.success()).unwrap_or(false),
+            "kill -TERM {pid}"
+        );
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("vectord did not stop within {limit:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The JSON array of a Dockerfile exec-form instruction (`CMD ["a", "b"]`).
+fn exec_form(dockerfile: &str, instruction: &str) -> Vec<String> {
+    let line = dockerfile
+        .lines()
+        .find(|l| l.starts_with(&format!("{instruction} ")))
+        .unwrap_or_else(|| panic!("Dockerfile has no {instruction}"));
+    serde_json::from_str(line[instruction.len()..].trim())
+        .unwrap_or_else(|e| panic!("{instruction} is not exec form JSON: {e}"))
+}
+
+fn instruction_arg(dockerfile: &str, instruction: &str) -> String {
+    dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{instruction} ")))
+        .unwrap_or_else(|| panic!("Dockerfile has no {instruction}"))
+        .trim()
+        .to_string()
+}
+
+fn flag(args: &[String], name: &str) -> String {
+    let i = args
+        .iter()
+        .position(|a| a == name)
+        .unwrap_or_else(|| panic!("CMD has no {name}"));
+    args.get(i + 1).cloned().expect("flag value")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dockerfile_and_fly_toml_agree_with_the_server() {
+    let dockerfile = repo_file("Dockerfile");
+    let fly: toml::Value = toml::from_str(&repo_file("fly.toml")).expect("fly.toml parses");
+    let cmd = exec_form(&dockerfile, "CMD");
+    let entrypoint = exec_form(&dockerfile, "ENTRYPOINT");
+    assert_eq!(entrypoint, vec!["/usr/local/bin/vectord".to_string()]);
+    assert!(
+        dockerfile.contains("COPY --from=build /src/target/release/vectord /usr/local/bin/vectord")
+    );
+    assert_eq!(cmd.first().map(String::as_str), Some("run"));
+
+    // Ports: CMD --port == EXPOSE == fly's internal_port; the host listens on all interfaces.
+    let port: u16 = flag(&cmd, "--port").parse().expect("numeric port");
+    assert_eq!(instruction_arg(&dockerfile, "EXPOSE"), port.to_string());
+    let http = &fly["http_service"];
+    assert_eq!(http["internal_port"].as_integer(), Some(i64::from(port)));
+    assert_eq!(flag(&cmd, "--host"), "0.0.0.0");
+
+    // Data: CMD --path == VOLUME == fly's mount destination.
+    let data = flag(&cmd, "--path");
+    assert_eq!(
+        instruction_arg(&dockerfile, "VOLUME"),
+        format!("[\"{data}\"]")
+    );
+    let mounts = fly["mounts"].as_array().expect("[[mounts]]");
+    assert_eq!(mounts.len(), 1);
+    assert_eq!(mounts[0]["destination"].as_str(), Some(data.as_str()));
+
+    // Stop: the same signal in both, a kill timeout long enough for a graceful flush.
+    assert_eq!(instruction_arg(&dockerfile, "STOPSIGNAL"), "SIGTERM");
+    assert_eq!(fly["kill_signal"].as_str(), Some("SIGTERM"));
+    let kill_timeout: u64 = fly["kill_timeout"]
+        .as_str()
+        .and_then(|s| s.strip_suffix('s'))
+        .and_then(|s| s.parse().ok())
+        .expect("kill_timeout like \"30s\"");
+    assert!(kill_timeout >= 10);
+
+    // Health: Docker's HEALTHCHECK and Fly's check probe the same readiness route.
+    let checks = http["checks"].as_array().expect("[[http_service.checks]]");
+    let check_path = checks[0]["path"].as_str().expect("check path").to_string();
+    assert_eq!(check_path, "/api/v2/healthcheck");
+    assert!(dockerfile.contains(&format!("http://127.0.0.1:{port}{check_path}")));
+
+    // Concurrency limits stay below what the server accepts without queueing forever.
+    let conc = &http["concurrency"];
+    let (soft, hard) = (
+        conc["soft_limit"].as_integer().expect("soft_limit"),
+        conc["hard_limit"].as_integer().expect("hard_limit"),
+    );
+    assert!(0 < soft && soft <= hard);
+
+    // Run the image's CMD with the built binary: /data mapped to a temporary folder, and the
+    // port fly.toml routes to (a free one instead if something on this machine holds it).
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let run_port = if TcpListener::bind(("0.0.0.0", port)).is_ok() {
+        port
+    } else {
+        eprintln!("port {port} is busy on this machine; running the CMD on a free port");
+        free_port()
+    };
+    let args: Vec<String> = cmd
+        .iter()
+        .map(|a| {
+            if *a == data {
+                tmp.path().display().to_string()
+            } else if *a == port.to_string() {
+                run_port.to_string()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    let server = ServerProcess::spawn(&args, run_port);
+    let client = reqwest::Client::new();
+    let health = server.wait_ready(&client, &check_path).await;
+    assert_eq!(health["is_executor_ready"], json!(true));
+    let status = server.terminate(Duration::from_secs(kill_timeout));
+    assert!(status.success(), "graceful stop on SIGTERM: {status:?}");
+    assert!(tmp.path().join("catalog.json").exists());
+}
+
+fn b64(v: &[f32]) -> String {
+    use base64::Engine;
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn vector(w: u64, i: u64) -> Vec<f32> {
+    (0..8)
+        .map(|d| ((w * 131 + i * 7 + d) % 97) as f32 / 97.0)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_snapshot_under_load_restores_through_the_cli() {
+    const BATCH: u64 = 25;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let port = free_port();
+    let server = ServerProcess::run(&data, port);
+    let client = reqwest::Client::new();
+    server.wait_ready(&client, "/api/v2/healthcheck").await;
+    let base = server.base.clone();
+    let coll: Value = client
+        .post(format!("{base}{DB}/collections"))
+        .json(&json!({"name": "policies"}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let id = coll["id"].as_str().expect("id").to_string();
+    let upsert = format!("{base}{DB}/collections/{id}/upsert");
+
+    let acked: Vec<Arc<AtomicU64>> = (0..2).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..2u64 {
+        let (client, upsert, acked, stop) = (
+            client.clone(),
+            upsert.clone(),
+            Arc::clone(&acked[w as usize]),
+            Arc::clone(&stop),
+        );
+        writers.push(tokio::spawn(async move {
+            let mut next = 0u64;
+            while !stop.load(Ordering::Relaxed) && next < 5000 {
+                let range = next..next + BATCH;
+                let body = json!({
+                    "ids": range.clone().map(|i| format!("w{w}-{i:05}")).collect::<Vec<_>>(),
+                    "embeddings": range.clone().map(|i| b64(&vector(w, i))).collect::<Vec<_>>(),
+                    "documents": range.clone().map(|i| format!("passage {w}/{i}")).collect::<Vec<_>>(),
+                    "metadatas": range.clone().map(|i| json!({"i": i})).collect::<Vec<_>>(),
+                });
+                let r = client.post(&upsert).json(&body).send().await.expect("upsert");
+                assert!(r.status().is_success(), "upsert: {}", r.status());
+                next += BATCH;
+                acked.store(next, Ordering::SeqCst);
+            }
+        }));
+    }
+    while acked.iter().map(|a| a.load(Ordering::SeqCst)).min() < Some(200) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before: Vec<u64> = acked.iter().map(|a| a.load(Ordering::SeqCst)).collect();
+    let r = client
+        .post(format!("{base}/api/v2/admin/snapshots"))
+        .send()
+        .await
+        .expect("snapshot");
+    assert_eq!(r.status().as_u16(), 201);
+    let summary: Value = r.json().await.expect("json");
+    let name = summary["name"].as_str().expect("name").to_string();
+    assert_eq!(summary["collections"], json!(1));
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let list: Value = client
+        .get(format!("{base}/api/v2/admin/snapshots"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list["snapshots"][0]["name"], json!(name));
+    assert!(server.terminate(Duration::from_secs(30)).success());
+
+    let snap: PathBuf = data.join("snapshots").join(&name);
+    let verify = Command::new(BIN)
+        .args(["snapshot", "verify"])
+        .arg(&snap)
+        .output()
+        .expect("verify");
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let restored = tmp.path().join("restored");
+    let out = Command::new(BIN)
+        .args(["restore", "--from"])
+        .arg(&snap)
+        .arg("--path")
+        .arg(&restored)
+        .output()
+        .expect("restore");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let port = free_port();
+    let server = ServerProcess::run(&restored, port);
+    server.wait_ready(&client, "/api/v2/healthcheck").await;
+    let got: Value = client
+        .post(format!("{}{DB}/collections/{id}/get", server.base))
+        .json(&json!({"include": ["embeddings", "documents", "metadatas"]}))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let ids = got["ids"].as_array().expect("ids");
+    for w in 0..2u64 {
+        let mut mine: Vec<u64> = ids
+            .iter()
+            .filter_map(|v| v.as_str()?.strip_prefix(&format!("w{w}-"))?.parse().ok())
+            .collect();
+        mine.sort_unstable();
+        let n = mine.len() as u64;
+        assert!(
+            n >= before[w as usize],
+            "writer {w}: acknowledged records missing"
+        );
+        assert_eq!(n % BATCH, 0, "writer {w}: half a batch restored");
+        assert_eq!(mine, (0..n).collect::<Vec<_>>(), "writer {w}: not a prefix");
+    }
+    for (k, id) in ids.iter().enumerate() {
+        let id = id.as_str().expect("id");
+        let (w, i) = id[1..].split_once('-').expect("w-i");
+        let (w, i): (u64, u64) = (w.parse().expect("w"), i.parse().expect("i"));
+        let emb: Vec<f32> = serde_json::from_value(got["embeddings"][k].clone()).expect("f32s");
+        assert_eq!(emb, vector(w, i), "{id}");
+        assert_eq!(got["documents"][k], json!(format!("passage {w}/{i}")));
+        assert_eq!(got["metadatas"][k]["i"], json!(i));
+    }
+    assert!(server.terminate(Duration::from_secs(30)).success());
+}
+
+/// Every `vectord_*` metric an alert rule uses must be one the server exports (a renamed
+/// metric would silently disarm its alert).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_rules_only_use_exported_metrics() {
+    let rules = repo_file("data/prometheus/alerts.yml");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = ServerProcess::run(tmp.path(), port);
+    let client = reqwest::Client::new();
+    server.wait_ready(&client, "/api/v2/healthcheck").await;
+    let text = client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let exported: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut used = 0;
+    for line in rules
+        .lines()
+        .filter(|l| l.trim_start().starts_with("expr:"))
+    {
+        for word in line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !word.starts_with("vectord_") {
+                continue;
+            }
+            let base = ["_bucket", "_total", "_count", "_sum"]
+                .iter()
+                .find_map(|s| word.strip_suffix(s))
+                .unwrap_or(word);
+            assert!(
+                exported.contains(base),
+                "alert rule uses {word}, which /metrics does not export"
+            );
+            used += 1;
+        }
+    }
+    assert!(used >= 8, "the rules file lost its expressions");
+    assert!(server.terminate(Duration::from_secs(30)).success());
+}
+
+/// The audit log names who did what to which collection, with counts and outcomes, and never
+/// contains documents, metadata values or vectors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_records_access_without_phi() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let log = tmp.path().join("audit").join("audit.jsonl");
+    let port = free_port();
+    let args = [
+        "run".to_string(),
+        "--path".into(),
+        tmp.path().join("data").display().to_string(),
+        "--host".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        port.to_string(),
+        "--audit-log".into(),
+        log.display().to_string(),
+    ];
+    let server = ServerProcess::spawn(&args, port);
+    let client = reqwest::Client::new();
+    server.wait_ready(&client, "/api/v2/healthcheck").await;
+    let base = server.base.clone();
+    let coll: Value = client
+        .post(format!("{base}{DB}/collections"))
+        .json(&json!({"name": "phi"}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let id = coll["id"].as_str().expect("id").to_string();
+    let secret_doc = "patient Jane Roe, DOB 1970-01-01, lumbar MRI";
+    let r = client
+        .post(format!("{base}{DB}/collections/{id}/add"))
+        .header("fly-client-ip", "203.0.113.7")
+        .json(&json!({
+            "ids": ["a", "b", "c"],
+            "embeddings": [[0.125, 0.5], [0.25, 0.75], [0.375, 1.0]],
+            "documents": [secret_doc, "x", "y"],
+            "metadatas": [{"member": "M-998877"}, {"member": "M-1"}, {"member": "M-2"}],
+        }))
+        .send()
+        .await
+        .expect("add");
+    assert_eq!(r.status().as_u16(), 201);
+    let r = client
+        .post(format!("{base}{DB}/collections/{id}/query"))
+        .json(&json!({"query_embeddings": [[0.125, 0.5]], "n_results": 2}))
+        .send()
+        .await
+        .expect("query");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = client
+        .post(format!("{base}{DB}/collections/{id}/add"))
+        .json(&json!({"ids": ["d"], "embeddings": [[1.0, 2.0, 3.0]]}))
+        .send()
+        .await
+        .expect("bad add");
+    assert_eq!(r.status().as_u16(), 400);
+    client
+        .get(format!("{base}/api/v2/heartbeat"))
+        .send()
+        .await
+        .expect("heartbeat");
+    assert!(server.terminate(Duration::from_secs(30)).success());
+
+    let text = std::fs::read_to_string(&log).expect("audit log written");
+    for secret in [secret_doc, "M-998877", "0.125", "\"a\""] {
+        assert!(!text.contains(secret), "audit log leaks {secret:?}: {text}");
+    }
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let ops: Vec<&str> = events
+        .iter()
+        .map(|e| e["operation"].as_str().expect("operation"))
+        .collect();
+    assert_eq!(ops, ["create_collection", "add", "query", "add"], "{text}");
+    let add = &events[1];
+    assert_eq!(add["collection"], json!(id));
+    assert_eq!(add["tenant"], json!("default_tenant"));
+    assert_eq!(add["records"], json!(3));
+    assert_eq!(add["status"], json!(201));
+    assert_eq!(add["outcome"], json!("ok"));
+    assert_eq!(add["principal"], json!("anonymous"));
+    assert_eq!(add["client_ip"], json!("203.0.113.7"));
+    assert_eq!(events[2]["records"], json!(2));
+    assert_eq!(events[3]["outcome"], json!("error"));
+    assert_eq!(events[3]["status"], json!(400));
+    assert!(events
+        .iter()
+        .all(|e| e["request_id"].as_str().is_some_and(|s| s.len() == 32)));
+}

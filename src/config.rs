@@ -34,6 +34,10 @@ pub struct RunArgs {
     /// Largest accepted request body in bytes (env `VECTORD_MAX_BODY_BYTES`) [default: 41943040]
     #[arg(long)]
     pub max_body_bytes: Option<usize>,
+    /// pgvector sync jobs to run inside the server: a TOML or JSON file of `[[job]]` entries
+    /// (env `VECTORD_SYNC_CONFIG`)
+    #[arg(long)]
+    pub sync_config: Option<PathBuf>,
 }
 
 /// Validated settings the server runs with.
@@ -49,6 +53,8 @@ pub struct Settings {
     pub allow_reset: bool,
     /// Request body limit in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
+    /// pgvector sync job file, if any.
+    pub sync_config: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -59,6 +65,7 @@ impl Default for Settings {
             port: DEFAULT_PORT,
             allow_reset: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            sync_config: None,
         }
     }
 }
@@ -143,12 +150,16 @@ impl Settings {
         if max_body_bytes == 0 {
             return Err(ConfigError::ZeroBodyLimit);
         }
+        let sync_config = args
+            .sync_config
+            .or_else(|| first(&["VECTORD_SYNC_CONFIG"]).map(|(_, v)| PathBuf::from(v)));
         Ok(Settings {
             path,
             host,
             port,
             allow_reset,
             max_body_bytes,
+            sync_config,
         })
     }
 

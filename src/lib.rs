@@ -9,6 +9,7 @@
 //! - [`api`]: Chroma's HTTP API (axum).
 //! - [`config`]: server settings from flags and the environment.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
+//! - [`sync`]: pgvector sync (snapshot, logical replication or trigger follow, reconcile).
 //!
 //! `ARCHITECTURE.md` at the repository root maps the modules and their invariants.
 #![warn(missing_docs)]
@@ -21,4 +22,5 @@ pub mod filter;
 pub mod fsutil;
 pub mod index;
 pub mod metrics;
+pub mod sync;
 pub mod types;

@@ -25,6 +25,9 @@ struct Cli {
 enum Command {
     /// Run the server (flags as `chroma run`).
     Run(RunArgs),
+    /// pgvector sync: run, install, reconcile, rebuild, status, drop-slot.
+    #[command(subcommand)]
+    Sync(vectord::sync::cli::SyncCommand),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Command::Run(args) => Settings::from_args(args)
             .map_err(anyhow::Error::from)
             .and_then(run),
+        Command::Sync(cmd) => run_sync(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,14 +86,42 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             failed_collections = failed,
             "vectord listening"
         );
+        let sync_file = match &settings.sync_config {
+            Some(p) => Some(vectord::sync::SyncFile::load(p)?),
+            None => None,
+        };
         let state = AppState::new(catalog, settings);
         let catalog = std::sync::Arc::clone(&state.catalog);
+        let (stop_sync, sync_stopped) = tokio::sync::watch::channel(false);
+        let jobs = match &sync_file {
+            Some(f) => vectord::sync::job::spawn_all(
+                std::sync::Arc::clone(&catalog),
+                &f.job,
+                &state.sync,
+                sync_stopped,
+            ),
+            None => Vec::new(),
+        };
         api::serve(listener, state, shutdown_signal()).await?;
+        // Sync jobs write their last batch and checkpoint before the final flush.
+        let _ = stop_sync.send(true);
+        for j in jobs {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), j).await;
+        }
         // Requests have drained: write memtables out so the next start maps everything.
         let failed = tokio::task::spawn_blocking(move || catalog.flush_all()).await?;
         tracing::info!(flush_failures = failed, "vectord stopped");
         Ok(())
     })
+}
+
+fn run_sync(cmd: vectord::sync::cli::SyncCommand) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(vectord::sync::cli::execute(cmd))?;
+    Ok(())
 }
 
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.

@@ -12,6 +12,7 @@ pub mod collection_json;
 mod collections;
 pub mod error;
 mod records;
+mod sync;
 mod system;
 pub mod wire;
 
@@ -40,6 +41,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// The process's metrics registry.
     pub metrics: Arc<Metrics>,
+    /// pgvector sync jobs of this process (their status; which collections they own).
+    pub sync: Arc<crate::sync::SyncRegistry>,
 }
 
 impl AppState {
@@ -49,6 +52,7 @@ impl AppState {
             catalog: Arc::new(catalog),
             settings: Arc::new(settings),
             metrics: Arc::new(Metrics::new()),
+            sync: Arc::new(crate::sync::SyncRegistry::default()),
         }
     }
 }
@@ -128,6 +132,8 @@ pub fn app(state: AppState) -> Router {
             get(collections::get_collection_by_crn),
         )
         .route("/metrics", get(system::metrics))
+        .route("/sync/status", get(sync::status_all))
+        .route("/sync/status/{job}", get(sync::status_one))
         .route("/api/v1", axum::routing::any(system::v1_gone))
         .route("/api/v1/{*rest}", axum::routing::any(system::v1_gone))
         .fallback(not_found)

@@ -91,6 +91,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
     m.collections.set(st.catalog.collection_count() as i64);
     m.collections_failed
         .set(st.catalog.failed_collections().len() as i64);
+    m.sync.observe(&st.sync.snapshot());
     let body = m
         .encode()
         .map_err(|e| ApiError::Internal(format!("failed to encode metrics: {e}")))?;

@@ -61,6 +61,7 @@ pub async fn start_in(dir: &Path, opts: Opts) -> Server {
         port: 0,
         allow_reset: opts.allow_reset,
         max_body_bytes: opts.max_body_bytes,
+        ..Settings::default()
     };
     let d = dir.to_path_buf();
     let catalog = tokio::task::spawn_blocking(move || Catalog::open(&d))

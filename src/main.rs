@@ -27,7 +27,7 @@ enum Command {
     Run(RunArgs),
     /// pgvector sync: run, install, reconcile, rebuild, status, drop-slot.
     #[command(subcommand)]
-    Sync(vectord::sync::cli::SyncCommand),
+    Sync(Box<vectord::sync::cli::SyncCommand>),
 }
 
 fn main() -> ExitCode {
@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         Command::Run(args) => Settings::from_args(args)
             .map_err(anyhow::Error::from)
             .and_then(run),
-        Command::Sync(cmd) => run_sync(cmd),
+        Command::Sync(cmd) => run_sync(*cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -143,10 +143,11 @@ async fn sigkill_during_snapshot_and_follow_loses_nothing() {
         let threshold: u64 = r.random_range(1..400);
         let delay = Duration::from_millis(r.random_range(100..1500));
         let started = Instant::now();
-        let mut phase: String;
+        let mut phase = String::new();
         loop {
+            phase.clear();
             if let Some(s) = status(&http, port).await {
-                phase = s["phase"].as_str().unwrap_or("").to_string();
+                phase.push_str(s["phase"].as_str().unwrap_or(""));
                 let rows = s["snapshot_rows"].as_u64().unwrap_or(0);
                 if want_snapshot && phase == "snapshot" && rows >= threshold {
                     break;

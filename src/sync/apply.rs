@@ -134,7 +134,7 @@ impl Applier {
         if !matches!(skip, Skip::NullEmbedding) {
             let n = self.skips.unrepresentable + self.skips.no_stored_value;
             // Every problem row is logged while they are few, then every 1000th.
-            if n <= 100 || n % 1000 == 0 {
+            if n <= 100 || n.is_multiple_of(1000) {
                 tracing::warn!(job = %self.job, id, reason = %why, skipped = n, "row not stored");
             }
         }

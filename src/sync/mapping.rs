@@ -159,8 +159,8 @@ impl Mapper {
             },
         };
         let mut meta = Metadata::new();
-        for i in self.meta_start..cells.len() {
-            match &cells[i] {
+        for (i, c) in cells.iter().enumerate().skip(self.meta_start) {
+            match c {
                 Cell::Null => {}
                 Cell::Unchanged => {
                     let Some(r) = stored else {
@@ -268,7 +268,7 @@ impl Mapper {
                     }
                 },
                 other => {
-                    if self.names[self.meta_start..].iter().any(|n| *n == key) {
+                    if self.names[self.meta_start..].contains(&key) {
                         return Err(Skip::Unrepresentable(format!(
                             "JSON key {key} collides with the column of that name"
                         )));

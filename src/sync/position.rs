@@ -117,7 +117,7 @@ mod tests {
         for p in [
             Position::Snapshot {
                 mode: FollowMode::Logical,
-                lsn: Some(0x1_16B3748),
+                lsn: Some(0x1_016B_3748),
                 last_id: Some("a b c".into()),
             },
             Position::Snapshot {
@@ -131,7 +131,7 @@ mod tests {
         ] {
             assert_eq!(Position::decode(&p.encode()), Some(p));
         }
-        assert_eq!(lsn_to_string(0x1_16B3748), "1/16B3748");
+        assert_eq!(lsn_to_string(0x1_016B_3748), "1/16B3748");
         assert_eq!(Position::decode(&SourcePosition("nonsense".into())), None);
         assert_eq!(parse_lsn("1/zz"), None);
     }

@@ -218,7 +218,7 @@ pub fn decode_binary(kind: ColumnKind, bytes: &[u8]) -> Result<PgValue, DecodeEr
             }
             PgValue::Vector(v)
         }
-        ColumnKind::Float4Array => PgValue::Vector(array(&mut r, |e| Ok(Reader(e).f32()?))?),
+        ColumnKind::Float4Array => PgValue::Vector(array(&mut r, |e| Reader(e).f32())?),
         ColumnKind::Float8Array => PgValue::Vector(array(&mut r, |e| Ok(Reader(e).f64()? as f32))?),
         ColumnKind::TextArray => PgValue::StrArray(array(&mut r, utf8)?),
         ColumnKind::IntArray => PgValue::IntArray(array(&mut r, |e| match e.len() {
@@ -284,7 +284,7 @@ fn numeric(r: &mut Reader<'_>) -> Result<PgValue, DecodeError> {
     }
     let negative = sign == 0x4000;
     // Integral when no digit sits right of the decimal point.
-    if dscale == 0 && weight >= 0 && weight < 5 {
+    if dscale == 0 && (0..5).contains(&weight) {
         let mut acc: i128 = 0;
         for i in 0..=weight {
             let d = digits.get(i as usize).copied().unwrap_or(0);

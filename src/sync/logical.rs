@@ -25,6 +25,9 @@ use super::status::StatusHandle;
 use super::value::decode_binary;
 use super::{blocking, SyncError};
 
+/// Prefix of the logical message the follower emits to learn when it has caught up.
+const CAUGHT_UP_PREFIX: &str = "vectord.caught_up";
+
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
@@ -142,14 +145,20 @@ pub async fn follow(
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
     until_caught_up: bool,
 ) -> Result<Applier, SyncError> {
-    let target: String = client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await?
-        .try_get(0)?;
-    let target = parse_lsn(&target).unwrap_or(0);
     let cfg = replication_config(job, Lsn::from_u64(start))?;
     let mut repl = ReplicationClient::connect(cfg).await?;
     repl.wait_started().await?;
+    // A marker written into the WAL now: once the stream delivers it, everything committed
+    // before this point has been received, so "caught up" needs no LSN arithmetic (an idle
+    // server's keepalive position can stay just short of pg_current_wal_lsn()).
+    let nonce = format!("{}:{}", job.name, now_micros_pg());
+    client
+        .query_one(
+            "SELECT pg_logical_emit_message(false, $1, $2)::text",
+            &[&CAUGHT_UP_PREFIX, &nonce],
+        )
+        .await?;
+    let mut marker_seen = false;
     tracing::info!(job = %job.name, from = %lsn_to_string(start), "streaming from slot");
     {
         let mut st = status.lock();
@@ -299,9 +308,7 @@ pub async fn follow(
                     // keepalive's position has been streamed and applied, so it may be
                     // confirmed (otherwise the slot would hold WAL for other tables' traffic).
                     repl.update_applied_lsn(wal_end);
-                    if last_idle_checkpoint.elapsed() >= Duration::from_secs(1)
-                        || (until_caught_up && wal_end.as_u64() >= target)
-                    {
+                    if last_idle_checkpoint.elapsed() >= Duration::from_secs(1) {
                         last_idle_checkpoint = Instant::now();
                         applier = flush(client, job, applier, wal_end.as_u64(), status).await?;
                         durable = wal_end.as_u64();
@@ -311,15 +318,26 @@ pub async fn follow(
                 let mut st = status.lock();
                 st.lag_bytes = server_end.saturating_sub(durable);
                 st.lag_rows = applier.pending() as u64;
-                st.caught_up = unflushed.is_none() && !in_txn && durable >= target;
+                st.caught_up = unflushed.is_none() && !in_txn && marker_seen;
                 if unflushed.is_none() && !in_txn {
                     st.lag_seconds = 0.0;
                 }
             }
-            ReplicationEvent::Message { .. } => {}
+            ReplicationEvent::Message {
+                prefix, content, ..
+            } => {
+                if prefix == CAUGHT_UP_PREFIX && content.as_ref() == nonce.as_bytes() {
+                    marker_seen = true;
+                }
+            }
             ReplicationEvent::StoppedAt { .. } => return Ok(applier),
         }
-        if until_caught_up && durable >= target && unflushed.is_none() && !in_txn {
+        if until_caught_up && marker_seen && !in_txn {
+            if let Some((lsn, _, _)) = unflushed.take() {
+                applier = flush(client, job, applier, lsn, status).await?;
+                repl.update_applied_lsn(Lsn::from_u64(lsn));
+            }
+            status.lock().caught_up = true;
             let _ = repl.shutdown().await;
             return Ok(applier);
         }

@@ -54,6 +54,10 @@ pub struct RunArgs {
     /// [default: the `audit` target of the server log].
     #[arg(long)]
     pub audit_log: Option<PathBuf>,
+    /// pgvector sync jobs to run inside the server: a TOML or JSON file of `[[job]]` entries
+    /// (env `VECTORD_SYNC_CONFIG`)
+    #[arg(long)]
+    pub sync_config: Option<PathBuf>,
     /// Server-side embedding settings.
     #[command(flatten)]
     pub embed: EmbedArgs,
@@ -128,6 +132,8 @@ pub struct Settings {
     pub snapshot_keep: usize,
     /// Audit log file; `None` logs audit events through `tracing`.
     pub audit_log: Option<PathBuf>,
+    /// pgvector sync job file, if any.
+    pub sync_config: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -143,6 +149,7 @@ impl Default for Settings {
             snapshot_every: None,
             snapshot_keep: DEFAULT_SNAPSHOT_KEEP,
             audit_log: None,
+            sync_config: None,
         }
     }
 }
@@ -270,6 +277,9 @@ impl Settings {
         let audit_log = args
             .audit_log
             .or_else(|| first(&["VECTORD_AUDIT_LOG"]).map(|(_, v)| PathBuf::from(v)));
+        let sync_config = args
+            .sync_config
+            .or_else(|| first(&["VECTORD_SYNC_CONFIG"]).map(|(_, v)| PathBuf::from(v)));
         Ok(Settings {
             path,
             host,
@@ -281,6 +291,7 @@ impl Settings {
             snapshot_every,
             snapshot_keep,
             audit_log,
+            sync_config,
         })
     }
 

@@ -13,6 +13,7 @@
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`migrate`]: copying from a Chroma server, NDJSON export and import.
 //! - [`snapshot`]: online data-folder snapshots, verification and restore.
+//! - [`sync`]: pgvector sync (snapshot, logical replication or trigger follow, reconcile).
 //!
 //! `ARCHITECTURE.md` at the repository root maps the modules and their invariants.
 #![warn(missing_docs)]
@@ -29,4 +30,5 @@ pub mod index;
 pub mod metrics;
 pub mod migrate;
 pub mod snapshot;
+pub mod sync;
 pub mod types;

@@ -30,6 +30,9 @@ struct Cli {
 enum Command {
     /// Run the server (flags as `chroma run`).
     Run(RunArgs),
+    /// pgvector sync: run, install, reconcile, rebuild, status, drop-slot.
+    #[command(subcommand)]
+    Sync(Box<vectord::sync::cli::SyncCommand>),
     /// Take, list or verify data-folder snapshots (while the server runs, use
     /// `POST /api/v2/admin/snapshots` instead: the folder is locked by the server).
     #[command(subcommand)]
@@ -154,6 +157,7 @@ fn main() -> ExitCode {
                 )
             })
             .with_context(|| format!("restoring {} into {}", from.display(), path.display())),
+        Command::Sync(cmd) => run_sync(*cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -360,18 +364,46 @@ fn run(settings: Settings) -> anyhow::Result<()> {
                 .with_context(|| format!("opening the audit log {}", path.display()))?,
             None => AuditLog::to_tracing(),
         };
+        let sync_file = match &settings.sync_config {
+            Some(p) => Some(vectord::sync::SyncFile::load(p)?),
+            None => None,
+        };
         let state = AppState::new(catalog, settings).with_audit(audit);
         if let Some(every) = every {
             tracing::info!(every_secs = every.as_secs(), dir = %state.snapshots.root().display(), "scheduled snapshots on");
             tokio::spawn(snapshot_schedule(state.clone(), every));
         }
         let catalog = std::sync::Arc::clone(&state.catalog);
+        let (stop_sync, sync_stopped) = tokio::sync::watch::channel(false);
+        let jobs = match &sync_file {
+            Some(f) => vectord::sync::job::spawn_all(
+                std::sync::Arc::clone(&catalog),
+                &f.job,
+                &state.sync,
+                sync_stopped,
+            ),
+            None => Vec::new(),
+        };
         api::serve(listener, state, shutdown_signal()).await?;
+        // Sync jobs write their last batch and checkpoint before the final flush.
+        let _ = stop_sync.send(true);
+        for j in jobs {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), j).await;
+        }
         // Requests have drained: write memtables out so the next start maps everything.
         let failed = tokio::task::spawn_blocking(move || catalog.flush_all()).await?;
         tracing::info!(flush_failures = failed, "vectord stopped");
         Ok(())
     })
+}
+
+fn run_sync(cmd: vectord::sync::cli::SyncCommand) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(vectord::sync::cli::execute(cmd))?;
+    Ok(())
 }
 
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.

@@ -102,6 +102,84 @@ pub struct Metrics {
     pub snapshot_failures: Counter,
     /// Time taken by successful snapshots, in seconds.
     pub snapshot_duration: Histogram,
+    /// pgvector sync jobs (set from their status when `/metrics` is scraped).
+    pub sync: SyncMetrics,
+}
+
+/// Label of per-job sync metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    /// Sync job name.
+    pub job: String,
+}
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// Per-job sync gauges, mirrored from `sync::JobStatus` at scrape time (totals are since the
+/// process started, so they are gauges of monotonic values rather than counters we increment).
+#[derive(Debug, Clone, Default)]
+pub struct SyncMetrics {
+    /// Changes waiting at the source.
+    pub lag_rows: Family<JobLabels, Gauge>,
+    /// Age of the oldest change not yet applied.
+    pub lag_seconds: Family<JobLabels, FloatGauge>,
+    /// Rows written.
+    pub applied: Family<JobLabels, Gauge>,
+    /// Rows not stored (NULL embedding, unrepresentable).
+    pub skipped: Family<JobLabels, Gauge>,
+    /// Reconnects after errors.
+    pub reconnects: Family<JobLabels, Gauge>,
+    /// 1 when the job's last attempt failed (retrying or stopped), 0 otherwise.
+    pub failing: Family<JobLabels, Gauge>,
+}
+
+impl SyncMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("sync");
+        r.register(
+            "lag_rows",
+            "Changes waiting at the source",
+            self.lag_rows.clone(),
+        );
+        r.register(
+            "lag_seconds",
+            "Age of the oldest change not yet applied",
+            self.lag_seconds.clone(),
+        );
+        r.register(
+            "applied_rows",
+            "Rows written by the job",
+            self.applied.clone(),
+        );
+        r.register("skipped_rows", "Rows not stored", self.skipped.clone());
+        r.register(
+            "reconnects",
+            "Reconnects after errors",
+            self.reconnects.clone(),
+        );
+        r.register(
+            "failing",
+            "1 while the job is retrying or failed",
+            self.failing.clone(),
+        );
+    }
+
+    /// Copies the jobs' status into the gauges.
+    pub fn observe(&self, jobs: &[crate::sync::JobStatus]) {
+        for j in jobs {
+            let l = JobLabels {
+                job: j.name.clone(),
+            };
+            let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            self.lag_rows.get_or_create(&l).set(int(j.lag_rows));
+            self.lag_seconds.get_or_create(&l).set(j.lag_seconds);
+            self.applied.get_or_create(&l).set(int(j.applied));
+            self.skipped.get_or_create(&l).set(int(j.skipped.total()));
+            self.reconnects.get_or_create(&l).set(int(j.reconnects));
+            let failing = matches!(j.phase.as_str(), "retrying" | "failed");
+            self.failing.get_or_create(&l).set(i64::from(failing));
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -239,9 +317,12 @@ impl Metrics {
             "Duration of successful snapshots",
             snapshot_duration.clone(),
         );
+        let sync = SyncMetrics::default();
+        sync.register(&mut registry);
         Metrics {
             registry,
             embed,
+            sync,
             http_requests,
             http_duration,
             collections,

@@ -378,8 +378,28 @@ async fn http_snapshot_under_load_restores_through_the_cli() {
 async fn alert_rules_only_use_exported_metrics() {
     let rules = repo_file("data/prometheus/alerts.yml");
     let tmp = tempfile::tempdir().expect("tempdir");
+    // A sync job whose Postgres is unreachable: it retries, and its gauges (lag, failing) are
+    // exported as they are in production.
+    let sync = tmp.path().join("sync.toml");
+    std::fs::write(
+        &sync,
+        "[[job]]\nname = \"policies\"\nurl = \"postgresql://postgres@127.0.0.1:1/none\"\n\
+         table = \"healthcare.policy_embeddings\"\ncollection = \"policies\"\n",
+    )
+    .expect("sync config");
     let port = free_port();
-    let server = ServerProcess::run(tmp.path(), port);
+    let args = [
+        "run".to_string(),
+        "--path".into(),
+        tmp.path().join("data").display().to_string(),
+        "--host".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        port.to_string(),
+        "--sync-config".into(),
+        sync.display().to_string(),
+    ];
+    let server = ServerProcess::spawn(&args, port);
     let client = reqwest::Client::new();
     server.wait_ready(&client, "/api/v2/healthcheck").await;
     let text = client

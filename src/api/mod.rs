@@ -14,6 +14,7 @@ mod collections;
 mod embedding;
 pub mod error;
 mod records;
+mod sync;
 mod system;
 pub mod wire;
 
@@ -51,6 +52,8 @@ pub struct AppState {
     pub snapshots: Arc<Snapshots>,
     /// Where data-access events go.
     pub audit: Arc<AuditLog>,
+    /// pgvector sync jobs of this process (their status; which collections they own).
+    pub sync: Arc<crate::sync::SyncRegistry>,
 }
 
 impl AppState {
@@ -70,6 +73,7 @@ impl AppState {
             embedder,
             snapshots: Arc::new(snapshots),
             audit: Arc::new(AuditLog::to_tracing()),
+            sync: Arc::new(crate::sync::SyncRegistry::default()),
         }
     }
 
@@ -159,6 +163,8 @@ pub fn app(state: AppState) -> Router {
             get(admin::list_snapshots).post(admin::create_snapshot),
         )
         .route("/metrics", get(system::metrics))
+        .route("/sync/status", get(sync::status_all))
+        .route("/sync/status/{job}", get(sync::status_one))
         .route("/api/v1", axum::routing::any(system::v1_gone))
         .route("/api/v1/{*rest}", axum::routing::any(system::v1_gone))
         .fallback(not_found)

@@ -42,6 +42,20 @@ fn lookup(
     Ok((entry, engine))
 }
 
+/// A collection fed by a pgvector sync job takes writes from that job only (unless the job
+/// allows HTTP writes): another writer would make it disagree with its source table.
+fn check_writable(st: &AppState, entry: &CollectionEntry) -> Result<(), ApiError> {
+    let r = &entry.record;
+    if st.sync.write_blocker(&r.tenant, &r.database, &r.name) {
+        return Err(ApiError::Forbidden(format!(
+            "Collection {} is synced from PostgreSQL and is read-only over HTTP; write to the \
+             source table instead (or set allow_http_writes in its sync job)",
+            r.name
+        )));
+    }
+    Ok(())
+}
+
 fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Result<Response, ApiError> {
     let bytes = serde_json::to_vec(body)
         .map_err(|e| ApiError::Internal(format!("failed to encode response: {e}")))?;
@@ -167,6 +181,7 @@ async fn write(
     build: impl FnOnce(&JsonBytes) -> Result<(WriteBatch, Embed), ApiError> + Send + 'static,
 ) -> Result<u64, ApiError> {
     let (entry, coll) = lookup(&st, &path)?;
+    check_writable(&st, &entry)?;
     // The common case (vectors in the body) stays one blocking hop: parse, build, apply.
     let (e, c) = (entry.clone(), Arc::clone(&coll));
     let pending = blocking(move || {
@@ -268,6 +283,7 @@ pub async fn delete(
     body: JsonBytes,
 ) -> Result<Response, ApiError> {
     let (entry, coll) = lookup(&st, &path)?;
+    check_writable(&st, &entry)?;
     let deleted = blocking(move || {
         let req: DeleteRequest = if body.0.is_empty() {
             DeleteRequest::default()

@@ -112,6 +112,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
         Ok(())
     })
     .await?;
+    m.sync.observe(&st.sync.snapshot());
     let body = m
         .encode()
         .map_err(|e| ApiError::Internal(format!("failed to encode metrics: {e}")))?;

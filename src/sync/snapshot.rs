@@ -1,0 +1,235 @@
+//! The snapshot: `COPY (SELECT … ORDER BY id) TO STDOUT (FORMAT binary)`, decoded as it
+//! streams and applied every `batch_rows` rows with a `snapshot` checkpoint naming the last id,
+//! so a restart resumes after it (`WHERE id > last`). Memory holds one batch, whatever the table.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio_postgres::binary_copy::BinaryCopyOutStream;
+use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::Client;
+
+use super::apply::{Applier, Change};
+use super::config::JobConfig;
+use super::mapping::Cell;
+use super::position::Position;
+use super::status::StatusHandle;
+use super::value::{decode_binary, ColumnKind};
+use super::{blocking, SyncError};
+
+/// A column's raw bytes, whatever its type (we decode them ourselves).
+pub struct Raw<'a>(pub Option<&'a [u8]>);
+
+impl<'a> FromSql<'a> for Raw<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(Some(raw)))
+    }
+    fn from_sql_null(_: &Type) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(None))
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// Decodes one column into a cell; a value that does not decode is a protocol error (the type
+/// was checked up front, so the bytes are not what the type promises).
+pub fn cell(kind: ColumnKind, raw: Option<&[u8]>, column: &str) -> Result<Cell, SyncError> {
+    match raw {
+        None => Ok(Cell::Null),
+        Some(b) => decode_binary(kind, b)
+            .map(Cell::Value)
+            .map_err(|e| SyncError::Protocol(format!("column {column}: {e}"))),
+    }
+}
+
+/// `'…'` with quotes doubled (standard_conforming_strings, the default since 9.1).
+pub fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The `SELECT` every reader of the table uses, optionally restricted to ids after `after`.
+pub fn select_sql(job: &JobConfig, after: Option<&str>) -> String {
+    let cols: Vec<String> = job.columns().map(|c| format!("\"{c}\"")).collect();
+    let mut sql = format!("SELECT {} FROM {}", cols.join(", "), job.qualified_table());
+    if let Some(id) = after {
+        sql.push_str(&format!(
+            " WHERE \"{}\" > {}",
+            job.id_column,
+            sql_literal(id)
+        ));
+    }
+    sql.push_str(&format!(" ORDER BY \"{}\"", job.id_column));
+    sql
+}
+
+/// Re-reads the current rows of `ids` from the table into the applier: an upsert for each row
+/// found, a delete for each id gone.
+pub async fn fetch_by_ids(
+    client: &Client,
+    job: &JobConfig,
+    applier: &mut Applier,
+    mut ids: Vec<String>,
+) -> Result<(), SyncError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let base = select_sql(job, None);
+    let order = base.rfind(" ORDER BY").unwrap_or(base.len());
+    let sql = format!(
+        "{} WHERE \"{}\"::text = ANY($1::text[])",
+        &base[..order],
+        job.id_column
+    );
+    let kinds = applier.mapper().kinds().to_vec();
+    let names = applier.mapper().names().to_vec();
+    let rows = client.query(sql.as_str(), &[&ids]).await?;
+    let mut found = std::collections::HashSet::new();
+    for row in rows {
+        let mut cells = Vec::with_capacity(kinds.len());
+        for (i, k) in kinds.iter().enumerate() {
+            let raw: Raw<'_> = row.try_get(i)?;
+            cells.push(cell(*k, raw.0, &names[i])?);
+        }
+        if let Ok(id) = applier.mapper().id_of(&cells[0]) {
+            found.insert(id);
+        }
+        applier.push(Change::Upsert(cells))?;
+    }
+    for id in ids {
+        if !found.contains(&id) {
+            applier.push(Change::Delete(id))?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies the table (after `resume_after`, when resuming) into the applier's collection. Every
+/// batch carries `snapshot` progress; the last one carries `done`.
+#[allow(clippy::too_many_arguments)]
+pub async fn copy_table(
+    client: &Client,
+    job: &JobConfig,
+    mut applier: Applier,
+    lsn: Option<u64>,
+    resume_after: Option<String>,
+    done: Position,
+    status: &StatusHandle,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> Result<(Applier, bool), SyncError> {
+    let estimate: i64 = client
+        .query_one(
+            "SELECT GREATEST(c.reltuples, 0)::int8 FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND c.relname = $2",
+            &[&job.schema_table().0, &job.schema_table().1],
+        )
+        .await?
+        .try_get(0)?;
+    let sql = format!(
+        "COPY ({}) TO STDOUT (FORMAT binary)",
+        select_sql(job, resume_after.as_deref())
+    );
+    tracing::info!(job = %job.name, resume_after = ?resume_after, estimate, "snapshot started");
+    let kinds = applier.mapper().kinds().to_vec();
+    let names = applier.mapper().names().to_vec();
+    let types = vec![Type::BYTEA; kinds.len()];
+    let stream = client.copy_out(sql.as_str()).await?;
+    let rows = BinaryCopyOutStream::new(stream, &types);
+    futures_util::pin_mut!(rows);
+
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(u64::try_from(estimate).unwrap_or(0));
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg} [{bar:40}] {pos}/{len} rows ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b.set_message(format!("snapshot {}", job.name));
+        b
+    });
+    let started = Instant::now();
+    let mut last_log = Instant::now();
+    let mut copied: u64 = 0;
+    let mut in_batch = 0usize;
+    let mut last_id = resume_after;
+    let progress = |last_id: &Option<String>| Position::Snapshot {
+        mode: job.mode,
+        lsn,
+        last_id: last_id.clone(),
+    };
+    while let Some(row) = rows.next().await {
+        let row = row?;
+        let mut cells = Vec::with_capacity(kinds.len());
+        for (i, kind) in kinds.iter().enumerate() {
+            let raw: Raw<'_> = row.try_get(i)?;
+            cells.push(cell(*kind, raw.0, &names[i])?);
+        }
+        // Ids are never NULL (primary key); a row whose id cannot be mapped is still counted.
+        if let Ok(id) = applier.mapper().id_of(&cells[0]) {
+            last_id = Some(id);
+        }
+        applier.push(Change::Upsert(cells))?;
+        copied += 1;
+        in_batch += 1;
+        if in_batch >= job.batch_rows {
+            in_batch = 0;
+            let pos = progress(&last_id).encode();
+            let (a, r) = blocking(applier, move |a| a.flush(Some(pos))).await?;
+            applier = a;
+            let flushed = r?;
+            let rate = copied as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            {
+                let mut st = status.lock();
+                st.applied += flushed.upserted;
+                st.snapshot_rows = copied;
+                st.snapshot_rows_per_sec = rate;
+                st.skipped = applier.skips.clone();
+                st.last_skip = applier.last_skip.clone();
+                st.position = Some(progress(&last_id).describe());
+            }
+            if let Some(b) = &bar {
+                b.set_position(copied);
+            } else if last_log.elapsed() >= Duration::from_secs(5) {
+                last_log = Instant::now();
+                tracing::info!(job = %job.name, rows = copied, rows_per_sec = rate as u64, estimate, "snapshot progress");
+            }
+            if *shutdown.borrow() {
+                // Stopping mid-snapshot is fine: the checkpoint names the last id written.
+                return Ok((applier, false));
+            }
+        }
+    }
+    let pos = done.encode();
+    let (a, r) = blocking(applier, move |a| a.flush(Some(pos))).await?;
+    applier = a;
+    let flushed = r?;
+    let secs = started.elapsed().as_secs_f64();
+    let rate = copied as f64 / secs.max(1e-9);
+    {
+        let mut st = status.lock();
+        st.applied += flushed.upserted;
+        st.snapshot_rows = copied;
+        st.snapshot_rows_per_sec = rate;
+        st.skipped = applier.skips.clone();
+        st.last_skip = applier.last_skip.clone();
+        st.position = Some(done.describe());
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    tracing::info!(
+        job = %job.name,
+        rows = copied,
+        seconds = secs,
+        rows_per_sec = rate as u64,
+        null_embeddings = applier.skips.null_embedding,
+        unrepresentable = applier.skips.unrepresentable,
+        "snapshot complete"
+    );
+    Ok((applier, true))
+}

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use super::segment::records::Fields;
 use super::EngineError;
 use crate::index::distance::inverse_norm;
-use crate::index::{BuildParams, GraphBuilder};
+use crate::index::{BuildParams, F32Vectors, GraphBuilder};
 use crate::types::Space;
 
 /// Rows inserted into the graph per indexing step: large enough for rayon to spread over the
@@ -173,13 +173,21 @@ impl Memtable {
         &self.vectors[start..start + self.dim]
     }
 
+    /// The rows' f32 vectors as a store (rescoring the graph's int8 candidates).
+    pub(crate) fn store(&self) -> F32Vectors<'_> {
+        // The arrays grow together (`push`), so the shapes always agree; an empty dimension
+        // (no vector yet) gives an empty store.
+        F32Vectors::new(self.dim.max(1), &self.vectors, Some(&self.inv_norms))
+            .unwrap_or_else(|_| F32Vectors::empty())
+    }
+
     pub(crate) fn inv_norm(&self, r: u32) -> f32 {
         self.inv_norms[r as usize]
     }
 
-    /// Heap bytes held (vectors dominate; the graph keeps its own copy of indexed vectors).
+    /// Heap bytes held (vectors dominate; the graph keeps int8 codes of indexed vectors).
     pub(crate) fn bytes(&self) -> usize {
         let indexed = self.graph.as_ref().map_or(0, |g| g.indexed());
-        (self.vectors.len() + indexed * (self.dim + 1)) * 4 + self.rows.len() * 96
+        self.vectors.len() * 4 + indexed * (self.dim + 8) + self.rows.len() * 96
     }
 }

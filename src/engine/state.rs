@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -82,6 +82,8 @@ pub(crate) struct State {
     build: BuildParams,
     /// Search work, cumulative (exported as metrics).
     pub(crate) counters: QueryCounters,
+    /// Segment graphs are walked over int8 codes (then rescored in f32); off: walked in f32.
+    pub(crate) quantized: AtomicBool,
 }
 
 /// Cumulative search work of a collection.
@@ -122,6 +124,7 @@ impl State {
             live,
             build,
             counters: QueryCounters::default(),
+            quantized: AtomicBool::new(true),
         })
     }
 
@@ -791,7 +794,10 @@ impl State {
                 let mut exact_from = indexed;
                 if let Some(graph) = mem.graph().filter(|_| indexed > 0) {
                     let accept = |r: u32| (r as usize) < indexed && !dead.get(r) && passes(make(r));
-                    let found = graph.builder.search(q.vector(), k, params.ef, accept)?;
+                    let found =
+                        graph
+                            .builder
+                            .search(q.vector(), k, params.ef, accept, &mem.store())?;
                     work += found.stats.distance_computations;
                     // hnsw_rs's live graph gives no reachability guarantee and is being
                     // extended while we search, so a short answer is never taken as proof that
@@ -836,7 +842,8 @@ impl State {
             Source::Segment(s) => {
                 let slot = &self.segments[s];
                 let accept = |r: u32| !slot.dead.get(r) && passes(Loc::Seg(s, r));
-                let found = slot.seg.search(q, params, accept)?;
+                let quantized = self.quantized.load(Ordering::Relaxed);
+                let found = slot.seg.search(q, params, quantized, accept)?;
                 match found {
                     Some(found) if found.complete => {
                         work += found.stats.distance_computations;

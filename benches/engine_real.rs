@@ -248,4 +248,48 @@ fn main() {
         percentile(&lat2, 0.5),
         percentile(&lat2, 0.99),
     );
+
+    // Recall/QPS curve over the reopened segments: int8 traversal + f32 rescoring vs f32
+    // traversal, per ef_search; QPS with 2 query threads (the whole machine).
+    let hnsw = c.config().hnsw;
+    for quantized in [true, false] {
+        c.set_quantized_search(quantized);
+        for ef in [16u32, 32, 64, 100, 200] {
+            c.set_hnsw(HnswParams {
+                ef_search: ef,
+                ..hnsw
+            })
+            .unwrap();
+            let (lat, recall) = run_queries(&c);
+            let nq = data.queries.len() / dim;
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for part in 0..2 {
+                    let (c, queries) = (&c, &data.queries);
+                    s.spawn(move || {
+                        for q in queries.chunks_exact(dim).skip(part).step_by(2) {
+                            c.query(&QueryRequest {
+                                embeddings: vec![q.to_vec()],
+                                n_results: 10,
+                                ids: None,
+                                filter: None,
+                                include: Include {
+                                    distances: true,
+                                    ..Default::default()
+                                },
+                            })
+                            .unwrap();
+                        }
+                    });
+                }
+            });
+            println!(
+                "{{\"curve\": \"{}\", \"ef\": {ef}, \"recall_at_10\": {recall:.4}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"qps_2_threads\": {:.0}}}",
+                if quantized { "int8+rescore" } else { "f32" },
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99),
+                nq as f64 / t.elapsed().as_secs_f64(),
+            );
+        }
+    }
 }

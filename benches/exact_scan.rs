@@ -1,4 +1,5 @@
-//! Exact search: the distance kernels alone (1536-d pairs, hot in cache) and a full exact query
+//! Exact search: the distance kernels alone (1536-d pairs, hot in cache; f32 and the int8
+//! traversal kernels) and a full exact query
 //! over 20,000 × 1536 records through `Collection::query` (top-10, l2 and cosine).
 
 use std::hint::black_box;
@@ -8,7 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use vectord::engine::{Collection, CollectionConfig};
-use vectord::index::distance;
+use vectord::index::{distance, quant};
 use vectord::types::{Include, QueryRequest, Record, Space, WriteBatch};
 
 const DIM: usize = 1536;
@@ -33,6 +34,17 @@ fn kernels(c: &mut Criterion) {
             b.iter(|| l2sq(black_box(&v[0]), black_box(&v[1])))
         });
     }
+    // The int8 traversal kernels (a quarter of the bytes), and the full approximate distance
+    // the searcher calls (kernel + trailer decode), on the codes of the same two vectors.
+    let codes: Vec<Vec<i8>> = v.iter().map(|x| quant::encode(Space::Cosine, x)).collect();
+    for (name, dot) in quant::available_kernels() {
+        group.bench_function(format!("dot_i8_{name}"), |b| {
+            b.iter(|| dot(black_box(&codes[0][..DIM]), black_box(&codes[1][..DIM])))
+        });
+    }
+    group.bench_function(format!("approx_cosine_i8_{}", quant::kernel_name()), |b| {
+        b.iter(|| quant::approx_distance(Space::Cosine, black_box(&codes[0]), black_box(&codes[1])))
+    });
     group.finish();
 }
 

@@ -1,6 +1,7 @@
-//! Graph search: the flat searcher on memory-mapped `graph.bin` + `vectors` vs hnsw_rs's own
-//! in-memory search (through `GraphBuilder::search`, which also rescores the k results with
-//! our kernels), on one clustered set, at ef ∈ {16, 32, 64, 128, 256}, 1 and 2 threads.
+//! Graph search: the flat searcher on memory-mapped `graph.bin` + `vectors` (f32, and int8
+//! codes with f32 rescoring of the `ef` candidates) vs hnsw_rs's own
+//! in-memory search over int8 codes (through `GraphBuilder::search`, which rescores the `ef`
+//! candidates with our f32 kernels), on one clustered set, at ef ∈ {16, 32, 64, 128, 256}, 1 and 2 threads.
 //! Recall@10 and distance computations per query are printed beside the timings, and the
 //! build rate once at the start.
 //!
@@ -71,6 +72,21 @@ fn graph_search(c: &mut Criterion) {
     let vec_map = unsafe { memmap2::Mmap::map(&vec_file) }.expect("map vectors");
     let floats = f32_slice_from_bytes(&vec_map).expect("aligned vectors");
     let store = F32Vectors::new(dim, floats, None).expect("store");
+    // int8 codes at a 64-byte stride, also mapped from a file (what `codes.bin` holds).
+    let stride = quant::code_len(dim).next_multiple_of(64);
+    let code_path = dir.path().join("codes.bin");
+    let mut raw_codes = Vec::with_capacity(n * stride);
+    for v in data.chunks_exact(dim) {
+        let mut c = quant::encode(space, v);
+        c.resize(stride, 0);
+        raw_codes.extend(c.into_iter().map(|x| x as u8));
+    }
+    write_file_atomic(&code_path, &raw_codes).expect("write codes");
+    drop(raw_codes);
+    let code_file = std::fs::File::open(&code_path).expect("open codes");
+    // SAFETY: the benchmark's own temp file, not modified while mapped.
+    let code_map = unsafe { memmap2::Mmap::map(&code_file) }.expect("map codes");
+    let coded = I8Vectors::new(dim, n, stride, bytemuck::cast_slice(&code_map)).expect("codes");
 
     let truth = truth(&store, space, &queries, K, |_| true);
     let prepared: Vec<PreparedQuery> = queries
@@ -79,9 +95,19 @@ fn graph_search(c: &mut Criterion) {
         .collect();
     for ef in EFS {
         let (mut rf, mut rh, mut ef_evals, mut eh_evals) = (0.0, 0.0, 0u64, 0u64);
+        let mut rq = 0.0;
+        for (pq, t) in prepared.iter().zip(&truth) {
+            let p = SearchParams::new(K, ef);
+            let r = search_rescored(&graph, &coded, &store, pq, &p, |_| true).expect("int8");
+            rq += overlap(&r.results, t);
+        }
+        eprintln!(
+            "ef={ef:>3}: int8+rescore recall@10 {:.4}",
+            rq / queries.len() as f64
+        );
         for ((q, pq), t) in queries.iter().zip(&prepared).zip(&truth) {
             let f = search(&graph, &store, pq, &SearchParams::new(K, ef), |_| true).expect("flat");
-            let h = builder.search(q, K, ef, |_| true).expect("hnsw");
+            let h = builder.search(q, K, ef, |_| true, &store).expect("hnsw");
             rf += overlap(&f.results, t);
             rh += overlap(&h.results, t);
             ef_evals += f.stats.distance_computations;
@@ -116,12 +142,22 @@ fn graph_search(c: &mut Criterion) {
             })
         });
         let mut i = 0;
+        group.bench_function(format!("int8_rescore_mmap/1t/ef{ef}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % prepared.len();
+                black_box(
+                    search_rescored(&graph, &coded, &store, &prepared[i], &p, |_| true)
+                        .map(|o| o.results.len()),
+                )
+            })
+        });
+        let mut i = 0;
         group.bench_function(format!("hnsw_rs/1t/ef{ef}"), |b| {
             b.iter(|| {
                 i = (i + 1) % queries.len();
                 black_box(
                     builder
-                        .search(&queries[i], K, ef, |_| true)
+                        .search(&queries[i], K, ef, |_| true, &store)
                         .map(|o| o.results.len()),
                 )
             })
@@ -147,6 +183,19 @@ fn graph_search(c: &mut Criterion) {
                 })
             })
         });
+        group.bench_function(format!("int8_rescore_mmap/2t/ef{ef}"), |b| {
+            b.iter(|| {
+                pool.install(|| {
+                    prepared
+                        .par_iter()
+                        .map(|q| {
+                            search_rescored(&graph, &coded, &store, q, &p, |_| true)
+                                .map_or(0, |o| o.results.len())
+                        })
+                        .sum::<usize>()
+                })
+            })
+        });
         group.bench_function(format!("hnsw_rs/2t/ef{ef}"), |b| {
             b.iter(|| {
                 pool.install(|| {
@@ -154,7 +203,7 @@ fn graph_search(c: &mut Criterion) {
                         .par_iter()
                         .map(|q| {
                             builder
-                                .search(q, K, ef, |_| true)
+                                .search(q, K, ef, |_| true, &store)
                                 .map_or(0, |o| o.results.len())
                         })
                         .sum::<usize>()

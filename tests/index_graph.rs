@@ -70,7 +70,7 @@ fn recall_case(space: Space) {
         assert_eq!(flat.results.len(), K);
         let hnsw = fx
             .builder
-            .search(q, K, 64, |_| true)
+            .search(q, K, 64, |_| true, &store)
             .expect("builder search");
         flat_recall += overlap(&flat.results, t);
         hnsw_recall += overlap(&hnsw.results, t);
@@ -161,7 +161,7 @@ fn accept_predicate_inside_search() {
         assert!(out.complete);
         assert!(out.results.iter().all(|s| half(s.row)));
         recall += overlap(&out.results, t);
-        let b = fx.builder.search(q, K, 64, half).expect("builder");
+        let b = fx.builder.search(q, K, 64, half, &store).expect("builder");
         assert_eq!(b.results.len(), K);
         assert!(b.results.iter().all(|s| half(s.row)));
     }
@@ -178,7 +178,7 @@ fn accept_predicate_inside_search() {
         assert!(out.complete);
         assert!(out.results.iter().all(|s| rare(s.row)));
         assert!(overlap(&out.results, t) >= 0.9);
-        let b = fx.builder.search(q, K, 16, rare).expect("builder");
+        let b = fx.builder.search(q, K, 16, rare, &store).expect("builder");
         assert_eq!(
             b.results.len(),
             K,
@@ -261,6 +261,7 @@ fn concurrent_inserts_and_searches() {
         .enumerate()
         .map(|(i, v)| (v, i as u32))
         .collect();
+    let store = F32Vectors::new(dim, &data, None).expect("store");
     std::thread::scope(|s| {
         let (left, right) = rows.split_at(3_000);
         for part in [left, right] {
@@ -272,11 +273,11 @@ fn concurrent_inserts_and_searches() {
             });
         }
         for _ in 0..2 {
-            let (b, queries) = (&b, &queries);
+            let (b, queries, store) = (&b, &queries, &store);
             s.spawn(move || {
                 for _ in 0..5 {
                     for q in queries {
-                        let out = b.search(q, K, 32, |_| true).expect("search");
+                        let out = b.search(q, K, 32, |_| true, store).expect("search");
                         assert!(out.results.iter().all(|r| (r.row as usize) < 6_000));
                     }
                 }

@@ -65,7 +65,7 @@ fn probe() {
                 let out = search(&g, &store, &pq, &SearchParams::new(10, ef), |_| true).unwrap();
                 rec += overlap(&out.results, t);
                 ev += out.stats.distance_computations;
-                let h = b.search(q, 10, ef, |_| true).unwrap();
+                let h = b.search(q, 10, ef, |_| true, &store).unwrap();
                 hrec += overlap(&h.results, t);
                 hev += h.stats.distance_computations;
             }

@@ -193,6 +193,16 @@ impl Collection {
             .store(rows.max(1), Ordering::Relaxed);
     }
 
+    /// Chooses how segment graphs are walked: over int8 codes with exact f32 rescoring of the
+    /// `ef_search` best candidates (default), or in f32 throughout (for comparisons).
+    pub fn set_quantized_search(&self, on: bool) {
+        self.inner
+            .state
+            .read()
+            .quantized
+            .store(on, Ordering::Relaxed);
+    }
+
     /// Replaces the HNSW parameters (the space never changes); persisted atomically.
     pub fn set_hnsw(&self, hnsw: HnswParams) -> Result<(), EngineError> {
         self.inner.set_hnsw(hnsw)

@@ -11,7 +11,8 @@ use parking_lot::Mutex;
 use super::segment::records::Fields;
 use super::EngineError;
 use crate::index::distance::inverse_norm;
-use crate::index::{BuildParams, GraphBuilder};
+use crate::index::quant;
+use crate::index::{BuildParams, F32Vectors, GraphBuilder};
 use crate::types::Space;
 
 /// Rows inserted into the graph per indexing step: large enough for rayon to spread over the
@@ -82,9 +83,14 @@ pub(crate) struct Memtable {
     rows: Vec<MemRow>,
     vectors: Vec<f32>,
     inv_norms: Vec<f32>,
+    /// int8 codes of the rows ([`quant`]), `code_len(dim)` bytes each: rows the graph does not
+    /// hold yet are scanned over these (a quarter of the bytes), then rescored in f32.
+    codes: Vec<i8>,
     /// Newest row per id (it may be tombstoned; callers check).
     newest: HashMap<String, u32>,
     graph: Option<Arc<MemGraph>>,
+    /// The space codes are made for (`None`: no graph, so no codes either).
+    space: Option<Space>,
 }
 
 impl Memtable {
@@ -93,6 +99,7 @@ impl Memtable {
         dim: usize,
         build: Option<(Space, BuildParams)>,
     ) -> Result<Memtable, EngineError> {
+        let space = build.map(|(s, _)| s);
         let graph = match build {
             Some((space, params)) if dim > 0 => Some(Arc::new(MemGraph {
                 builder: GraphBuilder::new(space, dim, params)?,
@@ -104,6 +111,7 @@ impl Memtable {
         Ok(Memtable {
             dim,
             graph,
+            space,
             ..Default::default()
         })
     }
@@ -150,6 +158,9 @@ impl Memtable {
         let r = self.rows.len() as u32;
         self.vectors.extend_from_slice(vector);
         self.inv_norms.push(inverse_norm(vector));
+        if let Some(space) = self.space {
+            quant::encode_into(space, vector, &mut self.codes);
+        }
         self.newest.insert(id.clone(), r);
         self.rows.push(MemRow {
             id,
@@ -173,13 +184,28 @@ impl Memtable {
         &self.vectors[start..start + self.dim]
     }
 
+    /// Row `r`'s int8 code, if this memtable keeps codes (it does when it has a graph).
+    pub(crate) fn code(&self, r: u32) -> Option<&[i8]> {
+        let len = quant::code_len(self.dim);
+        let start = (r as usize).checked_mul(len)?;
+        self.codes.get(start..start + len)
+    }
+
+    /// The rows' f32 vectors as a store (rescoring the graph's int8 candidates).
+    pub(crate) fn store(&self) -> F32Vectors<'_> {
+        // The arrays grow together (`push`), so the shapes always agree; an empty dimension
+        // (no vector yet) gives an empty store.
+        F32Vectors::new(self.dim.max(1), &self.vectors, Some(&self.inv_norms))
+            .unwrap_or_else(|_| F32Vectors::empty())
+    }
+
     pub(crate) fn inv_norm(&self, r: u32) -> f32 {
         self.inv_norms[r as usize]
     }
 
-    /// Heap bytes held (vectors dominate; the graph keeps its own copy of indexed vectors).
+    /// Heap bytes held (vectors dominate; the graph keeps int8 codes of indexed vectors).
     pub(crate) fn bytes(&self) -> usize {
         let indexed = self.graph.as_ref().map_or(0, |g| g.indexed());
-        (self.vectors.len() + indexed * (self.dim + 1)) * 4 + self.rows.len() * 96
+        self.vectors.len() * 4 + self.codes.len() + indexed * (self.dim + 8) + self.rows.len() * 96
     }
 }

@@ -1,5 +1,5 @@
 //! [`AnnIndex`]: the one search interface the engine fans a query out over: the memtable's
-//! live hnsw_rs graph ([`GraphBuilder`]), a segment's mapped flat graph ([`GraphView`]), and
+//! live hnsw_rs graph ([`BuilderView`]), a segment's mapped flat graph ([`GraphView`]), and
 //! brute force ([`ExactIndex`], also the recall oracle and the plan for selective filters).
 //! All return Chroma distances from our kernels, so their results merge by distance.
 
@@ -26,9 +26,19 @@ pub trait AnnIndex: Sync {
     ) -> Result<SearchOutput>;
 }
 
-impl AnnIndex for GraphBuilder {
+/// The live hnsw_rs graph and the f32 vectors it was built over (its candidates are
+/// rescored from them).
+#[derive(Debug, Clone, Copy)]
+pub struct BuilderView<'a, S: VectorStore + ?Sized> {
+    /// The graph.
+    pub builder: &'a GraphBuilder,
+    /// Its vectors, by the same ids.
+    pub store: &'a S,
+}
+
+impl<S: VectorStore + ?Sized> AnnIndex for BuilderView<'_, S> {
     fn len(&self) -> usize {
-        GraphBuilder::len(self)
+        self.builder.len()
     }
 
     /// hnsw_rs search (no distance budget: `max_distance_computations` is ignored).
@@ -38,14 +48,15 @@ impl AnnIndex for GraphBuilder {
         params: &SearchParams,
         accept: &dyn Fn(u32) -> bool,
     ) -> Result<SearchOutput> {
-        if query.space() != self.space() {
+        if query.space() != self.builder.space() {
             return Err(IndexError::InvalidParams(format!(
                 "query prepared for {} on a {} index",
                 query.space().as_str(),
-                self.space().as_str()
+                self.builder.space().as_str()
             )));
         }
-        GraphBuilder::search(self, query.vector(), params.k, params.ef, accept)
+        self.builder
+            .search(query.vector(), params.k, params.ef, accept, self.store)
     }
 }
 
@@ -146,7 +157,11 @@ mod tests {
             store: &store,
         };
         let exact = ExactIndex { store: &store };
-        let indexes: [&dyn AnnIndex; 3] = [&b, &view, &exact];
+        let live = BuilderView {
+            builder: &b,
+            store: &store,
+        };
+        let indexes: [&dyn AnnIndex; 3] = [&live, &view, &exact];
         let q = PreparedQuery::new(Space::L2, &data[8..12]).unwrap();
         let p = SearchParams::new(5, 50);
         let want = exact.search(&q, &p, &|_| true).unwrap().results;
@@ -155,6 +170,6 @@ mod tests {
             assert_eq!(idx.search(&q, &p, &|_| true).unwrap().results, want);
         }
         let wrong = PreparedQuery::new(Space::Ip, &data[8..12]).unwrap();
-        assert!(AnnIndex::search(&b, &wrong, &p, &|_| true).is_err());
+        assert!(AnnIndex::search(&live, &wrong, &p, &|_| true).is_err());
     }
 }

@@ -26,11 +26,12 @@ use hnsw_rs::hnsw::{Hnsw, Point};
 use parking_lot::{Mutex, RwLock};
 
 use crate::engine::HnswParams;
-use crate::index::distance;
 use crate::index::error::{IndexError, Result};
 use crate::index::flat_graph::{GraphParts, UpperLayer, MAX_LEVEL, NO_NEIGHBOUR};
+use crate::index::quant;
 use crate::index::search::{SearchOutput, SearchStats};
-use crate::index::topk::Scored;
+use crate::index::topk::{Scored, TopK};
+use crate::index::vectors::{PreparedQuery, VectorStore};
 use crate::types::Space;
 
 /// Largest `max_neighbors` (hnsw_rs exits the process above 256).
@@ -50,20 +51,16 @@ pub fn distance_evals_on_this_thread() -> u64 {
     DIST_EVALS.with(|c| c.get())
 }
 
-/// Our SIMD kernels as an hnsw_rs `Distance`, for one [`Space`]. Never panics and never
-/// returns NaN or a negative value (hnsw_rs asserts `>= 0` and panics ordering NaN):
+/// Our int8 kernels as an hnsw_rs `Distance` over codes ([`quant`]), for one [`Space`]. The
+/// builder stores codes, not f32: a quarter of the bytes to fetch per distance (the build is
+/// bound by memory reads of random points) and of the heap hnsw_rs holds. Callers rescore
+/// final candidates from their f32 vectors ([`GraphBuilder::search`] takes them).
 ///
-/// - `l2`: squared L2, unchanged (already `>= 0`).
-/// - `cosine`: vectors are stored as `[v…, inverse_norm(v)]`, so one dot product gives
-///   Chroma's `1 − a·b·inv‖a‖·inv‖b‖` exactly as the exact scan computes it; rounding can make
-///   it slightly negative for near-duplicates, which is clamped to 0 (ties only among points
-///   within rounding of the query, so no ordering that matters is lost).
-/// - `ip`: `1 − a·b` ranges over all reals, so it is passed through [`ip_order_key`], a
-///   strictly monotone map onto `[0, f32::MAX]` that keeps the order (up to pairs of adjacent
-///   floats). The graph only ever compares distances, never adds them, so ranking is unchanged.
-///
-/// NaN (from overflow) maps to `f32::MAX`. Distances reported to users never come from here:
-/// results are rescored with [`distance::distance`].
+/// Never panics and never returns NaN or a negative value (hnsw_rs asserts `>= 0` and panics
+/// ordering NaN): l2 and cosine approximations are clamped at 0 (rounding near duplicates);
+/// ip's `1 − a·b` ranges over all reals, so it goes through [`ip_order_key`], a strictly
+/// monotone map onto `[0, f32::MAX]` (the graph only compares distances, never adds them).
+/// NaN maps to `f32::MAX`.
 #[derive(Debug, Clone, Copy)]
 pub struct SpaceDistance {
     space: Space,
@@ -76,17 +73,14 @@ impl SpaceDistance {
     }
 }
 
-impl Distance<f32> for SpaceDistance {
+impl Distance<i8> for SpaceDistance {
     #[inline]
-    fn eval(&self, va: &[f32], vb: &[f32]) -> f32 {
+    fn eval(&self, va: &[i8], vb: &[i8]) -> f32 {
         DIST_EVALS.with(|c| c.set(c.get() + 1));
+        let d = quant::approx_distance(self.space, va, vb);
         let d = match self.space {
-            Space::L2 => distance::l2sq(va, vb),
-            Space::Cosine => match (va.split_last(), vb.split_last()) {
-                (Some((ia, a)), Some((ib, b))) => (1.0 - distance::dot(a, b) * ia * ib).max(0.0),
-                _ => f32::MAX,
-            },
-            Space::Ip => ip_order_key(1.0 - distance::dot(va, vb)),
+            Space::Ip => ip_order_key(d),
+            Space::L2 | Space::Cosine => d.max(0.0),
         };
         if d.is_nan() {
             f32::MAX
@@ -158,7 +152,7 @@ impl BuildParams {
 /// not be found yet). [`freeze`](Self::freeze) waits for in-flight inserts and refuses later
 /// ones; [`export`](Self::export) then produces the flat graph.
 pub struct GraphBuilder {
-    hnsw: Hnsw<'static, f32, SpaceDistance>,
+    hnsw: Hnsw<'static, i8, SpaceDistance>,
     space: Space,
     dim: usize,
     params: BuildParams,
@@ -237,14 +231,9 @@ impl GraphBuilder {
         self.len() == 0
     }
 
-    /// The vector as hnsw_rs stores it (cosine: with its inverse norm appended).
-    fn stored_form(&self, v: &[f32]) -> Vec<f32> {
-        let mut out = Vec::with_capacity(v.len() + 1);
-        out.extend_from_slice(v);
-        if self.space == Space::Cosine {
-            out.push(distance::inverse_norm(v));
-        }
-        out
+    /// The vector as hnsw_rs stores it: its int8 code.
+    fn stored_form(&self, v: &[f32]) -> Vec<i8> {
+        quant::encode(self.space, v)
     }
 
     /// Inserts `(vector, id)` pairs in parallel (rayon; the caller's pool if called inside
@@ -276,18 +265,11 @@ impl GraphBuilder {
             }
             ids.extend(batch);
         }
-        let stored: Vec<Vec<f32>> = if self.space == Space::Cosine {
-            items.iter().map(|(v, _)| self.stored_form(v)).collect()
-        } else {
-            Vec::new()
-        };
-        let mut data: Vec<(&[f32], usize)> = items
+        let stored: Vec<Vec<i8>> = items.iter().map(|(v, _)| self.stored_form(v)).collect();
+        let mut data: Vec<(&[i8], usize)> = stored
             .iter()
-            .enumerate()
-            .map(|(i, &(v, id))| match stored.get(i) {
-                Some(s) => (s.as_slice(), id as usize),
-                None => (v, id as usize),
-            })
+            .zip(items)
+            .map(|(s, &(_, id))| (s.as_slice(), id as usize))
             .collect();
         if !self.seeded.load(Ordering::Acquire) && !data.is_empty() {
             let _seed = self.seed_lock.lock();
@@ -304,18 +286,20 @@ impl GraphBuilder {
         Ok(())
     }
 
-    /// The `k` nearest accepted points to `query` with Chroma distances (rescored by our own
-    /// kernels from the stored vectors). `accept` filters inside the result set: when fewer
-    /// than `k` accepted points are among the `ef` found, `ef` grows (×4, up to all points)
-    /// and the search is repeated; `complete` is false if fewer than `k` came back and some
-    /// point was never seen (then scan exactly). `stats.distance_computations` counts
-    /// hnsw_rs's work.
-    pub fn search(
+    /// The `k` nearest accepted points to `query` with Chroma distances: the graph is walked
+    /// over int8 codes, then up to `ef` accepted candidates are rescored exactly from `exact`
+    /// (the f32 rows this graph was built over, same ids) and the best `k` kept. `accept`
+    /// filters inside the result set: when fewer than `k` accepted points are among the `ef`
+    /// found, `ef` grows (×4, up to all points) and the search is repeated; `complete` is false
+    /// if fewer than `k` came back and some point was never seen (then scan exactly).
+    /// `stats.distance_computations` counts hnsw_rs's work plus the rescoring.
+    pub fn search<S: VectorStore + ?Sized>(
         &self,
         query: &[f32],
         k: usize,
         ef: usize,
         accept: impl Fn(u32) -> bool,
+        exact: &S,
     ) -> Result<SearchOutput> {
         if query.len() != self.dim {
             return Err(IndexError::Dimension {
@@ -328,8 +312,7 @@ impl GraphBuilder {
                 "ef must be at most {MAX_EF}, got {ef}"
             )));
         }
-        let q = crate::index::vectors::PreparedQuery::new(self.space, query)?;
-        let hq = self.stored_form(query);
+        let q = PreparedQuery::new(self.space, query)?;
         let n = self.len();
         let mut stats = SearchStats::default();
         if k == 0 || n == 0 || !self.seeded.load(Ordering::Acquire) {
@@ -342,13 +325,14 @@ impl GraphBuilder {
         let evals_before = distance_evals_on_this_thread();
         let mut ef_now = ef.max(k).clamp(1, n);
         let (accepted, found_all, saw_every_point) = loop {
-            let found = self.hnsw.search(&hq, ef_now, ef_now);
+            let found = self.hnsw.search(q.code(), ef_now, ef_now);
             let found_all = found.len() < ef_now || found.len() >= n;
             let saw_every_point = found.len() >= n;
-            let accepted: Vec<_> = found
+            let accepted: Vec<u32> = found
                 .into_iter()
-                .filter(|nb| u32::try_from(nb.d_id).is_ok_and(&accept))
-                .take(k)
+                .filter_map(|nb| u32::try_from(nb.d_id).ok())
+                .filter(|&r| accept(r))
+                .take(ef_now.max(k))
                 .collect();
             if accepted.len() >= k || found_all || ef_now >= n.min(MAX_EF) {
                 break (accepted, found_all, saw_every_point);
@@ -357,23 +341,17 @@ impl GraphBuilder {
         };
         stats.distance_computations = distance_evals_on_this_thread() - evals_before;
         stats.exhausted = found_all;
-        let indexation = self.hnsw.get_point_indexation();
-        let mut results: Vec<Scored> = accepted
-            .iter()
-            .filter_map(|nb| {
-                let v = indexation.get_point_data(&nb.p_id)?;
-                let row = u32::try_from(nb.d_id).ok()?;
-                let d = match self.space {
-                    Space::Cosine => {
-                        let (inv, v) = v.split_last()?;
-                        distance::distance(self.space, q.vector(), v, q.inv_norm(), *inv)
-                    }
-                    _ => distance::distance(self.space, q.vector(), &v, 0.0, 0.0),
-                };
-                Some(Scored { distance: d, row })
-            })
-            .collect();
-        results.sort();
+        let mut top = TopK::new(k);
+        for &row in &accepted {
+            if (row as usize) < exact.len() {
+                top.push(Scored {
+                    distance: exact.distance(&q, row),
+                    row,
+                });
+            }
+        }
+        stats.distance_computations += accepted.len() as u64;
+        let results = top.into_sorted();
         stats.visited = stats.distance_computations;
         // hnsw_rs's own graph can hold points nothing links to (the export repairs that, the
         // live graph does not), so "ran out of candidates" only proves completeness when the
@@ -404,7 +382,7 @@ impl GraphBuilder {
             return Err(IndexError::NotDense(format!("{n} points exceed u32 ids")));
         }
         let indexation = self.hnsw.get_point_indexation();
-        let mut points: Vec<Option<Arc<Point<'static, f32>>>> = vec![None; n];
+        let mut points: Vec<Option<Arc<Point<'static, i8>>>> = vec![None; n];
         let mut seen = 0usize;
         for p in indexation {
             let id = p.get_origin_id();
@@ -422,7 +400,7 @@ impl GraphBuilder {
                 "iterated {seen} points, expected {n}"
             )));
         }
-        let points: Vec<Arc<Point<'static, f32>>> = points.into_iter().flatten().collect();
+        let points: Vec<Arc<Point<'static, i8>>> = points.into_iter().flatten().collect();
         let levels: Vec<usize> = points
             .iter()
             .map(|p| (p.get_point_id().0 as usize).min(MAX_LEVEL))
@@ -495,7 +473,7 @@ impl GraphBuilder {
     /// displaced point is rechecked in the next round). Returns the links added.
     fn repair_reachability(
         &self,
-        points: &[Arc<Point<'static, f32>>],
+        points: &[Arc<Point<'static, i8>>],
         entry: u32,
         m0: usize,
         layer0: &mut [u32],
@@ -631,7 +609,10 @@ mod tests {
                 (vec![f32::NAN, 0.0, 1.0], vec![1.0, 0.0, 1.0]),
                 (vec![], vec![]),
             ] {
+                let (a, b) = (quant::encode(space, &a), quant::encode(space, &b));
                 let x = d.eval(&a, &b);
+                assert!(x >= 0.0 && !x.is_nan(), "{space:?} {x}");
+                let x = d.eval(&a[..a.len() / 2], &b);
                 assert!(x >= 0.0 && !x.is_nan(), "{space:?} {x}");
             }
         }
@@ -663,8 +644,9 @@ mod tests {
             },
         )
         .unwrap();
+        let none = crate::index::F32Vectors::new(2, &[], None).unwrap();
         assert!(b
-            .search(&[1.0, 0.0], 3, 10, |_| true)
+            .search(&[1.0, 0.0], 3, 10, |_| true, &none)
             .unwrap()
             .results
             .is_empty());

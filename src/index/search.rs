@@ -294,6 +294,49 @@ where
     })
 }
 
+/// Two-stage search: walks `graph` over `coded` (approximate, cheap: int8 codes), keeps the
+/// `max(ef, k)` best accepted candidates, rescores them from `exact` (the f32 vectors, same
+/// ids) and returns the best `k` with exact distances. `complete` as for [`search`]: the wide
+/// search proves `k` when it found `k`, or when it saw every accepted point.
+pub fn search_rescored<B, C, S, F>(
+    graph: &FlatGraph<B>,
+    coded: &C,
+    exact: &S,
+    query: &PreparedQuery,
+    params: &SearchParams,
+    accept: F,
+) -> Result<SearchOutput>
+where
+    B: AsRef<[u8]>,
+    C: VectorStore + ?Sized,
+    S: VectorStore + ?Sized,
+    F: Fn(u32) -> bool,
+{
+    if exact.len() != coded.len() {
+        return Err(IndexError::StoreMismatch {
+            graph: coded.len(),
+            store: exact.len(),
+        });
+    }
+    let k = params.k;
+    let wide = SearchParams {
+        k: params.ef.max(k),
+        ..*params
+    };
+    let mut out = search(graph, coded, query, &wide, accept)?;
+    let mut top = TopK::new(k);
+    for s in &out.results {
+        top.push(Scored {
+            distance: exact.distance(query, s.row),
+            row: s.row,
+        });
+    }
+    out.stats.distance_computations += out.results.len() as u64;
+    out.complete = !out.stats.truncated && (out.results.len() >= k || out.complete);
+    out.results = top.into_sorted();
+    Ok(out)
+}
+
 /// Exact top-`k` over every accepted row of `store`: the recall oracle in tests, and the plan
 /// for selective filters (pass the candidate rows through `accept`).
 pub fn exact_search<S, F>(store: &S, query: &PreparedQuery, k: usize, accept: F) -> Vec<Scored>

@@ -4,6 +4,7 @@
 
 use crate::index::distance;
 use crate::index::error::{IndexError, Result};
+use crate::index::quant;
 use crate::types::Space;
 
 /// A query vector with what every distance evaluation needs precomputed (its inverse norm).
@@ -12,6 +13,8 @@ pub struct PreparedQuery {
     space: Space,
     vector: Vec<f32>,
     inv_norm: f32,
+    /// The int8 code of the query ([`quant`]): traversal over coded stores scores against it.
+    code: Vec<i8>,
 }
 
 impl PreparedQuery {
@@ -29,6 +32,7 @@ impl PreparedQuery {
             space,
             inv_norm: distance::inverse_norm(vector),
             vector: vector.to_vec(),
+            code: quant::encode(space, vector),
         })
     }
 
@@ -48,6 +52,12 @@ impl PreparedQuery {
     #[inline]
     pub fn inv_norm(&self) -> f32 {
         self.inv_norm
+    }
+
+    /// The query's int8 code (see [`quant`]).
+    #[inline]
+    pub fn code(&self) -> &[i8] {
+        &self.code
     }
 }
 
@@ -111,6 +121,16 @@ impl<'a> F32Vectors<'a> {
         })
     }
 
+    /// A store with no rows.
+    pub fn empty() -> F32Vectors<'static> {
+        F32Vectors {
+            dim: 1,
+            len: 0,
+            data: &[],
+            inv_norms: None,
+        }
+    }
+
     /// Row `id`, if in range.
     #[inline]
     pub fn row(&self, id: u32) -> Option<&'a [f32]> {
@@ -153,15 +173,89 @@ impl VectorStore for F32Vectors<'_> {
     }
 }
 
+/// int8 codes ([`quant`]) of row-major vectors, one code every `stride` bytes (a mapped
+/// `codes.bin` section or a memtable's array): scores are approximate, for graph traversal;
+/// callers rescore the final candidates from the f32 vectors.
+#[derive(Debug, Clone, Copy)]
+pub struct I8Vectors<'a> {
+    dim: usize,
+    len: usize,
+    stride: usize,
+    data: &'a [i8],
+}
+
+impl<'a> I8Vectors<'a> {
+    /// Wraps `len` codes of `dim` components, `stride` bytes apart (`stride ≥ code_len(dim)`).
+    pub fn new(dim: usize, len: usize, stride: usize, data: &'a [i8]) -> Result<Self> {
+        let need = len.checked_mul(stride);
+        if dim == 0 || stride < quant::code_len(dim) || need.is_none_or(|b| b > data.len()) {
+            return Err(IndexError::InvalidParams(format!(
+                "{len} codes of {dim} components at stride {stride} do not fit {} bytes",
+                data.len()
+            )));
+        }
+        Ok(I8Vectors {
+            dim,
+            len,
+            stride,
+            data,
+        })
+    }
+
+    /// Row `id`'s code (components + trailer), if in range.
+    #[inline]
+    pub fn row(&self, id: u32) -> Option<&'a [i8]> {
+        if id as usize >= self.len {
+            return None;
+        }
+        let start = id as usize * self.stride;
+        self.data.get(start..start + quant::code_len(self.dim))
+    }
+}
+
+impl VectorStore for I8Vectors<'_> {
+    #[inline]
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    fn distance(&self, q: &PreparedQuery, id: u32) -> f32 {
+        match self.row(id) {
+            Some(c) => quant::approx_distance(q.space, &q.code, c),
+            None => f32::INFINITY,
+        }
+    }
+
+    #[inline]
+    fn prefetch(&self, id: u32) {
+        if let Some(c) = self.row(id) {
+            prefetch_bytes(bytemuck::cast_slice(c), 32);
+        }
+    }
+}
+
 /// Prefetches the first cache lines of `v` (at most 8: the hardware stream prefetcher takes
 /// over after a few misses on a long vector).
 #[inline(always)]
 pub fn prefetch_slice(v: &[f32]) {
+    prefetch_bytes(bytemuck::cast_slice(v), 8);
+}
+
+/// Prefetches the first cache lines of `v`, at most `max_lines` (the stream prefetcher takes
+/// over a long f32 row after a few; a 1536-d code is only 25 lines, worth fetching whole).
+#[inline(always)]
+pub fn prefetch_bytes(v: &[u8], max_lines: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let bytes = std::mem::size_of_val(v);
-        let lines = bytes.div_ceil(64).min(8);
+        let bytes = v.len();
+        let lines = bytes.div_ceil(64).min(max_lines);
         let p = v.as_ptr() as *const i8;
         for i in 0..lines {
             // SAFETY: prefetch is a hint that never faults; the address stays within `v`
@@ -171,7 +265,7 @@ pub fn prefetch_slice(v: &[f32]) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = v;
+        let _ = (v, max_lines);
     }
 }
 

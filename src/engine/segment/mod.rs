@@ -5,6 +5,7 @@
 //! `tombstones-<seq>.bin`, one per flush that changed them; the MANIFEST names the live one.
 
 pub(crate) mod blocked;
+pub(crate) mod codes;
 pub(crate) mod records;
 pub(crate) mod vectors;
 
@@ -16,15 +17,18 @@ use std::io::Write;
 use parking_lot::Mutex;
 
 use self::blocked::{BlockedFile, BlockedWriter};
+use self::codes::{CodesWriter, SegmentCodes};
 use self::records::{Fields, RowIn, SegmentRecords};
 use self::vectors::SegmentVectors;
 use super::bitset::Bitset;
 use super::fsutil::sync_dir;
 use super::memtable::Memtable;
 use super::EngineError;
-use crate::index::vectors::prefetch_slice;
+use crate::index::quant;
+use crate::index::vectors::{prefetch_bytes, prefetch_slice};
 use crate::index::{
-    search, FlatGraph, GraphBuilder, PreparedQuery, SearchOutput, SearchParams, VectorStore,
+    search, search_rescored, FlatGraph, GraphBuilder, PreparedQuery, SearchOutput, SearchParams,
+    VectorStore,
 };
 
 const KIND_TOMBSTONES: u32 = 3;
@@ -38,6 +42,8 @@ pub(crate) struct Segment {
     records: SegmentRecords,
     /// The HNSW graph over the rows (absent only for a memtable that had none).
     graph: Option<FlatGraph>,
+    /// int8 codes the graph is traversed over (written with the graph).
+    codes: Option<SegmentCodes>,
 }
 
 /// The folder name of segment `id`.
@@ -99,7 +105,22 @@ impl Segment {
         let write = || -> Result<(), EngineError> {
             fs::create_dir_all(&tmp)
                 .map_err(|e| EngineError::io("create segment folder", &tmp, e))?;
-            vectors::write(&tmp.join("vectors.bin"), dim, vectors)?;
+            let mut codes = match graph {
+                Some(g) => Some(CodesWriter::create(&tmp.join("codes.bin"), g.space(), dim)?),
+                None => None,
+            };
+            vectors::write(
+                &tmp.join("vectors.bin"),
+                dim,
+                vectors,
+                |v| match &mut codes {
+                    Some(c) => c.push(v),
+                    None => Ok(()),
+                },
+            )?;
+            if let Some(c) = codes {
+                c.finish()?;
+            }
             records::write(&tmp.join("records.bin"), rows)?;
             if let Some(graph) = graph {
                 let bytes = graph.export()?;
@@ -154,21 +175,46 @@ impl Segment {
                 reason: format!("{} records but {} vectors", records.rows(), vectors.rows()),
             });
         }
+        // Codes come with the graph; a segment from before them is traversed in f32.
+        let codes_path = dir.join("codes.bin");
+        let codes = if graph.is_some() && codes_path.exists() {
+            let c = SegmentCodes::open(&codes_path)?;
+            if c.rows() != vectors.rows() || c.dim() != vectors.dim() {
+                return Err(EngineError::Corrupt {
+                    file: codes_path,
+                    offset: 0,
+                    reason: format!(
+                        "{} codes of {} components for {} rows of {}",
+                        c.rows(),
+                        c.dim(),
+                        vectors.rows(),
+                        vectors.dim()
+                    ),
+                });
+            }
+            Some(c)
+        } else {
+            None
+        };
         Ok(Segment {
             id,
             dir,
             vectors,
             records,
             graph,
+            codes,
         })
     }
 
     /// Graph search from the map; `accept` excludes rows inside the search (tombstones,
-    /// filters). `None` when the segment has no graph.
+    /// filters). With `quantized` (and codes present) the graph is walked over int8 codes and
+    /// the `ef` best accepted candidates are rescored from the f32 vectors; otherwise it is
+    /// walked in f32. Distances returned are always exact. `None` when the segment has no graph.
     pub(crate) fn search(
         &self,
         query: &PreparedQuery,
         params: &SearchParams,
+        quantized: bool,
         accept: impl Fn(u32) -> bool,
     ) -> Result<Option<SearchOutput>, EngineError> {
         let Some(graph) = &self.graph else {
@@ -178,7 +224,24 @@ impl Segment {
             seg: self,
             error: Mutex::new(None),
         };
-        let out = search(graph, &store, query, params, accept)?;
+        let out = match self
+            .codes
+            .as_ref()
+            .filter(|c| quantized && c.space() == query.space())
+        {
+            Some(codes) => {
+                let coded = SegmentCodeStore {
+                    codes,
+                    error: Mutex::new(None),
+                };
+                let out = search_rescored(graph, &coded, &store, query, params, accept)?;
+                if let Some(e) = coded.error.into_inner() {
+                    return Err(e);
+                }
+                out
+            }
+            None => search(graph, &store, query, params, accept)?,
+        };
         match store.error.into_inner() {
             Some(e) => Err(e),
             None => Ok(Some(out)),
@@ -231,7 +294,9 @@ impl Segment {
 
     /// Bytes mapped by this segment's files.
     pub(crate) fn mapped_bytes(&self) -> usize {
-        self.vectors.mapped_bytes() + self.records.mapped_bytes()
+        self.vectors.mapped_bytes()
+            + self.records.mapped_bytes()
+            + self.codes.as_ref().map_or(0, |c| c.mapped_bytes())
     }
 
     /// Verifies every block of every file (background scrub).
@@ -240,6 +305,9 @@ impl Segment {
         self.records.verify_all()?;
         if let Some(g) = &self.graph {
             g.verify()?;
+        }
+        if let Some(c) = &self.codes {
+            c.verify_all()?;
         }
         Ok(())
     }
@@ -281,6 +349,41 @@ impl VectorStore for SegmentStore<'_> {
     fn prefetch(&self, id: u32) {
         if let Some(v) = self.seg.vectors.unverified_row(id) {
             prefetch_slice(v);
+        }
+    }
+}
+
+/// The segment's codes as the int8 traversal sees them; like [`SegmentStore`], a damaged block
+/// scores infinity and fails the search afterwards.
+struct SegmentCodeStore<'a> {
+    codes: &'a SegmentCodes,
+    error: Mutex<Option<EngineError>>,
+}
+
+impl VectorStore for SegmentCodeStore<'_> {
+    fn dim(&self) -> usize {
+        self.codes.dim()
+    }
+
+    fn len(&self) -> usize {
+        self.codes.rows()
+    }
+
+    #[inline]
+    fn distance(&self, q: &PreparedQuery, id: u32) -> f32 {
+        match self.codes.code(id) {
+            Ok(c) => quant::approx_distance(q.space(), q.code(), c),
+            Err(e) => {
+                self.error.lock().get_or_insert(e);
+                f32::INFINITY
+            }
+        }
+    }
+
+    #[inline]
+    fn prefetch(&self, id: u32) {
+        if let Some(c) = self.codes.unverified(id) {
+            prefetch_bytes(c, 32);
         }
     }
 }
@@ -346,7 +449,7 @@ mod tests {
         // The graph came along: search it from the map, with a tombstone-like predicate.
         let q = PreparedQuery::new(crate::types::Space::L2, &[42.2, 1.0, 2.0]).unwrap();
         let out = seg
-            .search(&q, &SearchParams::new(3, 16), |r| r != 42)
+            .search(&q, &SearchParams::new(3, 16), true, |r| r != 42)
             .unwrap()
             .unwrap();
         let rows: Vec<u32> = out.results.iter().map(|s| s.row).collect();

@@ -22,11 +22,13 @@ struct VectorsMeta {
     norms_at: usize,
 }
 
-/// Writes `rows` vectors of length `dim` (and their inverse norms) to `path`, fsynced.
+/// Writes `rows` vectors of length `dim` (and their inverse norms) to `path`, fsynced; each
+/// row is also handed to `each` (the codes writer), so the rows are read once.
 pub(crate) fn write<'a>(
     path: &Path,
     dim: usize,
     rows: impl ExactSizeIterator<Item = Result<&'a [f32], EngineError>>,
+    mut each: impl FnMut(&[f32]) -> Result<(), EngineError>,
 ) -> Result<(), EngineError> {
     let n = rows.len();
     let mut w = BlockedWriter::create(path)?;
@@ -42,6 +44,7 @@ pub(crate) fn write<'a>(
         }
         w.write(bytemuck::cast_slice(v))?;
         norms.push(inverse_norm(v));
+        each(v)?;
     }
     let norms_at = w.align()?;
     w.write(bytemuck::cast_slice(&norms))?;
@@ -177,7 +180,7 @@ mod tests {
         let rows: Vec<Vec<f32>> = (0..1000)
             .map(|i| (0..37).map(|d| (i * 37 + d) as f32 * 0.5).collect())
             .collect();
-        write(&p, 37, rows.iter().map(|r| Ok(r.as_slice()))).unwrap();
+        write(&p, 37, rows.iter().map(|r| Ok(r.as_slice())), |_| Ok(())).unwrap();
         let v = SegmentVectors::open(&p).unwrap();
         assert_eq!((v.rows(), v.dim()), (1000, 37));
         for (i, r) in rows.iter().enumerate() {

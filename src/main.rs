@@ -82,9 +82,40 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             failed_collections = failed,
             "vectord listening"
         );
-        let state = AppState::new(catalog, settings);
+        let metrics_port = settings.metrics_port;
+        let state = AppState::new(catalog, settings).context("setting up auth")?;
         let catalog = std::sync::Arc::clone(&state.catalog);
-        api::serve(listener, state, shutdown_signal()).await?;
+        // One signal stops both listeners.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let metrics_server = match metrics_port {
+            Some(port) => {
+                let addrs: Vec<_> = addrs
+                    .iter()
+                    .map(|a| std::net::SocketAddr::new(a.ip(), port))
+                    .collect();
+                let l = TcpListener::bind(&addrs[..])
+                    .await
+                    .with_context(|| format!("binding metrics port {port}"))?;
+                tracing::info!(addr = %l.local_addr()?, "metrics listening");
+                Some(tokio::spawn(api::serve_metrics(
+                    l,
+                    state.clone(),
+                    stopped(stop_rx.clone()),
+                )))
+            }
+            None => None,
+        };
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        api::serve(listener, state, stopped(stop_rx)).await?;
+        if let Some(m) = metrics_server {
+            m.await??;
+        }
         // Requests have drained: write memtables out so the next start maps everything.
         let failed = tokio::task::spawn_blocking(move || catalog.flush_all()).await?;
         tracing::info!(flush_failures = failed, "vectord stopped");

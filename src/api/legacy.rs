@@ -25,6 +25,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::AppState;
 use crate::catalog::{DEFAULT_DATABASE, DEFAULT_TENANT};
+use crate::metrics::LegacyLabels;
 
 /// What the v2 route a legacy request maps to returns, so its response can be reshaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +80,12 @@ pub async fn translate(State(st): State<AppState>, req: Request, next: Next) -> 
     if !v1 && !old_v2 {
         return next.run(req).await;
     }
+    st.metrics
+        .legacy_requests
+        .get_or_create(&LegacyLabels {
+            api: if v1 { "v1" } else { "v2" },
+        })
+        .inc();
     match translate_inner(&st, v1, req, next).await {
         Ok(r) => r,
         Err(e) => legacy_error(e.into_response()).await,

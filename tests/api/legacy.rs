@@ -210,6 +210,15 @@ async fn v1_routes_with_query_tenant_and_database() {
             .ok(200),
         &json!({"max_batch_size": 3140})
     );
+    // Operators can see old clients in the metrics (one count per v1 request above).
+    let metrics = s.get("/metrics").await;
+    let line = metrics
+        .text
+        .lines()
+        .find(|l| l.starts_with(r#"vectord_legacy_requests_total{api="v1"}"#))
+        .unwrap_or_else(|| panic!("{}", metrics.text));
+    let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 18, "{line}");
 }
 
 #[tokio::test]

@@ -67,4 +67,5 @@ cd "$WORK"
 CHROMA_INTEGRATION_TEST_ONLY=1 CHROMA_SERVER_HOST=127.0.0.1 CHROMA_SERVER_HTTP_PORT="$PORT" \
 ANONYMIZED_TELEMETRY=False PROPERTY_TESTING_PRESET=${PROPERTY_TESTING_PRESET:-fast} \
   "$VENV/bin/python" -m pytest -p no:cacheprovider --import-mode=importlib -o asyncio_mode=auto -q -rfE \
+  --rootdir "$T" --confcutdir "$T" \
   -k "$deselect" "${paths[@]}"

@@ -4,10 +4,14 @@
 //! Chroma has one (`CHROMA_SERVER_HOST`, `CHROMA_SERVER_HTTP_PORT`, `PERSIST_DIRECTORY`,
 //! `ALLOW_RESET`), then the default. Auth also reads Chroma's `CHROMA_SERVER_AUTHN_CREDENTIALS`
 //! (one admin token) and `CHROMA_AUTH_TOKEN_TRANSPORT_HEADER`. This is the only module that
-//! reads the environment.
+//! reads the environment. The embedder's API key is read only from the environment or a file,
+//! never from a flag (flags show in `ps`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::embed::{ApiKey, EmbedSettings};
 
 /// Default data folder, relative to the working directory (like Chroma's `./chroma_data`).
 pub const DEFAULT_PATH: &str = "./vectord_data";
@@ -43,6 +47,55 @@ pub struct RunArgs {
     /// Also serve `/metrics`, without auth, on this port (env `VECTORD_METRICS_PORT`)
     #[arg(long)]
     pub metrics_port: Option<u16>,
+    /// Server-side embedding settings.
+    #[command(flatten)]
+    pub embed: EmbedArgs,
+}
+
+/// Flags of the server-side embedder (`src/embed`). The API key comes from
+/// `VECTORD_EMBED_API_KEY`, `OPENAI_API_KEY` or `--embed-api-key-file`, never from a flag.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EmbedArgs {
+    /// Base URL of an OpenAI-compatible embeddings API, e.g. http://127.0.0.1:11434/v1 (env
+    /// `VECTORD_EMBED_BASE_URL`, or `OPENAI_BASE_URL`) [default: https://api.openai.com/v1 when a key is set]
+    #[arg(long)]
+    pub embed_base_url: Option<String>,
+    /// File holding the embedding API key (env `VECTORD_EMBED_API_KEY_FILE`); else the key comes
+    /// from `VECTORD_EMBED_API_KEY` or `OPENAI_API_KEY`
+    #[arg(long)]
+    pub embed_api_key_file: Option<PathBuf>,
+    /// Model for collections whose configuration names none (env `VECTORD_EMBED_MODEL`)
+    /// [default: text-embedding-3-small]
+    #[arg(long)]
+    pub embed_model: Option<String>,
+    /// `dimensions` to request from the default model (env `VECTORD_EMBED_DIMENSIONS`)
+    /// [default: the model's own]
+    #[arg(long)]
+    pub embed_dimensions: Option<u32>,
+    /// Comma-separated models a collection's `embedding_function` may name, besides
+    /// --embed-model (env `VECTORD_EMBED_ALLOWED_MODELS`)
+    /// [default: text-embedding-3-small,text-embedding-3-large,text-embedding-ada-002]
+    #[arg(long)]
+    pub embed_allowed_models: Option<String>,
+    /// Texts per API request (env `VECTORD_EMBED_BATCH_SIZE`) [default: 512; OpenAI allows 2048]
+    #[arg(long)]
+    pub embed_batch_size: Option<usize>,
+    /// API requests in flight at once, process-wide (env `VECTORD_EMBED_CONCURRENCY`) [default: 4]
+    #[arg(long)]
+    pub embed_concurrency: Option<usize>,
+    /// Seconds allowed for one API request (env `VECTORD_EMBED_TIMEOUT_SECS`) [default: 30]
+    #[arg(long)]
+    pub embed_timeout_secs: Option<f64>,
+    /// Retries on 429, 5xx, timeouts and connection errors (env `VECTORD_EMBED_MAX_RETRIES`) [default: 4]
+    #[arg(long)]
+    pub embed_max_retries: Option<u32>,
+    /// Longest wait in seconds before one retry; a longer Retry-After fails the request
+    /// (env `VECTORD_EMBED_MAX_RETRY_WAIT_SECS`) [default: 20]
+    #[arg(long)]
+    pub embed_max_retry_wait_secs: Option<f64>,
+    /// Embedding cache size in MiB, 0 disables it (env `VECTORD_EMBED_CACHE_MIB`) [default: 64]
+    #[arg(long)]
+    pub embed_cache_mib: Option<usize>,
 }
 
 /// Which header carries a bearer token (Chroma's `CHROMA_AUTH_TOKEN_TRANSPORT_HEADER`).
@@ -88,6 +141,8 @@ pub struct Settings {
     pub token_header: TokenHeader,
     /// Port of the separate, unauthenticated `/metrics` listener (same host).
     pub metrics_port: Option<u16>,
+    /// The server-side embedder (disabled unless a base URL or key is configured).
+    pub embed: EmbedSettings,
 }
 
 impl Default for Settings {
@@ -102,6 +157,7 @@ impl Default for Settings {
             admin_token: None,
             token_header: TokenHeader::Any,
             metrics_port: None,
+            embed: EmbedSettings::default(),
         }
     }
 }
@@ -122,6 +178,17 @@ pub enum ConfigError {
     /// The body limit is zero.
     #[error("--max-body-bytes must be at least 1")]
     ZeroBodyLimit,
+    /// An embedder setting is out of range.
+    #[error("{0}")]
+    InvalidEmbed(String),
+    /// The API key file cannot be read.
+    #[error("cannot read the embedding API key file {path}: {reason}")]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Settings {
@@ -215,6 +282,7 @@ impl Settings {
                 None => None,
             },
         };
+        let embed = resolve_embed(args.embed, &env)?;
         Ok(Settings {
             path,
             host,
@@ -225,6 +293,7 @@ impl Settings {
             admin_token,
             token_header,
             metrics_port,
+            embed,
         })
     }
 
@@ -243,6 +312,185 @@ impl Settings {
         }
         Ok((host, self.port).to_socket_addrs()?.collect())
     }
+}
+
+/// A flag, else the first non-empty variable parsed by `parse`, else `None`.
+fn flag_or_env<T>(
+    flag: Option<T>,
+    env: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    reason: &'static str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, ConfigError> {
+    if flag.is_some() {
+        return Ok(flag);
+    }
+    match env(var).filter(|v| !v.trim().is_empty()) {
+        Some(v) => parse(v.trim()).map(Some).ok_or(ConfigError::InvalidEnv {
+            var,
+            value: v,
+            reason,
+        }),
+        None => Ok(None),
+    }
+}
+
+fn seconds(v: f64, what: &str) -> Result<Duration, ConfigError> {
+    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(ConfigError::InvalidEmbed(format!(
+            "{what} must be between 0 and 86400 seconds, got {v}"
+        )))
+    }
+}
+
+fn resolve_embed(
+    args: EmbedArgs,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<EmbedSettings, ConfigError> {
+    let d = EmbedSettings::default();
+    let string = |flag: Option<String>, vars: &[&'static str]| {
+        flag.filter(|v| !v.trim().is_empty()).or_else(|| {
+            vars.iter()
+                .find_map(|v| env(v).filter(|x| !x.trim().is_empty()))
+        })
+    };
+    let base_url = string(
+        args.embed_base_url,
+        &["VECTORD_EMBED_BASE_URL", "OPENAI_BASE_URL"],
+    )
+    .map(|u| u.trim().to_string());
+    if let Some(u) = &base_url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            return Err(ConfigError::InvalidEmbed(format!(
+                "--embed-base-url must start with http:// or https://, got {u:?}"
+            )));
+        }
+    }
+    let key_file = args.embed_api_key_file.or_else(|| {
+        env("VECTORD_EMBED_API_KEY_FILE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    let api_key = match key_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::KeyFile {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            Some(ApiKey::new(&text).ok_or(ConfigError::KeyFile {
+                path,
+                reason: "the file holds no usable key (empty, or not one printable token)".into(),
+            })?)
+        }
+        None => match ["VECTORD_EMBED_API_KEY", "OPENAI_API_KEY"]
+            .iter()
+            .find_map(|v| env(v).filter(|x| !x.trim().is_empty()).map(|x| (*v, x)))
+        {
+            // The value is not echoed in the error: it is a secret.
+            Some((var, key)) => Some(ApiKey::new(&key).ok_or(ConfigError::InvalidEnv {
+                var,
+                value: "<redacted>".into(),
+                reason: "an API key must be one printable token",
+            })?),
+            None => None,
+        },
+    };
+    let model = string(args.embed_model, &["VECTORD_EMBED_MODEL"])
+        .map(|m| m.trim().to_string())
+        .unwrap_or(d.model);
+    let dimensions = flag_or_env(
+        args.embed_dimensions,
+        env,
+        "VECTORD_EMBED_DIMENSIONS",
+        "expected a positive integer",
+        |v| v.parse().ok(),
+    )?;
+    let allowed_models = match string(args.embed_allowed_models, &["VECTORD_EMBED_ALLOWED_MODELS"])
+    {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(String::from)
+            .collect(),
+        None => d.allowed_models,
+    };
+    let usize_env = |flag, var| {
+        flag_or_env(flag, env, var, "expected a non-negative integer", |v| {
+            v.parse().ok()
+        })
+    };
+    let batch_size =
+        usize_env(args.embed_batch_size, "VECTORD_EMBED_BATCH_SIZE")?.unwrap_or(d.batch_size);
+    let concurrency =
+        usize_env(args.embed_concurrency, "VECTORD_EMBED_CONCURRENCY")?.unwrap_or(d.concurrency);
+    let cache_mib = usize_env(args.embed_cache_mib, "VECTORD_EMBED_CACHE_MIB")?;
+    let secs_env = |flag, var| {
+        flag_or_env(flag, env, var, "expected a number of seconds", |v| {
+            v.parse::<f64>().ok()
+        })
+    };
+    let timeout = match secs_env(args.embed_timeout_secs, "VECTORD_EMBED_TIMEOUT_SECS")? {
+        Some(v) => seconds(v, "--embed-timeout-secs")?,
+        None => d.timeout,
+    };
+    let max_retry_wait = match secs_env(
+        args.embed_max_retry_wait_secs,
+        "VECTORD_EMBED_MAX_RETRY_WAIT_SECS",
+    )? {
+        Some(v) => seconds(v, "--embed-max-retry-wait-secs")?,
+        None => d.max_retry_wait,
+    };
+    let max_retries = flag_or_env(
+        args.embed_max_retries,
+        env,
+        "VECTORD_EMBED_MAX_RETRIES",
+        "expected a non-negative integer",
+        |v| v.parse().ok(),
+    )?
+    .unwrap_or(d.max_retries);
+    if !(1..=2048).contains(&batch_size) {
+        return Err(ConfigError::InvalidEmbed(format!(
+            "--embed-batch-size must be 1..=2048, got {batch_size}"
+        )));
+    }
+    if !(1..=256).contains(&concurrency) {
+        return Err(ConfigError::InvalidEmbed(format!(
+            "--embed-concurrency must be 1..=256, got {concurrency}"
+        )));
+    }
+    if max_retries > 20 {
+        return Err(ConfigError::InvalidEmbed(format!(
+            "--embed-max-retries must be at most 20, got {max_retries}"
+        )));
+    }
+    if model.is_empty() {
+        return Err(ConfigError::InvalidEmbed(
+            "--embed-model must not be empty".into(),
+        ));
+    }
+    let settings = EmbedSettings {
+        base_url,
+        api_key,
+        model,
+        dimensions,
+        allowed_models,
+        batch_size,
+        batch_tokens: d.batch_tokens,
+        concurrency,
+        timeout,
+        max_retries,
+        max_retry_wait,
+        cache_bytes: cache_mib.map_or(d.cache_bytes, |m| m.saturating_mul(1024 * 1024)),
+    };
+    // The default model's dimensions are checked now, not at the first request.
+    if settings.enabled() {
+        crate::embed::function::resolve(None, &settings)
+            .map_err(|e| ConfigError::InvalidEmbed(format!("--embed-dimensions: {e}")))?;
+    }
+    Ok(settings)
 }
 
 fn parse_bool(s: &str) -> Option<bool> {
@@ -290,6 +538,67 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(Settings::resolve(args, &e).unwrap().port, 1234);
+    }
+
+    #[test]
+    fn embedder_settings_from_flags_env_and_key_file() {
+        let s = Settings::resolve(RunArgs::default(), env(&[])).unwrap();
+        assert!(!s.embed.enabled());
+        let e = env(&[
+            ("OPENAI_API_KEY", "sk-from-openai-env"),
+            ("VECTORD_EMBED_DIMENSIONS", "256"),
+            ("VECTORD_EMBED_ALLOWED_MODELS", "a, b,,"),
+            ("VECTORD_EMBED_TIMEOUT_SECS", "0.5"),
+        ]);
+        let s = Settings::resolve(RunArgs::default(), &e).unwrap();
+        assert!(s.embed.enabled());
+        assert_eq!(
+            s.embed.api_key.as_ref().unwrap().expose(),
+            "sk-from-openai-env"
+        );
+        assert_eq!(s.embed.effective_base_url(), "https://api.openai.com/v1");
+        assert_eq!(s.embed.dimensions, Some(256));
+        assert_eq!(s.embed.allowed_models, vec!["a", "b"]);
+        assert_eq!(s.embed.timeout, Duration::from_millis(500));
+        assert!(!format!("{s:?}").contains("sk-from-openai-env"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key");
+        std::fs::write(&file, "sk-from-file\n").unwrap();
+        let args = RunArgs {
+            embed: EmbedArgs {
+                embed_base_url: Some("http://127.0.0.1:9/v1".into()),
+                embed_api_key_file: Some(file),
+                embed_model: Some("local".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let s = Settings::resolve(args, &e).unwrap();
+        assert_eq!(s.embed.api_key.unwrap().expose(), "sk-from-file");
+        assert_eq!(s.embed.model, "local");
+
+        for bad in [
+            ("VECTORD_EMBED_BASE_URL", "ftp://x"),
+            ("VECTORD_EMBED_CONCURRENCY", "0"),
+            ("VECTORD_EMBED_BATCH_SIZE", "5000"),
+            ("VECTORD_EMBED_TIMEOUT_SECS", "-1"),
+            ("VECTORD_EMBED_API_KEY", "two words"),
+        ] {
+            let err = Settings::resolve(RunArgs::default(), env(&[bad, ("OPENAI_API_KEY", "k")]))
+                .unwrap_err();
+            assert!(!err.to_string().contains("two words"), "{err}");
+        }
+        // Dimensions the default model cannot produce are refused at startup.
+        let err = Settings::resolve(
+            RunArgs::default(),
+            env(&[
+                ("OPENAI_API_KEY", "k"),
+                ("VECTORD_EMBED_DIMENSIONS", "4000"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("1536"), "{err}");
     }
 
     #[test]

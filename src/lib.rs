@@ -8,6 +8,7 @@
 //! - [`catalog`]: tenants, databases and collections, persisted atomically.
 //! - [`api`]: Chroma's HTTP API (axum).
 //! - [`config`]: server settings from flags and the environment.
+//! - [`embed`]: server-side embeddings through an OpenAI-compatible API, with a cache.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //!
 //! `ARCHITECTURE.md` at the repository root maps the modules and their invariants.
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod catalog;
 pub mod config;
+pub mod embed;
 pub mod engine;
 pub mod filter;
 pub mod fsutil;

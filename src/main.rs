@@ -82,6 +82,15 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             failed_collections = failed,
             "vectord listening"
         );
+        if settings.embed.enabled() {
+            // The key itself is never logged; only whether one is set.
+            tracing::info!(
+                base_url = %settings.embed.base_url_for_logs(),
+                model = %settings.embed.model,
+                api_key_set = settings.embed.api_key.is_some(),
+                "server-side embeddings enabled"
+            );
+        }
         let metrics_port = settings.metrics_port;
         let state = AppState::new(catalog, settings).context("setting up auth")?;
         let catalog = std::sync::Arc::clone(&state.catalog);

@@ -2,6 +2,7 @@
 //! (OpenMetrics text). Other modules get an `Arc<Metrics>` and record into its fields.
 
 use std::fmt;
+use std::sync::Arc;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -10,6 +11,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use crate::embed::EmbedMetrics;
 
 /// Labels of HTTP request metrics. `route` is the matched route template (e.g.
 /// `/api/v2/tenants/{tenant}/…/{collection_id}/query`), never the raw path, so the number of
@@ -51,6 +54,8 @@ pub struct Metrics {
     pub collections: Gauge,
     /// Collections whose data failed to open (set when `/metrics` is scraped).
     pub collections_failed: Gauge,
+    /// The embedder's cache and API call metrics (`vectord_embed_*`).
+    pub embed: Arc<EmbedMetrics>,
 }
 
 impl Default for Metrics {
@@ -99,8 +104,12 @@ impl Metrics {
             "Collections whose data failed to open",
             collections_failed.clone(),
         );
+        let embed = Arc::new(EmbedMetrics::register(
+            registry.sub_registry_with_prefix("embed"),
+        ));
         Metrics {
             registry,
+            embed,
             http_requests,
             http_duration,
             legacy_requests,

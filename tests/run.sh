@@ -46,11 +46,20 @@ fi
 cargo build --bin vectord
 SERVER_DATA=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-log "vectord on 127.0.0.1:$PORT (data $SERVER_DATA)"
+# A stand-in OpenAI-compatible embeddings API on loopback, for the server-side embedding scenario.
+python3 tests/python/fake_openai_server.py "$SERVER_DATA.embed-port" &
+FAKE_PID=$!
+for _ in $(seq 1 100); do [ -s "$SERVER_DATA.embed-port" ] && break; sleep 0.1; done
+EMBED_PORT=$(cat "$SERVER_DATA.embed-port")
+log "vectord on 127.0.0.1:$PORT (data $SERVER_DATA, embeddings from 127.0.0.1:$EMBED_PORT)"
 ./target/debug/vectord run --path "$SERVER_DATA" --host 127.0.0.1 --port "$PORT" --allow-reset \
-  > "$SERVER_DATA.log" 2>&1 &
+  --embed-base-url "http://127.0.0.1:$EMBED_PORT/v1" > "$SERVER_DATA.log" 2>&1 &
 SERVER_PID=$!
-cleanup() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; rm -rf "$SERVER_DATA"; }
+cleanup() {
+  kill "$SERVER_PID" "$FAKE_PID" 2>/dev/null || true
+  wait "$SERVER_PID" "$FAKE_PID" 2>/dev/null || true
+  rm -rf "$SERVER_DATA" "$SERVER_DATA.embed-port"
+}
 trap cleanup EXIT
 for _ in $(seq 1 300); do
   python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/api/v2/heartbeat', timeout=1)" 2>/dev/null && break
@@ -60,6 +69,13 @@ done
 
 log "Chroma Python client scenario"
 ANONYMIZED_TELEMETRY=False "$CACHE/venv/bin/python" tests/python/chroma_client_scenario.py 127.0.0.1 "$PORT"
+
+log "Server-side embeddings: raw HTTP writes/queries, then the Python client reads them"
+ANONYMIZED_TELEMETRY=False "$CACHE/venv/bin/python" tests/python/embedding_scenario.py 127.0.0.1 "$PORT"
+
+log "Policy corpus demo (precomputed all-MiniLM-L6-v2 vectors, checked), then server-side"
+python3 data/policy-corpus/demo.py --url "http://127.0.0.1:$PORT" --check
+python3 data/policy-corpus/demo.py --url "http://127.0.0.1:$PORT" --server-embeddings > /dev/null
 
 log "Chroma JS client scenario"
 cp tests/js/chroma_client_scenario.mjs "$CACHE/js/"

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::catalog::CatalogError;
+use crate::embed::EmbedError;
 use crate::engine::EngineError;
 use crate::filter::FilterError;
 use crate::types::InputError;
@@ -60,6 +61,18 @@ pub enum ApiError {
     /// 500 `InternalError`: anything else.
     #[error("{0}")]
     Internal(String),
+    /// 502 `InternalError`: the embedding provider failed or answered nonsense.
+    #[error("{0}")]
+    BadGateway(String),
+    /// 503 `InternalError`: the embedding client is unavailable.
+    #[error("{0}")]
+    ServiceUnavailable(String),
+    /// 503 `RateLimitError`: the embedding provider is still rate limiting after the retries.
+    #[error("{0}")]
+    UpstreamRateLimited(String),
+    /// 504 `InternalError`: the embedding provider did not answer in time.
+    #[error("{0}")]
+    GatewayTimeout(String),
 }
 
 impl ApiError {
@@ -81,6 +94,10 @@ impl ApiError {
             ApiError::Unimplemented(_) => (StatusCode::NOT_IMPLEMENTED, "ChromaError"),
             ApiError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "InternalError"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+            ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "InternalError"),
+            ApiError::ServiceUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "InternalError"),
+            ApiError::UpstreamRateLimited(_) => (StatusCode::SERVICE_UNAVAILABLE, "RateLimitError"),
+            ApiError::GatewayTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "InternalError"),
         }
     }
 }
@@ -111,6 +128,22 @@ impl From<InputError> for ApiError {
 impl From<FilterError> for ApiError {
     fn from(e: FilterError) -> Self {
         ApiError::InvalidArgument(e.to_string())
+    }
+}
+
+/// Embedder failures: the caller's mistakes (no embedder, client-side or disallowed model,
+/// input the provider rejects) are 400s; the provider's failures 502/503/504, and nothing was
+/// written.
+impl From<EmbedError> for ApiError {
+    fn from(e: EmbedError) -> Self {
+        let msg = e.to_string();
+        match e {
+            _ if e.is_user_error() => ApiError::InvalidArgument(msg),
+            EmbedError::RateLimited { .. } => ApiError::UpstreamRateLimited(msg),
+            EmbedError::Setup(_) => ApiError::ServiceUnavailable(msg),
+            EmbedError::Timeout(_) => ApiError::GatewayTimeout(msg),
+            _ => ApiError::BadGateway(msg),
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod collection_json;
 mod collections;
+mod embedding;
 pub mod error;
 pub mod legacy;
 pub mod openapi;
@@ -32,6 +33,7 @@ use tracing::Instrument;
 
 use crate::catalog::Catalog;
 use crate::config::Settings;
+use crate::embed::Embedder;
 use crate::metrics::{HttpLabels, Metrics};
 use auth::{AuthConfigError, Authenticator, Need};
 use error::{ApiError, BodyLimit};
@@ -47,17 +49,26 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// The process's metrics registry.
     pub metrics: Arc<Metrics>,
+    /// Server-side embeddings (documents without embeddings, `query_texts`).
+    pub embedder: Arc<Embedder>,
 }
 
 impl AppState {
-    /// Bundles an opened catalog with the settings, a fresh metrics registry and the
-    /// authenticator the settings ask for (fails when the token file is unusable).
+    /// Bundles an opened catalog with the settings, a fresh metrics registry, the embedder the
+    /// settings describe and the authenticator they ask for (fails when the token file is
+    /// unusable).
     pub fn new(catalog: Catalog, settings: Settings) -> Result<AppState, AuthConfigError> {
+        let metrics = Arc::new(Metrics::new());
+        let embedder = Arc::new(Embedder::new(
+            settings.embed.clone(),
+            Arc::clone(&metrics.embed),
+        ));
         Ok(AppState {
             auth: Authenticator::from_settings(&settings)?,
             catalog: Arc::new(catalog),
             settings: Arc::new(settings),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
+            embedder,
         })
     }
 }

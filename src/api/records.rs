@@ -1,5 +1,6 @@
 //! Record routes: add, upsert, update, delete, get, query, count. Bodies are parsed, converted
-//! and applied on a blocking thread; the engine does the rest.
+//! and applied on a blocking thread; the engine does the rest. Writes without `embeddings` and
+//! queries with `query_texts` are embedded server-side first (`embedding.rs`, `crate::embed`).
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::collections::parse_collection_id;
+use super::embedding::{embed_texts, fill, placeholder, spec_for, texts_to_embed};
 use super::error::{ApiError, AppPath, AppQuery, JsonBytes};
 use super::wire::{
     include_flags, metadata_for_add, metadata_patch, AddRequest, DeleteRequest, GetRecordsRequest,
@@ -45,12 +47,37 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Result<Response,
     Ok((status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
-fn add_columns(req: AddRequest) -> Result<Columns<Vec<f32>, Metadata>, ApiError> {
-    let embeddings = req
-        .embeddings
-        .into_iter()
-        .map(|e| e.into_vec())
-        .collect::<Result<Vec<_>, _>>()?;
+/// Chroma's 422 for an add/upsert with neither `embeddings` nor `documents` to embed.
+fn missing_embeddings() -> ApiError {
+    ApiError::Unprocessable(
+        "Failed to deserialize the JSON body into the target type: missing field `embeddings`"
+            .to_string(),
+    )
+}
+
+/// Decodes the embeddings column of an add/upsert. Without one, the rows get placeholder
+/// vectors and `Embed::Documents` says the documents must be embedded before applying.
+fn wire_embeddings(
+    embeddings: Option<Vec<super::wire::WireEmbedding>>,
+    ids: usize,
+    has_documents: bool,
+) -> Result<(Vec<Vec<f32>>, Embed), ApiError> {
+    match embeddings {
+        Some(es) => Ok((
+            es.into_iter()
+                .map(|e| e.into_vec())
+                .collect::<Result<Vec<_>, _>>()?,
+            Embed::No,
+        )),
+        None if has_documents => Ok((placeholder(ids), Embed::Documents)),
+        None if ids == 0 => Ok((vec![], Embed::No)),
+        None => Err(missing_embeddings()),
+    }
+}
+
+fn add_columns(req: AddRequest) -> Result<(Columns<Vec<f32>, Metadata>, Embed), ApiError> {
+    let (embeddings, embed) =
+        wire_embeddings(req.embeddings, req.ids.len(), req.documents.is_some())?;
     let metadatas = match req.metadatas {
         Some(ms) => Some(
             ms.into_iter()
@@ -64,31 +91,34 @@ fn add_columns(req: AddRequest) -> Result<Columns<Vec<f32>, Metadata>, ApiError>
         ),
         None => None,
     };
-    Ok(Columns {
-        ids: req.ids,
-        embeddings: Some(embeddings),
-        metadatas,
-        documents: req.documents,
-        uris: req.uris,
-    })
+    Ok((
+        Columns {
+            ids: req.ids,
+            embeddings: Some(embeddings),
+            metadatas,
+            documents: req.documents,
+            uris: req.uris,
+        },
+        embed,
+    ))
 }
 
-fn upsert_columns(req: AddRequest) -> Result<Columns<Vec<f32>, MetadataPatch>, ApiError> {
-    let embeddings = req
-        .embeddings
-        .into_iter()
-        .map(|e| e.into_vec())
-        .collect::<Result<Vec<_>, _>>()?;
+fn upsert_columns(req: AddRequest) -> Result<(Columns<Vec<f32>, MetadataPatch>, Embed), ApiError> {
+    let (embeddings, embed) =
+        wire_embeddings(req.embeddings, req.ids.len(), req.documents.is_some())?;
     let metadatas = req
         .metadatas
         .map(|ms| ms.into_iter().map(|m| m.and_then(metadata_patch)).collect());
-    Ok(Columns {
-        ids: req.ids,
-        embeddings: Some(embeddings),
-        metadatas,
-        documents: req.documents,
-        uris: req.uris,
-    })
+    Ok((
+        Columns {
+            ids: req.ids,
+            embeddings: Some(embeddings),
+            metadatas,
+            documents: req.documents,
+            uris: req.uris,
+        },
+        embed,
+    ))
 }
 
 fn update_columns(
@@ -114,21 +144,60 @@ fn update_columns(
     })
 }
 
-/// Applies a batch built by `build` from the body.
+/// Whether a write's documents must be embedded before it is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Embed {
+    /// The body carried the vectors.
+    No,
+    /// add/upsert without `embeddings`: every row's document is embedded (or the write fails).
+    Documents,
+    /// update without `embeddings`: rows with a new document get a new vector when the
+    /// collection has a server-side model; otherwise only the documents change (as before).
+    DocumentsIfAvailable,
+}
+
+/// Applies a batch built by `build` from the body (parsed on a blocking thread). A batch built
+/// without vectors was validated with placeholders; its documents are embedded here, and if
+/// that fails nothing is written.
 async fn write(
     st: AppState,
     path: (String, String, String),
     body: JsonBytes,
-    build: impl FnOnce(&JsonBytes) -> Result<WriteBatch, ApiError> + Send + 'static,
+    build: impl FnOnce(&JsonBytes) -> Result<(WriteBatch, Embed), ApiError> + Send + 'static,
 ) -> Result<(), ApiError> {
     let (entry, coll) = lookup(&st, &path)?;
-    blocking(move || {
-        let batch = build(&body)?;
-        coll.apply(batch, None)
-            .map_err(|e| ApiError::from(entry.engine_error(e)))?;
-        Ok(())
+    // The common case (vectors in the body) stays one blocking hop: parse, build, apply.
+    let (e, c) = (entry.clone(), Arc::clone(&coll));
+    let pending = blocking(move || {
+        let (batch, embed) = build(&body)?;
+        if embed == Embed::No {
+            apply(&e, &c, batch)?;
+            return Ok(None);
+        }
+        Ok(Some((batch, embed)))
     })
-    .await
+    .await?;
+    let Some((mut batch, embed)) = pending else {
+        return Ok(());
+    };
+    let rows = texts_to_embed(&batch)?;
+    let spec = if rows.is_empty() {
+        None
+    } else {
+        spec_for(&st, &entry, &coll, embed == Embed::DocumentsIfAvailable)?
+    };
+    if let Some(spec) = spec {
+        let texts: Vec<String> = rows.iter().map(|(_, t)| t.clone()).collect();
+        let vectors = embed_texts(&st, &spec, &texts, "document").await?;
+        fill(&mut batch, &rows, vectors)?;
+    }
+    blocking(move || apply(&entry, &coll, batch)).await
+}
+
+fn apply(entry: &CollectionEntry, coll: &Collection, batch: WriteBatch) -> Result<(), ApiError> {
+    coll.apply(batch, None)
+        .map_err(|e| ApiError::from(entry.engine_error(e)))?;
+    Ok(())
 }
 
 /// `POST …/add` → 201 `{}`. Ids already present are ignored, as in Chroma.
@@ -138,7 +207,8 @@ pub async fn add(
     body: JsonBytes,
 ) -> Result<Response, ApiError> {
     write(st, path, body, |b| {
-        Ok(WriteBatch::add(add_columns(b.parse()?)?)?)
+        let (cols, embed) = add_columns(b.parse()?)?;
+        Ok((WriteBatch::add(cols)?, embed))
     })
     .await?;
     json_response(StatusCode::CREATED, &json!({}))
@@ -151,7 +221,8 @@ pub async fn upsert(
     body: JsonBytes,
 ) -> Result<Response, ApiError> {
     write(st, path, body, |b| {
-        Ok(WriteBatch::upsert(upsert_columns(b.parse()?)?)?)
+        let (cols, embed) = upsert_columns(b.parse()?)?;
+        Ok((WriteBatch::upsert(cols)?, embed))
     })
     .await?;
     json_response(StatusCode::OK, &json!({}))
@@ -164,7 +235,13 @@ pub async fn update(
     body: JsonBytes,
 ) -> Result<Response, ApiError> {
     write(st, path, body, |b| {
-        Ok(WriteBatch::update(update_columns(b.parse()?)?)?)
+        let req: UpdateRequest = b.parse()?;
+        let embed = if req.embeddings.is_none() && req.documents.is_some() {
+            Embed::DocumentsIfAvailable
+        } else {
+            Embed::No
+        };
+        Ok((WriteBatch::update(update_columns(req)?)?, embed))
     })
     .await?;
     json_response(StatusCode::OK, &json!({}))
@@ -253,69 +330,108 @@ pub async fn get(
     .await
 }
 
-/// `POST …/query`: nearest records per query vector.
+/// `POST …/query`: nearest records per query vector. `query_texts` (instead of
+/// `query_embeddings`) are embedded with the collection's model first.
 pub async fn query(
     State(st): State<AppState>,
     AppPath(path): CollPath,
     body: JsonBytes,
 ) -> Result<Response, ApiError> {
     let (entry, coll) = lookup(&st, &path)?;
-    blocking(move || {
-        let req: QueryRecordsRequest = body.parse()?;
-        let include: Vec<IncludeField> = req
-            .include
-            .unwrap_or_else(|| QUERY_INCLUDE_DEFAULT.to_vec());
-        let inc = include_flags(&include);
-        let filter = parse_filter(req.where_.as_ref(), req.where_document.as_ref())?;
-        let request = QueryRequest {
-            embeddings: req.query_embeddings,
-            // No query can return more records than the collection holds, so asking for more
-            // is clamped here; this keeps the engine's search breadth (ef >= k) in range for
-            // requests like n_results = 2^32 - 1 on small collections.
-            n_results: req
-                .n_results
-                .unwrap_or(10)
-                .min(u32::try_from(coll.count()).unwrap_or(u32::MAX)),
-            ids: req.ids,
-            filter,
-            include: inc,
-        };
-        let res = coll
-            .query(&request)
-            .map_err(|e| ApiError::from(entry.engine_error(e)))?;
-        let hits = &res.results;
-        let body = QueryResponse {
-            ids: hits.iter().map(|h| h.ids.as_slice()).collect(),
-            embeddings: inc.embeddings.then(|| {
-                hits.iter()
-                    .map(|h| h.embeddings.as_deref().unwrap_or(&[]))
-                    .collect()
-            }),
-            documents: inc.documents.then(|| {
-                hits.iter()
-                    .map(|h| h.documents.as_deref().unwrap_or(&[]))
-                    .collect()
-            }),
-            uris: inc.uris.then(|| {
-                hits.iter()
-                    .map(|h| h.uris.as_deref().unwrap_or(&[]))
-                    .collect()
-            }),
-            metadatas: inc.metadatas.then(|| {
-                hits.iter()
-                    .map(|h| MetadataColumn(h.metadatas.as_deref().unwrap_or(&[])))
-                    .collect()
-            }),
-            distances: inc.distances.then(|| {
-                hits.iter()
-                    .map(|h| h.distances.as_deref().unwrap_or(&[]))
-                    .collect()
-            }),
-            include: &include,
-        };
-        json_response(StatusCode::OK, &body)
+    // The common case (vectors in the body) stays one blocking hop: parse and search.
+    let (e, c) = (entry.clone(), Arc::clone(&coll));
+    let texts = blocking(move || {
+        let mut req: QueryRecordsRequest = body.parse()?;
+        match (req.query_embeddings.take(), req.query_texts.take()) {
+            (Some(vectors), None) => run_query(&e, &c, req, vectors).map(Ok),
+            (None, Some(texts)) => {
+                // A bad filter fails before the embedding call is paid for.
+                parse_filter(req.where_.as_ref(), req.where_document.as_ref())?;
+                Ok(Err((req, texts)))
+            }
+            (Some(_), Some(_)) => Err(ApiError::InvalidArgument(
+                "Provide either query_embeddings or query_texts, not both".to_string(),
+            )),
+            (None, None) => Err(ApiError::Unprocessable(
+                "Failed to deserialize the JSON body into the target type: missing field `query_embeddings`"
+                    .to_string(),
+            )),
+        }
     })
-    .await
+    .await?;
+    let (req, texts) = match texts {
+        Ok(response) => return Ok(response),
+        Err(pending) => pending,
+    };
+    let vectors = if texts.is_empty() {
+        vec![]
+    } else {
+        let spec = spec_for(&st, &entry, &coll, false)?
+            .ok_or_else(|| ApiError::Internal("no embedding model was resolved".into()))?;
+        embed_texts(&st, &spec, &texts, "query text").await?
+    };
+    blocking(move || run_query(&entry, &coll, req, vectors)).await
+}
+
+/// Runs a parsed query with its vectors and encodes the response.
+fn run_query(
+    entry: &CollectionEntry,
+    coll: &Collection,
+    req: QueryRecordsRequest,
+    embeddings: Vec<Vec<f32>>,
+) -> Result<Response, ApiError> {
+    let include: Vec<IncludeField> = req
+        .include
+        .unwrap_or_else(|| QUERY_INCLUDE_DEFAULT.to_vec());
+    let inc = include_flags(&include);
+    let filter = parse_filter(req.where_.as_ref(), req.where_document.as_ref())?;
+    let request = QueryRequest {
+        embeddings,
+        // No query can return more records than the collection holds, so asking for more
+        // is clamped here; this keeps the engine's search breadth (ef >= k) in range for
+        // requests like n_results = 2^32 - 1 on small collections.
+        n_results: req
+            .n_results
+            .unwrap_or(10)
+            .min(u32::try_from(coll.count()).unwrap_or(u32::MAX)),
+        ids: req.ids,
+        filter,
+        include: inc,
+    };
+    let res = coll
+        .query(&request)
+        .map_err(|e| ApiError::from(entry.engine_error(e)))?;
+    let hits = &res.results;
+    let body = QueryResponse {
+        ids: hits.iter().map(|h| h.ids.as_slice()).collect(),
+        embeddings: inc.embeddings.then(|| {
+            hits.iter()
+                .map(|h| h.embeddings.as_deref().unwrap_or(&[]))
+                .collect()
+        }),
+        documents: inc.documents.then(|| {
+            hits.iter()
+                .map(|h| h.documents.as_deref().unwrap_or(&[]))
+                .collect()
+        }),
+        uris: inc.uris.then(|| {
+            hits.iter()
+                .map(|h| h.uris.as_deref().unwrap_or(&[]))
+                .collect()
+        }),
+        metadatas: inc.metadatas.then(|| {
+            hits.iter()
+                .map(|h| MetadataColumn(h.metadatas.as_deref().unwrap_or(&[])))
+                .collect()
+        }),
+        distances: inc.distances.then(|| {
+            hits.iter()
+                .map(|h| h.distances.as_deref().unwrap_or(&[]))
+                .collect()
+        }),
+        include: &include,
+    };
+    json_response(StatusCode::OK, &body)
 }
 
 /// Chroma's `read_level`; every level reads everything acknowledged here.

@@ -388,13 +388,15 @@ pub fn include_flags(fields: &[IncludeField]) -> Include {
     inc
 }
 
-/// `add` and `upsert` body; `embeddings` is required (422 when missing).
+/// `add` and `upsert` body. Without `embeddings`, the server embeds `documents` (vectord's
+/// extension); with neither it is Chroma's 422 for the missing field.
 #[derive(Debug, Deserialize)]
 pub struct AddRequest {
     /// Record ids.
     pub ids: Vec<String>,
-    /// One embedding per id.
-    pub embeddings: Vec<WireEmbedding>,
+    /// One embedding per id; absent or `null` = embed the documents.
+    #[serde(default)]
+    pub embeddings: Option<Vec<WireEmbedding>>,
     /// One metadata object (or null) per id.
     #[serde(default)]
     pub metadatas: Option<Vec<Option<WireMetadata>>>,
@@ -466,10 +468,15 @@ pub struct GetRecordsRequest {
 }
 
 /// `query` body. `query_embeddings` must be plain arrays (a base64 string is a 422).
+/// `query_texts` (vectord's extension) is embedded by the server instead; exactly one is given.
 #[derive(Debug, Deserialize)]
 pub struct QueryRecordsRequest {
     /// Query vectors.
-    pub query_embeddings: Vec<Vec<f32>>,
+    #[serde(default)]
+    pub query_embeddings: Option<Vec<Vec<f32>>>,
+    /// Query texts, embedded with the collection's model.
+    #[serde(default)]
+    pub query_texts: Option<Vec<String>>,
     /// Results per vector (default 10).
     #[serde(default)]
     pub n_results: Option<u32>,

@@ -3,7 +3,9 @@
 
 mod auth;
 mod collections;
+mod embed;
 mod errors;
+mod fake_openai;
 mod legacy;
 mod openapi;
 mod records;

@@ -33,6 +33,7 @@ pub struct Opts {
     pub auth_tokens: Option<PathBuf>,
     pub admin_token: Option<String>,
     pub token_header: vectord::config::TokenHeader,
+    pub embed: vectord::embed::EmbedSettings,
 }
 
 impl Default for Opts {
@@ -43,6 +44,7 @@ impl Default for Opts {
             auth_tokens: None,
             admin_token: None,
             token_header: Default::default(),
+            embed: Default::default(),
         }
     }
 }
@@ -61,6 +63,8 @@ pub async fn start_with(opts: Opts) -> Server {
 
 /// Starts a server on an existing data folder (for restart tests).
 pub async fn start_in(dir: &Path, opts: Opts) -> Server {
+    // New settings fields (other branches add some) take their defaults here.
+    #[allow(clippy::needless_update)]
     let settings = Settings {
         path: dir.to_path_buf(),
         host: "127.0.0.1".into(),
@@ -70,6 +74,7 @@ pub async fn start_in(dir: &Path, opts: Opts) -> Server {
         auth_tokens: opts.auth_tokens.clone(),
         admin_token: opts.admin_token.clone().map(vectord::config::Secret),
         token_header: opts.token_header,
+        embed: opts.embed,
         ..Settings::default()
     };
     let d = dir.to_path_buf();

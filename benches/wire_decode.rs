@@ -31,7 +31,7 @@ fn wire_decode(c: &mut Criterion) {
     group.bench_function("query_body_json", |b| {
         b.iter(|| {
             parse_json::<QueryRecordsRequest>(black_box(&body))
-                .map(|r| r.query_embeddings.len())
+                .map(|r| r.query_embeddings.as_ref().map_or(0, Vec::len))
                 .unwrap_or(0)
         })
     });

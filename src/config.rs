@@ -2,9 +2,10 @@
 //!
 //! Precedence for every setting: the flag, then `VECTORD_*`, then Chroma's own variable where
 //! Chroma has one (`CHROMA_SERVER_HOST`, `CHROMA_SERVER_HTTP_PORT`, `PERSIST_DIRECTORY`,
-//! `ALLOW_RESET`), then the default. This is the only module that reads the environment.
-//! The embedder's API key is read only from the environment or a file, never from a flag
-//! (flags show in `ps`).
+//! `ALLOW_RESET`), then the default. Auth also reads Chroma's `CHROMA_SERVER_AUTHN_CREDENTIALS`
+//! (one admin token) and `CHROMA_AUTH_TOKEN_TRANSPORT_HEADER`. This is the only module that
+//! reads the environment. The embedder's API key is read only from the environment or a file,
+//! never from a flag (flags show in `ps`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -58,6 +59,13 @@ pub struct RunArgs {
     /// (env `VECTORD_SYNC_CONFIG`)
     #[arg(long)]
     pub sync_config: Option<PathBuf>,
+    /// Token file enabling auth: sha256 of each token → user, tenant, databases, role; reloaded
+    /// when it changes or on SIGHUP (env `VECTORD_AUTH_TOKENS`)
+    #[arg(long)]
+    pub auth_tokens: Option<PathBuf>,
+    /// Also serve `/metrics`, without auth, on this port (env `VECTORD_METRICS_PORT`)
+    #[arg(long)]
+    pub metrics_port: Option<u16>,
     /// Server-side embedding settings.
     #[command(flatten)]
     pub embed: EmbedArgs,
@@ -109,6 +117,28 @@ pub struct EmbedArgs {
     pub embed_cache_mib: Option<usize>,
 }
 
+/// Which header carries a bearer token (Chroma's `CHROMA_AUTH_TOKEN_TRANSPORT_HEADER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenHeader {
+    /// Unset: `Authorization: Bearer` and `X-Chroma-Token` are both accepted.
+    #[default]
+    Any,
+    /// Only `Authorization: Bearer <token>`.
+    Authorization,
+    /// Only `X-Chroma-Token: <token>`.
+    XChromaToken,
+}
+
+/// A secret from the environment; `Debug` never prints it, so settings can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// Validated settings the server runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -122,6 +152,14 @@ pub struct Settings {
     pub allow_reset: bool,
     /// Request body limit in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
+    /// Token file (`--auth-tokens`); with it or `admin_token`, every non-public route needs a token.
+    pub auth_tokens: Option<PathBuf>,
+    /// One admin token for every tenant and database (Chroma's `CHROMA_SERVER_AUTHN_CREDENTIALS`).
+    pub admin_token: Option<Secret>,
+    /// Header that carries bearer tokens.
+    pub token_header: TokenHeader,
+    /// Port of the separate, unauthenticated `/metrics` listener (same host).
+    pub metrics_port: Option<u16>,
     /// The server-side embedder (disabled unless a base URL or key is configured).
     pub embed: EmbedSettings,
     /// Where snapshots are written.
@@ -144,6 +182,10 @@ impl Default for Settings {
             port: DEFAULT_PORT,
             allow_reset: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            auth_tokens: None,
+            admin_token: None,
+            token_header: TokenHeader::Any,
+            metrics_port: None,
             embed: EmbedSettings::default(),
             snapshot_dir: PathBuf::from(DEFAULT_PATH).join("snapshots"),
             snapshot_every: None,
@@ -248,6 +290,35 @@ impl Settings {
         if max_body_bytes == 0 {
             return Err(ConfigError::ZeroBodyLimit);
         }
+        let auth_tokens = args
+            .auth_tokens
+            .or_else(|| first(&["VECTORD_AUTH_TOKENS"]).map(|(_, v)| PathBuf::from(v)));
+        let admin_token = first(&["CHROMA_SERVER_AUTHN_CREDENTIALS"]).map(|(_, v)| Secret(v));
+        let token_header = match first(&["CHROMA_AUTH_TOKEN_TRANSPORT_HEADER"]) {
+            None => TokenHeader::Any,
+            Some((var, v)) => match v.trim().to_ascii_lowercase().as_str() {
+                "authorization" => TokenHeader::Authorization,
+                "x-chroma-token" | "x_chroma_token" => TokenHeader::XChromaToken,
+                _ => {
+                    return Err(ConfigError::InvalidEnv {
+                        var,
+                        value: v,
+                        reason: "expected Authorization or X-Chroma-Token",
+                    })
+                }
+            },
+        };
+        let metrics_port = match args.metrics_port {
+            Some(p) => Some(p),
+            None => match first(&["VECTORD_METRICS_PORT"]) {
+                Some((var, v)) => Some(v.trim().parse().map_err(|_| ConfigError::InvalidEnv {
+                    var,
+                    value: v,
+                    reason: "expected a port number 0-65535",
+                })?),
+                None => None,
+            },
+        };
         let embed = resolve_embed(args.embed, &env)?;
         let snapshot_dir = match args.snapshot_dir {
             Some(d) => d,
@@ -286,6 +357,10 @@ impl Settings {
             port,
             allow_reset,
             max_body_bytes,
+            auth_tokens,
+            admin_token,
+            token_header,
+            metrics_port,
             embed,
             snapshot_dir,
             snapshot_every,
@@ -663,5 +738,29 @@ mod tests {
             Settings::resolve(bad, env(&[])),
             Err(ConfigError::InvalidInterval(_))
         ));
+    }
+
+    #[test]
+    fn auth_and_metrics_settings() {
+        let s = Settings::resolve(
+            RunArgs::default(),
+            env(&[
+                ("CHROMA_SERVER_AUTHN_CREDENTIALS", "s3cret"),
+                ("CHROMA_AUTH_TOKEN_TRANSPORT_HEADER", "X-Chroma-Token"),
+                ("VECTORD_AUTH_TOKENS", "/etc/tokens.json"),
+                ("VECTORD_METRICS_PORT", "9091"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.admin_token, Some(Secret("s3cret".into())));
+        assert!(
+            !format!("{s:?}").contains("s3cret"),
+            "secrets are never printed"
+        );
+        assert_eq!(s.token_header, TokenHeader::XChromaToken);
+        assert_eq!(s.auth_tokens, Some(PathBuf::from("/etc/tokens.json")));
+        assert_eq!(s.metrics_port, Some(9091));
+        let bad = env(&[("CHROMA_AUTH_TOKEN_TRANSPORT_HEADER", "Cookie")]);
+        assert!(Settings::resolve(RunArgs::default(), bad).is_err());
     }
 }

@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (flags as `chroma run`).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// pgvector sync: run, install, reconcile, rebuild, status, drop-slot.
     #[command(subcommand)]
     Sync(Box<vectord::sync::cli::SyncCommand>),
@@ -125,7 +125,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
-        Command::Run(args) => Settings::from_args(args)
+        Command::Run(args) => Settings::from_args(*args)
             .map_err(anyhow::Error::from)
             .and_then(run),
         Command::Snapshot(cmd) => snapshot_command(cmd),
@@ -359,6 +359,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             );
         }
         let every = settings.snapshot_every;
+        let metrics_port = settings.metrics_port;
         let audit = match &settings.audit_log {
             Some(path) => AuditLog::to_file(path)
                 .with_context(|| format!("opening the audit log {}", path.display()))?,
@@ -368,7 +369,9 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             Some(p) => Some(vectord::sync::SyncFile::load(p)?),
             None => None,
         };
-        let state = AppState::new(catalog, settings).with_audit(audit);
+        let state = AppState::new(catalog, settings)
+            .context("setting up auth")?
+            .with_audit(audit);
         if let Some(every) = every {
             tracing::info!(every_secs = every.as_secs(), dir = %state.snapshots.root().display(), "scheduled snapshots on");
             tokio::spawn(snapshot_schedule(state.clone(), every));
@@ -384,7 +387,37 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             ),
             None => Vec::new(),
         };
-        api::serve(listener, state, shutdown_signal()).await?;
+        // One signal stops both listeners.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let metrics_server = match metrics_port {
+            Some(port) => {
+                let addrs: Vec<_> = addrs
+                    .iter()
+                    .map(|a| std::net::SocketAddr::new(a.ip(), port))
+                    .collect();
+                let l = TcpListener::bind(&addrs[..])
+                    .await
+                    .with_context(|| format!("binding metrics port {port}"))?;
+                tracing::info!(addr = %l.local_addr()?, "metrics listening");
+                Some(tokio::spawn(api::serve_metrics(
+                    l,
+                    state.clone(),
+                    stopped(stop_rx.clone()),
+                )))
+            }
+            None => None,
+        };
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        api::serve(listener, state, stopped(stop_rx)).await?;
+        if let Some(m) = metrics_server {
+            m.await??;
+        }
         // Sync jobs write their last batch and checkpoint before the final flush.
         let _ = stop_sync.send(true);
         for j in jobs {

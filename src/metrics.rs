@@ -48,6 +48,13 @@ pub struct MemoryLabels {
 
 type CollectionGauges = Family<CollectionLabels, Gauge>;
 
+/// Labels of requests from pre-1.0 clients: `api` is `v1` or `v2` (old formats on v2 paths).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LegacyLabels {
+    /// Which legacy surface the request used.
+    pub api: &'static str,
+}
+
 type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -62,6 +69,8 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     /// Request latency in seconds, by method, route and status.
     pub http_duration: HistogramFamily,
+    /// Requests from pre-1.0 clients, so operators can see when the last old worker is gone.
+    pub legacy_requests: Family<LegacyLabels, Counter>,
     /// Collections in the catalog (set when `/metrics` is scraped).
     pub collections: Gauge,
     /// Collections whose data failed to open (set when `/metrics` is scraped).
@@ -200,6 +209,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("vectord");
         let http_requests = Family::<HttpLabels, Counter>::default();
         let http_duration: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let legacy_requests = Family::<LegacyLabels, Counter>::default();
         let collections = Gauge::default();
         let collections_failed = Gauge::default();
         let snapshot_last_success = Gauge::default();
@@ -280,6 +290,11 @@ impl Metrics {
         // 10 ms … ~5 min: a small folder hard-links in milliseconds, a large WAL tail takes longer.
         let snapshot_duration = Histogram::new(exponential_buckets(0.01, 2.0, 15));
         registry.register(
+            "legacy_requests",
+            "Requests from pre-1.0 Chroma clients (v1 routes or old formats on v2)",
+            legacy_requests.clone(),
+        );
+        registry.register(
             "http_requests",
             "HTTP requests served",
             http_requests.clone(),
@@ -325,6 +340,7 @@ impl Metrics {
             sync,
             http_requests,
             http_duration,
+            legacy_requests,
             collections,
             collections_failed,
             collection_records,

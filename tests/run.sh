@@ -58,6 +58,16 @@ if [ "${VECTORD_TEST_SKIP_INSTALL:-0}" != 1 ] || [ ! -x "$CACHE/venv/bin/python"
   mkdir -p "$CACHE/js"
   (cd "$CACHE/js" && { [ -f package.json ] || echo '{"private":true,"type":"module"}' > package.json; } \
     && npm install --silent --no-audit --no-fund chromadb@3.5.0 >/dev/null)
+  log "langchain-chroma 1.1.0 and Chroma's own tests (chromadb 1.5.9 wheel) in $CACHE/venv-full"
+  [ -x "$CACHE/venv-full/bin/python" ] || python3 -m venv "$CACHE/venv-full"
+  "$CACHE/venv-full/bin/python" -m pip install -q --disable-pip-version-check chromadb==1.5.9 langchain-chroma==1.1.0 \
+    "hypothesis[numpy]==6.112.2" "pytest<8.4" "pytest-asyncio<1.0" psutil pandas "fastapi>=0.115.9" \
+    "opentelemetry-instrumentation-fastapi>=0.41b0"
+  log "old python clients (chromadb-client 0.5.23: v2 paths, old formats; 0.5.15: /api/v1)"
+  for v in 0.5.23 0.5.15; do
+    [ -x "$CACHE/venv-legacy-$v/bin/python" ] || python3 -m venv "$CACHE/venv-legacy-$v"
+    "$CACHE/venv-legacy-$v/bin/python" -m pip install -q --disable-pip-version-check chromadb-client==$v
+  done
 fi
 
 cargo build --bin vectord
@@ -98,5 +108,43 @@ python3 data/policy-corpus/demo.py --url "http://127.0.0.1:$PORT" --server-embed
 log "Chroma JS client scenario"
 cp tests/js/chroma_client_scenario.mjs "$CACHE/js/"
 node "$CACHE/js/chroma_client_scenario.mjs" 127.0.0.1 "$PORT"
+
+for v in 0.5.23 0.5.15; do
+  log "old Chroma Python client $v scenario (legacy formats / v1)"
+  ANONYMIZED_TELEMETRY=False "$CACHE/venv-legacy-$v/bin/python" tests/python/legacy_client_scenario.py 127.0.0.1 "$PORT"
+done
+
+log "LangChain (langchain-chroma) scenario"
+ANONYMIZED_TELEMETRY=False "$CACHE/venv-full/bin/python" tests/python/langchain_scenario.py 127.0.0.1 "$PORT"
+
+# A second server with auth on: a token file (sha256 of each token) and Chroma's admin token env.
+AUTH_DATA=$(mktemp -d)
+AUTH_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+sha() { printf %s "$1" | sha256sum | cut -d' ' -f1; }
+cat > "$AUTH_DATA.tokens.json" <<JSON
+{"tokens": [
+  {"user": "root", "sha256": "$(sha admin-token)", "tenant": "*", "databases": ["*"], "role": "admin"},
+  {"user": "writer", "sha256": "$(sha rw-token)", "tenant": "default_tenant", "databases": ["default_database"], "role": "rw"},
+  {"user": "reader", "sha256": "$(sha ro-token)", "tenant": "clinic", "databases": ["prod"], "role": "ro"},
+  {"user": "alice", "sha256": "$(sha alice:wonderland)", "tenant": "default_tenant", "databases": ["*"], "role": "rw"}
+]}
+JSON
+log "vectord with auth on 127.0.0.1:$AUTH_PORT"
+CHROMA_SERVER_AUTHN_CREDENTIALS=env-admin-token ./target/debug/vectord run --path "$AUTH_DATA" \
+  --host 127.0.0.1 --port "$AUTH_PORT" --allow-reset --auth-tokens "$AUTH_DATA.tokens.json" \
+  > "$AUTH_DATA.log" 2>&1 &
+AUTH_PID=$!
+cleanup_auth() { kill "$AUTH_PID" 2>/dev/null || true; wait "$AUTH_PID" 2>/dev/null || true; rm -rf "$AUTH_DATA" "$AUTH_DATA.tokens.json" "$AUTH_DATA.log"; }
+trap 'cleanup_auth; cleanup' EXIT
+for _ in $(seq 1 300); do
+  python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$AUTH_PORT/api/v2/heartbeat', timeout=1)" 2>/dev/null && break
+  kill -0 "$AUTH_PID" 2>/dev/null || { cat "$AUTH_DATA.log"; echo "vectord (auth) exited" >&2; exit 1; }
+  sleep 0.1
+done
+log "Chroma Python client auth scenario"
+ANONYMIZED_TELEMETRY=False "$CACHE/venv/bin/python" tests/python/chroma_auth_scenario.py 127.0.0.1 "$AUTH_PORT"
+
+log "Chroma's own test suite, fast subset (HTTP-facing files; its own fresh server)"
+VECTORD_TEST_SKIP_INSTALL=1 VECTORD_BIN=./target/debug/vectord bash tests/chroma_suite.sh fast
 
 log "done"

@@ -129,7 +129,8 @@ async fn http_writes_to_a_synced_collection_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let job = job("sync_logical_http", &url, "logical");
     let catalog = Catalog::open(dir.path()).unwrap();
-    let state = vectord::api::AppState::new(catalog, vectord::config::Settings::default());
+    let state = vectord::api::AppState::new(catalog, vectord::config::Settings::default())
+        .expect("no auth configured");
     state.sync.register(&job);
     let coll = open_collection(&state.catalog, &job).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -207,6 +207,25 @@ fn schema_config(schema: Option<&Value>) -> Result<Option<CollectionConfig>, Api
     Ok(set.then_some(c))
 }
 
+/// A schema that enables a sparse vector index anywhere is a 400, as on local Chroma: sparse
+/// vectors are stored as metadata values, but there is no sparse index to search them with.
+fn reject_sparse_indexes(schema: Option<&Value>) -> Result<(), ApiError> {
+    let Some(schema) = schema else { return Ok(()) };
+    let enabled = |v: &Value| {
+        v.pointer("/sparse_vector/sparse_vector_index/enabled") == Some(&Value::Bool(true))
+    };
+    let in_keys = schema
+        .get("keys")
+        .and_then(Value::as_object)
+        .is_some_and(|keys| keys.values().any(enabled));
+    if in_keys || schema.get("defaults").is_some_and(enabled) {
+        return Err(ApiError::InvalidArgument(
+            "Sparse vector indexing is not enabled in local".to_string(),
+        ));
+    }
+    Ok(())
+}
+
 /// Resolves the engine configuration of a new collection, following Chroma: the
 /// `configuration` decides when it differs from the defaults, else the vector index settings in
 /// `schema`, else the legacy `hnsw:*` metadata. Non-default settings in both `configuration`
@@ -231,6 +250,7 @@ pub fn resolve_config(
         }
         None => ConfigurationIn::default(),
     };
+    reject_sparse_indexes(schema)?;
     let legacy = legacy_config(metadata)?;
     let mut c = CollectionConfig::default();
     match (&conf.hnsw, &conf.spann) {
@@ -298,12 +318,27 @@ pub fn validate_collection_metadata(
 }
 
 /// The stored embedding function of a collection (`null` when the client sent none).
+/// The collection's embedding function as the client stored it: one set explicitly on the
+/// schema's `#embedding` index wins (Python then also sends its default one in `configuration`),
+/// else the configuration's.
 fn embedding_function(entry: &CollectionEntry) -> Value {
-    entry
+    let default_ef = json!({"name": "default", "type": "known", "config": {}});
+    let from_schema = entry
         .record
-        .configuration
+        .schema
         .as_ref()
-        .and_then(|c| c.get("embedding_function"))
+        .and_then(|s| {
+            s.pointer("/keys/#embedding/float_list/vector_index/config/embedding_function")
+        })
+        .filter(|ef| !ef.is_null() && **ef != default_ef);
+    from_schema
+        .or_else(|| {
+            entry
+                .record
+                .configuration
+                .as_ref()
+                .and_then(|c| c.get("embedding_function"))
+        })
         .cloned()
         .unwrap_or(Value::Null)
 }
@@ -475,6 +510,18 @@ mod tests {
             resolve_config(None, Some(&md), None).unwrap().space,
             Space::Cosine
         );
+    }
+
+    #[test]
+    fn sparse_indexes_are_refused() {
+        let schema = json!({"keys": {"sparse_metadata": {"sparse_vector": {"sparse_vector_index":
+            {"enabled": true, "config": {"embedding_function": {"type": "unknown"}}}}}}});
+        assert!(
+            matches!(resolve_config(None, None, Some(&schema)), Err(ApiError::InvalidArgument(m)) if m.starts_with("Sparse vector indexing is not enabled in local"))
+        );
+        let off =
+            json!({"defaults": {"sparse_vector": {"sparse_vector_index": {"enabled": false}}}});
+        assert!(resolve_config(None, None, Some(&off)).is_ok());
     }
 
     #[test]

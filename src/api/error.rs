@@ -28,6 +28,13 @@ pub enum ApiError {
     /// 409 `ChromaError`: the name is taken.
     #[error("{0}")]
     AlreadyExists(String),
+    /// 401 `AuthError`: auth is on and the request has no valid credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// 403 `AuthorizationError`: the credentials are valid but do not cover this tenant,
+    /// database or operation.
+    #[error("{0}")]
+    Unauthorized(String),
     /// 403 `ChromaError`: not allowed by configuration (reset).
     #[error("{0}")]
     Forbidden(String),
@@ -46,9 +53,6 @@ pub enum ApiError {
     /// 405 `ChromaError` for a known path with the wrong method.
     #[error("Method not allowed")]
     MethodNotAllowed,
-    /// 410 `Unimplemented`: the v1 API.
-    #[error("The v1 API is deprecated. Please use /v2 apis")]
-    Gone,
     /// 501 `ChromaError`: a Chroma route this server does not implement.
     #[error("{0}")]
     Unimplemented(String),
@@ -81,12 +85,13 @@ impl ApiError {
                 (StatusCode::NOT_FOUND, "NotFoundError")
             }
             ApiError::AlreadyExists(_) => (StatusCode::CONFLICT, "ChromaError"),
+            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "AuthError"),
+            ApiError::Unauthorized(_) => (StatusCode::FORBIDDEN, "AuthorizationError"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "ChromaError"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "ChromaError"),
             ApiError::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "ChromaError"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "ChromaError"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "ChromaError"),
-            ApiError::Gone => (StatusCode::GONE, "Unimplemented"),
             ApiError::Unimplemented(_) => (StatusCode::NOT_IMPLEMENTED, "ChromaError"),
             ApiError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "InternalError"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),

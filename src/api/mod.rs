@@ -9,10 +9,13 @@
 //! - [`app`] builds the router.
 
 mod admin;
+pub mod auth;
 pub mod collection_json;
 mod collections;
 mod embedding;
 pub mod error;
+pub mod legacy;
+pub mod openapi;
 mod records;
 mod sync;
 mod system;
@@ -22,9 +25,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Extension, Router};
 use tokio::net::TcpListener;
 use tracing::Instrument;
@@ -35,11 +39,14 @@ use crate::config::Settings;
 use crate::embed::Embedder;
 use crate::metrics::{HttpLabels, Metrics};
 use crate::snapshot::Snapshots;
+use auth::{AuthConfigError, Authenticator, Need};
 use error::{ApiError, BodyLimit};
 
 /// Shared state of every handler: a cheap clone of a few `Arc`s.
 #[derive(Clone)]
 pub struct AppState {
+    /// Token checks, or `None` when auth is off (the default, like Chroma).
+    pub auth: Option<Arc<Authenticator>>,
     /// Tenants, databases, collections and their engine handles.
     pub catalog: Arc<Catalog>,
     /// The settings the server was started with.
@@ -57,16 +64,18 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Bundles an opened catalog with the settings, a fresh metrics registry and the embedder
-    /// the settings describe.
-    pub fn new(catalog: Catalog, settings: Settings) -> AppState {
+    /// Bundles an opened catalog with the settings, a fresh metrics registry, the embedder the
+    /// settings describe and the authenticator they ask for (fails when the token file is
+    /// unusable).
+    pub fn new(catalog: Catalog, settings: Settings) -> Result<AppState, AuthConfigError> {
         let metrics = Arc::new(Metrics::new());
         let snapshots = Snapshots::new(settings.snapshot_dir.clone(), settings.snapshot_keep);
         let embedder = Arc::new(Embedder::new(
             settings.embed.clone(),
             Arc::clone(&metrics.embed),
         ));
-        AppState {
+        Ok(AppState {
+            auth: Authenticator::from_settings(&settings)?,
             catalog: Arc::new(catalog),
             settings: Arc::new(settings),
             metrics,
@@ -74,7 +83,7 @@ impl AppState {
             snapshots: Arc::new(snapshots),
             audit: Arc::new(AuditLog::to_tracing()),
             sync: Arc::new(crate::sync::SyncRegistry::default()),
-        }
+        })
     }
 
     /// Sends audit events to `audit` instead of the `audit` tracing target.
@@ -93,86 +102,333 @@ where
     tokio::task::spawn_blocking(f).await?
 }
 
-/// Builds the router with every v2 route, the JSON 404/405 fallbacks and the body limit.
-pub fn app(state: AppState) -> Router {
-    let limit = state.settings.max_body_bytes;
+/// One route the router serves, as the OpenAPI document and the route tests enumerate it.
+#[derive(Debug, Clone)]
+pub struct RouteDoc {
+    /// HTTP method.
+    pub method: Method,
+    /// Route template, e.g. `/api/v2/tenants/{tenant}`.
+    pub path: String,
+    /// One line for the docs.
+    pub summary: &'static str,
+    /// Group in the docs.
+    pub tag: &'static str,
+    /// What auth requires of the caller.
+    pub need: Need,
+}
+
+/// The router under construction and the list of what it serves: routes are only ever added
+/// through [`Routes::add`], so the list (and the OpenAPI document built from it) is complete.
+struct Routes {
+    router: Router<AppState>,
+    docs: Vec<RouteDoc>,
+}
+
+impl Routes {
+    fn add(
+        mut self,
+        path: &str,
+        tag: &'static str,
+        ops: &[(Method, &'static str)],
+        handlers: MethodRouter<AppState>,
+    ) -> Routes {
+        for (method, summary) in ops {
+            // A route without an access rule is refused at run time; a test checks none is.
+            let need = auth::rule(method, path).map_or(Need::Admin, |r| r.0);
+            self.docs.push(RouteDoc {
+                method: method.clone(),
+                path: path.to_string(),
+                summary,
+                tag,
+                need,
+            });
+        }
+        self.router = self.router.route(path, handlers);
+        self
+    }
+}
+
+/// Every route of the API (Chroma's v2, metrics and the API description).
+fn routes() -> Routes {
     const DB: &str = "/api/v2/tenants/{tenant}/databases/{database}";
     let coll = |suffix: &str| format!("{DB}/collections/{{collection_id}}/{suffix}");
-    Router::new()
-        .route("/api/v2", get(system::heartbeat))
-        .route("/api/v2/heartbeat", get(system::heartbeat))
-        .route("/api/v2/version", get(system::version))
-        .route("/api/v2/pre-flight-checks", get(system::pre_flight_checks))
-        .route("/api/v2/healthcheck", get(system::healthcheck))
-        .route("/api/v2/reset", post(system::reset))
-        .route("/api/v2/auth/identity", get(system::identity))
-        .route("/api/v2/tenants", post(collections::create_tenant))
-        .route(
-            "/api/v2/tenants/{tenant}",
-            get(collections::get_tenant).patch(collections::update_tenant),
-        )
-        .route(
-            "/api/v2/tenants/{tenant}/databases",
-            get(collections::list_databases).post(collections::create_database),
-        )
-        .route(
-            DB,
-            get(collections::get_database).delete(collections::delete_database),
-        )
-        .route(
-            &format!("{DB}/collections"),
-            get(collections::list_collections).post(collections::create_collection),
-        )
-        .route(
-            &format!("{DB}/collections_count"),
-            get(collections::count_collections),
-        )
-        .route(
-            &format!("{DB}/collections/by-id/{{collection_id}}"),
-            get(collections::get_collection_by_id),
-        )
-        .route(
-            &format!("{DB}/collections/{{collection}}"),
-            get(collections::get_collection)
-                .put(collections::update_collection)
-                .delete(collections::delete_collection),
-        )
-        .route(&coll("add"), post(records::add))
-        .route(&coll("upsert"), post(records::upsert))
-        .route(&coll("update"), post(records::update))
-        .route(&coll("delete"), post(records::delete))
-        .route(&coll("get"), post(records::get))
-        .route(&coll("query"), post(records::query))
-        .route(&coll("count"), get(records::count))
-        .route(&coll("fork"), post(system::fork))
-        .route(&coll("fork_count"), get(system::fork))
-        .route(&coll("indexing_status"), get(system::indexing_status))
-        .route(&coll("search"), post(system::search))
-        .route(&coll("functions/attach"), post(system::functions))
-        .route(&coll("functions/{function}"), get(system::functions))
-        .route(
-            &coll("attached_functions/{name}/detach"),
-            post(system::functions),
-        )
-        .route(
-            "/api/v2/collections/{crn}",
-            get(collections::get_collection_by_crn),
-        )
-        .route(
-            "/api/v2/admin/snapshots",
-            get(admin::list_snapshots).post(admin::create_snapshot),
-        )
-        .route("/metrics", get(system::metrics))
-        .route("/sync/status", get(sync::status_all))
-        .route("/sync/status/{job}", get(sync::status_one))
-        .route("/api/v1", axum::routing::any(system::v1_gone))
-        .route("/api/v1/{*rest}", axum::routing::any(system::v1_gone))
+    let (g, p) = (Method::GET, Method::POST);
+    Routes {
+        router: Router::new(),
+        docs: Vec::new(),
+    }
+    .add(
+        "/api/v2",
+        "system",
+        &[(g.clone(), "Heartbeat")],
+        get(system::heartbeat),
+    )
+    .add(
+        "/api/v2/heartbeat",
+        "system",
+        &[(g.clone(), "Heartbeat: nanoseconds since the epoch")],
+        get(system::heartbeat),
+    )
+    .add(
+        "/api/v2/version",
+        "system",
+        &[(g.clone(), "Server version")],
+        get(system::version),
+    )
+    .add(
+        "/api/v2/pre-flight-checks",
+        "system",
+        &[(g.clone(), "Batch size limit and base64 support")],
+        get(system::pre_flight_checks),
+    )
+    .add(
+        "/api/v2/healthcheck",
+        "system",
+        &[(
+            g.clone(),
+            "Readiness; lists collections that failed to open",
+        )],
+        get(system::healthcheck),
+    )
+    .add(
+        "/api/v2/reset",
+        "system",
+        &[(p.clone(), "Delete everything (needs --allow-reset)")],
+        post(system::reset),
+    )
+    .add(
+        "/api/v2/auth/identity",
+        "system",
+        &[(g.clone(), "The caller's user, tenant and databases")],
+        get(system::identity),
+    )
+    .add(
+        "/api/v2/tenants",
+        "tenants",
+        &[(p.clone(), "Create a tenant")],
+        post(collections::create_tenant),
+    )
+    .add(
+        "/api/v2/tenants/{tenant}",
+        "tenants",
+        &[
+            (g.clone(), "Get a tenant"),
+            (Method::PATCH, "Update a tenant's resource name"),
+        ],
+        get(collections::get_tenant).patch(collections::update_tenant),
+    )
+    .add(
+        "/api/v2/tenants/{tenant}/databases",
+        "databases",
+        &[
+            (g.clone(), "List databases"),
+            (p.clone(), "Create a database"),
+        ],
+        get(collections::list_databases).post(collections::create_database),
+    )
+    .add(
+        DB,
+        "databases",
+        &[
+            (g.clone(), "Get a database"),
+            (Method::DELETE, "Delete a database and its collections"),
+        ],
+        get(collections::get_database).delete(collections::delete_database),
+    )
+    .add(
+        &format!("{DB}/collections"),
+        "collections",
+        &[
+            (g.clone(), "List collections (limit, offset)"),
+            (p.clone(), "Create (or get_or_create) a collection"),
+        ],
+        get(collections::list_collections).post(collections::create_collection),
+    )
+    .add(
+        &format!("{DB}/collections_count"),
+        "collections",
+        &[(g.clone(), "Count collections")],
+        get(collections::count_collections),
+    )
+    .add(
+        &format!("{DB}/collections/by-id/{{collection_id}}"),
+        "collections",
+        &[(g.clone(), "Get a collection by id")],
+        get(collections::get_collection_by_id),
+    )
+    .add(
+        &format!("{DB}/collections/{{collection}}"),
+        "collections",
+        &[
+            (g.clone(), "Get a collection by name"),
+            (
+                Method::PUT,
+                "Modify a collection (by id): name, metadata, configuration",
+            ),
+            (Method::DELETE, "Delete a collection by name"),
+        ],
+        get(collections::get_collection)
+            .put(collections::update_collection)
+            .delete(collections::delete_collection),
+    )
+    .add(
+        &coll("add"),
+        "records",
+        &[(p.clone(), "Add records (existing ids are ignored)")],
+        post(records::add),
+    )
+    .add(
+        &coll("upsert"),
+        "records",
+        &[(p.clone(), "Insert or update records")],
+        post(records::upsert),
+    )
+    .add(
+        &coll("update"),
+        "records",
+        &[(p.clone(), "Update existing records")],
+        post(records::update),
+    )
+    .add(
+        &coll("delete"),
+        "records",
+        &[(p.clone(), "Delete records by id and/or filter")],
+        post(records::delete),
+    )
+    .add(
+        &coll("get"),
+        "records",
+        &[(p.clone(), "Get records by id and/or filter")],
+        post(records::get),
+    )
+    .add(
+        &coll("query"),
+        "records",
+        &[(p.clone(), "Nearest neighbours of query embeddings")],
+        post(records::query),
+    )
+    .add(
+        &coll("count"),
+        "records",
+        &[(g.clone(), "Count records")],
+        get(records::count),
+    )
+    .add(
+        &coll("fork"),
+        "unsupported",
+        &[(p.clone(), "Chroma Cloud only: 501")],
+        post(system::fork),
+    )
+    .add(
+        &coll("fork_count"),
+        "unsupported",
+        &[(g.clone(), "Chroma Cloud only: 501")],
+        get(system::fork),
+    )
+    .add(
+        &coll("indexing_status"),
+        "unsupported",
+        &[(g.clone(), "Chroma Cloud only: 501")],
+        get(system::indexing_status),
+    )
+    .add(
+        &coll("search"),
+        "unsupported",
+        &[(p.clone(), "Hybrid search: 501, as local Chroma")],
+        post(system::search),
+    )
+    .add(
+        &coll("functions/attach"),
+        "unsupported",
+        &[(p.clone(), "Chroma Cloud only: 501")],
+        post(system::functions),
+    )
+    .add(
+        &coll("functions/{function}"),
+        "unsupported",
+        &[(g.clone(), "Chroma Cloud only: 501")],
+        get(system::functions),
+    )
+    .add(
+        &coll("attached_functions/{name}/detach"),
+        "unsupported",
+        &[(p.clone(), "Chroma Cloud only: 501")],
+        post(system::functions),
+    )
+    .add(
+        "/api/v2/collections/{crn}",
+        "collections",
+        &[(g.clone(), "Get a collection by tenant:database:name")],
+        get(collections::get_collection_by_crn),
+    )
+    .add(
+        "/api/v2/admin/snapshots",
+        "admin",
+        &[
+            (g.clone(), "List data-folder snapshots"),
+            (
+                p.clone(),
+                "Take a consistent snapshot now (writes continue)",
+            ),
+        ],
+        get(admin::list_snapshots).post(admin::create_snapshot),
+    )
+    .add(
+        "/sync/status",
+        "sync",
+        &[(g.clone(), "Status of every pgvector sync job")],
+        get(sync::status_all),
+    )
+    .add(
+        "/sync/status/{job}",
+        "sync",
+        &[(g.clone(), "Status of one pgvector sync job")],
+        get(sync::status_one),
+    )
+    .add(
+        "/metrics",
+        "system",
+        &[(g.clone(), "Prometheus metrics")],
+        get(system::metrics),
+    )
+    .add(
+        "/openapi.json",
+        "system",
+        &[(g.clone(), "This OpenAPI document")],
+        get(openapi::openapi_json),
+    )
+    .add(
+        "/docs",
+        "system",
+        &[(g, "API docs page")],
+        get(openapi::docs_page),
+    )
+}
+
+/// Every (method, route template) the router serves, with its summary and access need.
+pub fn route_docs() -> Vec<RouteDoc> {
+    routes().docs
+}
+
+/// Builds the router with every v2 route, the JSON 404/405 fallbacks, the body limit, auth, and
+/// the legacy translation (v1 routes and old formats) in front of it all.
+pub fn app(state: AppState) -> Router {
+    let limit = state.settings.max_body_bytes;
+    let v2 = routes()
+        .router
+        // After routing, so the access rule is looked up by the matched route template.
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(Extension(BodyLimit(limit)))
         .layer(middleware::from_fn_with_state(state.clone(), trace_request))
-        .with_state(state)
+        .with_state(state.clone());
+    // v1 and old payload formats are rewritten before routing, so this wraps the whole router.
+    // The outer router has no routes, so its layer runs before the inner router matches.
+    Router::new()
+        .fallback_service(v2)
+        .layer(middleware::from_fn_with_state(state, legacy::translate))
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -263,12 +519,39 @@ async fn trace_request(State(st): State<AppState>, req: Request, next: Next) -> 
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves, then stops accepting and waits
-/// for in-flight requests to finish.
+/// for in-flight requests to finish. Starts the token file watcher when auth uses one.
 pub async fn serve<F>(listener: TcpListener, state: AppState, shutdown: F) -> std::io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    if let Some(auth) = &state.auth {
+        auth.spawn_reloader();
+    }
     axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The router of the separate metrics listener (`--metrics-port`): `/metrics` only, never
+/// authenticated, so a scraper needs no token.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(system::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// Serves [`metrics_app`] on `listener` until `shutdown` resolves.
+pub async fn serve_metrics<F>(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    axum::serve(listener, metrics_app(state))
         .with_graceful_shutdown(shutdown)
         .await
 }

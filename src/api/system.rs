@@ -1,14 +1,16 @@
 //! Server-level routes: heartbeat, version, pre-flight checks, health, reset, identity, and
 //! the Chroma routes this server answers with 501 (or 410 for v1).
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde_json::{json, Value};
 
+use super::auth::Principal;
 use super::error::ApiError;
 use super::{blocking, AppState};
 use crate::catalog::{DEFAULT_DATABASE, DEFAULT_TENANT};
@@ -81,9 +83,19 @@ pub async fn reset(State(st): State<AppState>) -> Result<Json<bool>, ApiError> {
     Ok(Json(true))
 }
 
-/// `GET /api/v2/auth/identity`: no authentication yet, so everyone is the default identity.
-pub async fn identity() -> Json<Value> {
-    Json(json!({ "user_id": "", "tenant": DEFAULT_TENANT, "databases": [DEFAULT_DATABASE] }))
+/// `GET /api/v2/auth/identity`: the token's user, tenant and databases (the Python client adopts
+/// a single tenant and database from it); without auth, the default identity.
+pub async fn identity(principal: Option<Extension<Arc<Principal>>>) -> Json<Value> {
+    match principal {
+        Some(Extension(p)) => Json(json!({
+            "user_id": p.user,
+            "tenant": p.tenant,
+            "databases": p.databases,
+        })),
+        None => Json(
+            json!({ "user_id": "", "tenant": DEFAULT_TENANT, "databases": [DEFAULT_DATABASE] }),
+        ),
+    }
 }
 
 /// `GET /metrics`: Prometheus / OpenMetrics text.
@@ -144,11 +156,6 @@ pub async fn search() -> ApiError {
 /// Attached functions: Chroma Cloud only.
 pub async fn functions() -> ApiError {
     ApiError::Unimplemented("Functions are not supported by this server".to_string())
-}
-
-/// Anything under `/api/v1`.
-pub async fn v1_gone() -> ApiError {
-    ApiError::Gone
 }
 
 #[cfg(test)]

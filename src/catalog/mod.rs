@@ -617,6 +617,14 @@ impl Catalog {
             .ok_or(CatalogError::CollectionIdNotFound(id))
     }
 
+    /// The tenant and database of a collection, by id alone (v1 routes name only the id).
+    pub fn collection_location(&self, id: Uuid) -> Option<(String, String)> {
+        self.snapshot()
+            .collections
+            .get(&id)
+            .map(|e| (e.record.tenant.clone(), e.record.database.clone()))
+    }
+
     /// Creates a collection, or with `get_or_create` returns the existing one of that name
     /// unchanged. The bool is true when a collection was created.
     pub fn create_collection(

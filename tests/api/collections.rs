@@ -591,3 +591,37 @@ async fn schema_sets_space_and_keeps_client_overrides() {
         "Cannot set both collection config and schema simultaneously"
     );
 }
+
+#[tokio::test]
+async fn schema_embedding_function_is_echoed_and_sparse_indexes_refused() {
+    let s = start().await;
+    let simple = json!({"name": "simple_ef", "type": "known", "config": {"dim": 6}});
+    let r = s
+        .post(
+            &format!("{DB}/collections"),
+            json!({"name": "ef_in_schema", "metadata": null,
+                   "configuration": {"hnsw": null, "spann": null,
+                       "embedding_function": {"name": "default", "type": "known", "config": {}}},
+                   "schema": {"keys": {"#embedding": {"float_list": {"vector_index": {"enabled": true,
+                       "config": {"space": "cosine", "embedding_function": simple, "source_key": "#document"}}}}}},
+                   "get_or_create": true}),
+        )
+        .await;
+    let c = r.ok(200);
+    assert_eq!(c["configuration_json"]["embedding_function"], simple);
+    assert_eq!(
+        c["schema"]["keys"]["#embedding"]["float_list"]["vector_index"]["config"]
+            ["embedding_function"],
+        simple
+    );
+    let r = s
+        .post(
+            &format!("{DB}/collections"),
+            json!({"name": "sparse_idx", "schema": {"keys": {"sp": {"sparse_vector":
+                {"sparse_vector_index": {"enabled": true, "config": {}}}}}}}),
+        )
+        .await;
+    assert!(r
+        .err(400, "InvalidArgumentError")
+        .starts_with("Sparse vector indexing is not enabled in local"));
+}

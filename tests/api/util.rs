@@ -30,6 +30,9 @@ pub struct Server {
 pub struct Opts {
     pub allow_reset: bool,
     pub max_body_bytes: usize,
+    pub auth_tokens: Option<PathBuf>,
+    pub admin_token: Option<String>,
+    pub token_header: vectord::config::TokenHeader,
     pub embed: vectord::embed::EmbedSettings,
 }
 
@@ -38,6 +41,9 @@ impl Default for Opts {
         Opts {
             allow_reset: true,
             max_body_bytes: vectord::config::DEFAULT_MAX_BODY_BYTES,
+            auth_tokens: None,
+            admin_token: None,
+            token_header: Default::default(),
             embed: Default::default(),
         }
     }
@@ -65,6 +71,9 @@ pub async fn start_in(dir: &Path, opts: Opts) -> Server {
         port: 0,
         allow_reset: opts.allow_reset,
         max_body_bytes: opts.max_body_bytes,
+        auth_tokens: opts.auth_tokens.clone(),
+        admin_token: opts.admin_token.clone().map(vectord::config::Secret),
+        token_header: opts.token_header,
         embed: opts.embed,
         snapshot_dir: dir.join("snapshots"),
         ..Settings::default()
@@ -77,9 +86,13 @@ pub async fn start_in(dir: &Path, opts: Opts) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(serve(listener, AppState::new(catalog, settings), async {
-        let _ = rx.await;
-    }));
+    let handle = tokio::spawn(serve(
+        listener,
+        AppState::new(catalog, settings).unwrap(),
+        async {
+            let _ = rx.await;
+        },
+    ));
     Server {
         base: format!("http://{addr}"),
         client: reqwest::Client::new(),
@@ -118,11 +131,25 @@ impl Resp {
 
 impl Server {
     pub async fn req(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
+        self.req_with(method, path, body, &[]).await
+    }
+
+    /// A JSON request with extra headers (credentials, user agent).
+    pub async fn req_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         let mut rb = self
             .client
             .request(method, format!("{}{}", self.base, path));
         if let Some(b) = body {
             rb = rb.json(&b);
+        }
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
         }
         Self::finish(rb.send().await.unwrap()).await
     }

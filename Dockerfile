@@ -18,9 +18,10 @@ RUN apt-get update \
 COPY --from=build /src/target/release/vectord /usr/local/bin/vectord
 USER vectord
 VOLUME ["/data"]
-EXPOSE 8000
+# 8000: the Chroma API; 9091: /metrics without auth, for Fly's scraper (fly.toml [metrics]).
+EXPOSE 8000 9091
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s \
     CMD curl -fsS http://127.0.0.1:8000/api/v2/healthcheck || exit 1
 ENTRYPOINT ["/usr/local/bin/vectord"]
-CMD ["run", "--path", "/data", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["run", "--path", "/data", "--host", "0.0.0.0", "--port", "8000", "--metrics-port", "9091"]

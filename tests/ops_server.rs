@@ -150,7 +150,16 @@ async fn dockerfile_and_fly_toml_agree_with_the_server() {
 
     // Ports: CMD --port == EXPOSE == fly's internal_port; the host listens on all interfaces.
     let port: u16 = flag(&cmd, "--port").parse().expect("numeric port");
-    assert_eq!(instruction_arg(&dockerfile, "EXPOSE"), port.to_string());
+    let metrics_port: u16 = flag(&cmd, "--metrics-port").parse().expect("numeric port");
+    assert_eq!(
+        instruction_arg(&dockerfile, "EXPOSE"),
+        format!("{port} {metrics_port}")
+    );
+    assert_eq!(
+        fly["metrics"]["port"].as_integer(),
+        Some(i64::from(metrics_port))
+    );
+    assert_eq!(fly["metrics"]["path"].as_str(), Some("/metrics"));
     let http = &fly["http_service"];
     assert_eq!(http["internal_port"].as_integer(), Some(i64::from(port)));
     assert_eq!(flag(&cmd, "--host"), "0.0.0.0");
@@ -192,12 +201,15 @@ async fn dockerfile_and_fly_toml_agree_with_the_server() {
     // Run the image's CMD with the built binary: /data mapped to a temporary folder, and the
     // port fly.toml routes to (a free one instead if something on this machine holds it).
     let tmp = tempfile::tempdir().expect("tempdir");
-    let run_port = if TcpListener::bind(("0.0.0.0", port)).is_ok() {
-        port
-    } else {
-        eprintln!("port {port} is busy on this machine; running the CMD on a free port");
-        free_port()
+    let pick = |p: u16| {
+        if TcpListener::bind(("0.0.0.0", p)).is_ok() {
+            p
+        } else {
+            eprintln!("port {p} is busy on this machine; running the CMD on a free port");
+            free_port()
+        }
     };
+    let (run_port, run_metrics_port) = (pick(port), pick(metrics_port));
     let args: Vec<String> = cmd
         .iter()
         .map(|a| {
@@ -205,6 +217,8 @@ async fn dockerfile_and_fly_toml_agree_with_the_server() {
                 tmp.path().display().to_string()
             } else if *a == port.to_string() {
                 run_port.to_string()
+            } else if *a == metrics_port.to_string() {
+                run_metrics_port.to_string()
             } else {
                 a.clone()
             }
@@ -214,6 +228,17 @@ async fn dockerfile_and_fly_toml_agree_with_the_server() {
     let client = reqwest::Client::new();
     let health = server.wait_ready(&client, &check_path).await;
     assert_eq!(health["is_executor_ready"], json!(true));
+    let scraped = client
+        .get(format!("http://127.0.0.1:{run_metrics_port}/metrics"))
+        .send()
+        .await
+        .expect("metrics port");
+    assert!(scraped.status().is_success());
+    assert!(scraped
+        .text()
+        .await
+        .expect("text")
+        .contains("vectord_http_requests"));
     let status = server.terminate(Duration::from_secs(kill_timeout));
     assert!(status.success(), "graceful stop on SIGTERM: {status:?}");
     assert!(tmp.path().join("catalog.json").exists());

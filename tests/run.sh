@@ -14,43 +14,14 @@ rustc --version
 log "format"
 cargo fmt --all -- --check
 
-# A real Chroma 1.5.9 server for the migration test (its own venv: the full `chromadb` package
-# and the thin `chromadb-client` both install the `chromadb` module).
-CHROMA_CACHE=${VECTORD_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vectord-tests}
-if [ "${VECTORD_TEST_SKIP_INSTALL:-0}" != 1 ] || [ ! -x "$CHROMA_CACHE/chroma-server/bin/chroma" ]; then
-  log "Chroma 1.5.9 server in $CHROMA_CACHE/chroma-server"
-  mkdir -p "$CHROMA_CACHE"
-  [ -x "$CHROMA_CACHE/chroma-server/bin/python" ] || python3 -m venv "$CHROMA_CACHE/chroma-server"
-  "$CHROMA_CACHE/chroma-server/bin/pip" install -q --disable-pip-version-check chromadb==1.5.9
-fi
-export VECTORD_TEST_CHROMA_BIN="$CHROMA_CACHE/chroma-server/bin/chroma"
-
-# One real PostgreSQL 16 + pgvector for the sync tests (PyPI pgserver bundles both), on a free
-# port, stopped on exit. The tests read VECTORD_TEST_PG_URL (and fail under CI without it).
 CACHE=${VECTORD_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vectord-tests}
 mkdir -p "$CACHE"
-PGPY="$CACHE/pg-venv/bin/python"
-if [ "${VECTORD_TEST_SKIP_INSTALL:-0}" != 1 ] || ! "$PGPY" -c 'import pgserver' 2>/dev/null; then
-  log "postgres + pgvector (pgserver 0.1.4) in $CACHE/pg-venv"
-  [ -x "$PGPY" ] || python3 -m venv "$CACHE/pg-venv"
-  "$CACHE/pg-venv/bin/pip" install -q --disable-pip-version-check pgserver==0.1.4
-fi
-PG_DIR=$(mktemp -u -d /tmp/vectord-pg.XXXXXX)
-stop_pg() { "$PGPY" tests/pg/pg_server.py stop "$PG_DIR" >/dev/null 2>&1 || true; rm -rf "$PG_DIR"; }
-trap stop_pg EXIT
-VECTORD_TEST_PG_URL=$("$PGPY" tests/pg/pg_server.py start "$PG_DIR" 2>/dev/null | tail -n 1)
-export VECTORD_TEST_PG_URL
-export VECTORD_TEST_PG_RESTART="'$PGPY' '$PWD/tests/pg/pg_server.py' restart '$PG_DIR'"
-log "postgres at $VECTORD_TEST_PG_URL (data $PG_DIR)"
-
-# Failpoints are compiled in for the whole test run (inactive unless a test configures one), so
-# the crash test can also tear WAL appends on purpose.
-log "cargo test (unit, integration, crash, property tests; benches built and run once)"
-cargo test --features failpoints --all-targets --no-fail-fast
-
-# Real Chroma clients against the built server. Installs go to a cache folder so reruns are
-# fast; a fresh machine installs everything from PyPI and npm.
-if [ "${VECTORD_TEST_SKIP_INSTALL:-0}" != 1 ] || [ ! -x "$CACHE/venv/bin/python" ]; then
+# Everything the tests install goes to a cache folder so reruns are fast; a fresh machine
+# installs it all from PyPI and npm. venv-full's real Chroma 1.5.9 server also serves the
+# migration test (VECTORD_TEST_CHROMA_BIN); the thin and full clients need separate venvs (both
+# install the `chromadb` module).
+if [ "${VECTORD_TEST_SKIP_INSTALL:-0}" != 1 ] || [ ! -x "$CACHE/venv/bin/python" ] \
+  || [ ! -x "$CACHE/venv-full/bin/chroma" ]; then
   log "python client (chromadb-client 1.5.9) in $CACHE/venv"
   [ -x "$CACHE/venv/bin/python" ] || python3 -m venv "$CACHE/venv"
   "$CACHE/venv/bin/pip" install -q --disable-pip-version-check chromadb-client==1.5.9
@@ -69,6 +40,29 @@ if [ "${VECTORD_TEST_SKIP_INSTALL:-0}" != 1 ] || [ ! -x "$CACHE/venv/bin/python"
     "$CACHE/venv-legacy-$v/bin/python" -m pip install -q --disable-pip-version-check chromadb-client==$v
   done
 fi
+
+export VECTORD_TEST_CHROMA_BIN="$CACHE/venv-full/bin/chroma"
+
+# One real PostgreSQL 16 + pgvector for the sync tests (PyPI pgserver bundles both), on a free
+# port, stopped on exit. The tests read VECTORD_TEST_PG_URL (and fail under CI without it).
+PGPY="$CACHE/pg-venv/bin/python"
+if [ "${VECTORD_TEST_SKIP_INSTALL:-0}" != 1 ] || ! "$PGPY" -c 'import pgserver' 2>/dev/null; then
+  log "postgres + pgvector (pgserver 0.1.4) in $CACHE/pg-venv"
+  [ -x "$PGPY" ] || python3 -m venv "$CACHE/pg-venv"
+  "$CACHE/pg-venv/bin/pip" install -q --disable-pip-version-check pgserver==0.1.4
+fi
+PG_DIR=$(mktemp -u -d /tmp/vectord-pg.XXXXXX)
+stop_pg() { "$PGPY" tests/pg/pg_server.py stop "$PG_DIR" >/dev/null 2>&1 || true; rm -rf "$PG_DIR"; }
+trap stop_pg EXIT
+VECTORD_TEST_PG_URL=$("$PGPY" tests/pg/pg_server.py start "$PG_DIR" 2>/dev/null | tail -n 1)
+export VECTORD_TEST_PG_URL
+export VECTORD_TEST_PG_RESTART="'$PGPY' '$PWD/tests/pg/pg_server.py' restart '$PG_DIR'"
+log "postgres at $VECTORD_TEST_PG_URL (data $PG_DIR)"
+
+# Failpoints are compiled in for the whole test run (inactive unless a test configures one), so
+# the crash test can also tear WAL appends on purpose.
+log "cargo test (unit, integration, crash, property tests; benches built and run once)"
+cargo test --features failpoints --all-targets --no-fail-fast
 
 cargo build --bin vectord
 SERVER_DATA=$(mktemp -d)

@@ -34,6 +34,9 @@ pub const DEFAULT_DATABASE: &str = "default_database";
 pub const DEFAULT_DATABASE_ID: Uuid = Uuid::nil();
 /// Folder (inside the data folder) holding one folder per collection, named by its UUID.
 pub const COLLECTIONS_DIR: &str = "collections";
+/// Most memtable rows still to be indexed for which a shutdown flush builds their graph (a few
+/// seconds at 1536-d on two cores); beyond this the memtable stays in the WAL.
+pub const SHUTDOWN_FLUSH_MAX_UNINDEXED: usize = 4096;
 /// Prefix of a collection folder being removed (renamed first so a crash never leaves a
 /// half-deleted folder under a live UUID).
 const TRASH_PREFIX: &str = ".deleted-";
@@ -356,14 +359,22 @@ impl Catalog {
         Ok(r)
     }
 
-    /// Flushes every open collection's memtable (clean shutdown: the next start maps segments
-    /// instead of replaying the WAL). Returns how many collections failed to flush; their data
-    /// is safe in the WAL either way.
+    /// Flushes every open collection's memtable whose graph is (nearly) built, so the next
+    /// start maps segments instead of replaying the WAL. A memtable with more than
+    /// `SHUTDOWN_FLUSH_MAX_UNINDEXED` rows left to index stays in the WAL instead: finishing its
+    /// graph could take minutes, longer than a platform waits after SIGTERM (Fly: 30 s), and the
+    /// rows replay and index in the background at the next start. Returns how many collections
+    /// failed to flush; their data is safe in the WAL either way.
     pub fn flush_all(&self) -> usize {
         let snapshot = self.snapshot();
         let mut failed = 0;
         for entry in snapshot.collections.values() {
             if let Ok(engine) = entry.engine() {
+                let unindexed = engine.stats().unindexed_rows;
+                if unindexed > SHUTDOWN_FLUSH_MAX_UNINDEXED {
+                    tracing::info!(collection = %entry.record.id, unindexed, "memtable left in the WAL at shutdown (graph not built yet)");
+                    continue;
+                }
                 if let Err(e) = engine.flush() {
                     failed += 1;
                     tracing::warn!(collection = %entry.record.id, error = %e, "flush at shutdown failed; the WAL keeps the data");

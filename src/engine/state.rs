@@ -671,6 +671,8 @@ impl State {
             }
         };
         let hits: Vec<Vec<Candidate>> = if req.embeddings.len() > 1 {
+            // Several query vectors in one request do use rayon: the batch is the caller's
+            // explicit request for throughput over latency.
             req.embeddings
                 .par_iter()
                 .map(search)
@@ -729,8 +731,9 @@ impl State {
         self.counters
             .distance_computations
             .fetch_add(locs.len() as u64, Ordering::Relaxed);
+        // Sequential for the same reason as `search_all`: never wait behind graph builds.
         let mut all = locs
-            .par_iter()
+            .iter()
             .map(|&loc| self.score(q, loc).and_then(|d| self.candidate(d, loc)))
             .collect::<Result<Vec<_>, _>>()?;
         all.sort();
@@ -765,8 +768,11 @@ impl State {
             sources.push(Source::Frozen);
         }
         sources.extend((0..self.segments.len()).map(Source::Segment));
+        // Sequential on the caller's thread, not rayon: graph builds keep the global pool busy
+        // with long insert jobs, and a query queued behind them stalled for seconds (measured:
+        // one c=1 query waited 50 s during a flush). Concurrency comes from concurrent requests.
         let per_source = sources
-            .par_iter()
+            .iter()
             .map(|&src| self.search_source(src, q, &params, &passes))
             .collect::<Result<Vec<_>, _>>()?;
         if let Some(e) = filter_error.into_inner() {

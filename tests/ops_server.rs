@@ -47,8 +47,9 @@ impl ServerProcess {
         }
     }
 
-    fn run(data: &Path, port: u16) -> ServerProcess {
-        let args = [
+    /// `vectord run` on loopback with `data` as its folder, plus `extra` flags.
+    fn run(data: &Path, port: u16, extra: &[String]) -> ServerProcess {
+        let mut args = [
             "run",
             "--path",
             &data.display().to_string(),
@@ -57,7 +58,9 @@ impl ServerProcess {
             "--port",
             &port.to_string(),
         ]
-        .map(String::from);
+        .map(String::from)
+        .to_vec();
+        args.extend_from_slice(extra);
         ServerProcess::spawn(&args, port)
     }
 
@@ -262,7 +265,7 @@ async fn http_snapshot_under_load_restores_through_the_cli() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     let port = free_port();
-    let server = ServerProcess::run(&data, port);
+    let server = ServerProcess::run(&data, port, &[]);
     let client = reqwest::Client::new();
     server.wait_ready(&client, "/api/v2/healthcheck").await;
     let base = server.base.clone();
@@ -359,7 +362,7 @@ async fn http_snapshot_under_load_restores_through_the_cli() {
     );
 
     let port = free_port();
-    let server = ServerProcess::run(&restored, port);
+    let server = ServerProcess::run(&restored, port, &[]);
     server.wait_ready(&client, "/api/v2/healthcheck").await;
     let got: Value = client
         .post(format!("{}{DB}/collections/{id}/get", server.base))
@@ -413,18 +416,8 @@ async fn alert_rules_only_use_exported_metrics() {
     )
     .expect("sync config");
     let port = free_port();
-    let args = [
-        "run".to_string(),
-        "--path".into(),
-        tmp.path().join("data").display().to_string(),
-        "--host".into(),
-        "127.0.0.1".into(),
-        "--port".into(),
-        port.to_string(),
-        "--sync-config".into(),
-        sync.display().to_string(),
-    ];
-    let server = ServerProcess::spawn(&args, port);
+    let extra = ["--sync-config".to_string(), sync.display().to_string()];
+    let server = ServerProcess::run(&tmp.path().join("data"), port, &extra);
     let client = reqwest::Client::new();
     server.wait_ready(&client, "/api/v2/healthcheck").await;
     let text = client
@@ -471,18 +464,8 @@ async fn audit_log_records_access_without_phi() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let log = tmp.path().join("audit").join("audit.jsonl");
     let port = free_port();
-    let args = [
-        "run".to_string(),
-        "--path".into(),
-        tmp.path().join("data").display().to_string(),
-        "--host".into(),
-        "127.0.0.1".into(),
-        "--port".into(),
-        port.to_string(),
-        "--audit-log".into(),
-        log.display().to_string(),
-    ];
-    let server = ServerProcess::spawn(&args, port);
+    let extra = ["--audit-log".to_string(), log.display().to_string()];
+    let server = ServerProcess::run(&tmp.path().join("data"), port, &extra);
     let client = reqwest::Client::new();
     server.wait_ready(&client, "/api/v2/healthcheck").await;
     let base = server.base.clone();

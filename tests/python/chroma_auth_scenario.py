@@ -16,19 +16,10 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 import chromadb  # noqa: E402
 from chromadb.config import Settings  # noqa: E402
 from chromadb.errors import AuthorizationError, ChromaAuthError  # noqa: E402
+from scenario import check, done  # noqa: E402  (tests/python/scenario.py)
 
 host, port = sys.argv[1], int(sys.argv[2])
-passed = 0
 TOKEN = "chromadb.auth.token_authn.TokenAuthClientProvider"
-
-
-def check(name, cond, detail=""):
-    global passed
-    if not cond:
-        print(f"FAIL {name}: {detail}")
-        sys.exit(1)
-    passed += 1
-    print(f"ok   {name}")
 
 
 def settings(provider=None, credentials=None, header=None, adopt=False):
@@ -125,4 +116,4 @@ raises("ro add -> AuthorizationError", AuthorizationError, lambda: col.add(ids=[
 raises("ro delete_collection -> AuthorizationError", AuthorizationError, lambda: ro.delete_collection("policies"))
 raises("ro reset -> AuthorizationError", AuthorizationError, lambda: ro.reset())
 
-print(f"{passed} passed, 0 failed")
+done()

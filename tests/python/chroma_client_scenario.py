@@ -12,19 +12,10 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 import chromadb  # noqa: E402
 from chromadb.config import Settings  # noqa: E402
 from chromadb.errors import InvalidArgumentError, NotFoundError  # noqa: E402
+from scenario import check, done  # noqa: E402  (tests/python/scenario.py)
 
 host, port = sys.argv[1], int(sys.argv[2])
 client = chromadb.HttpClient(host=host, port=port, settings=Settings(allow_reset=True, anonymized_telemetry=False))
-passed = 0
-
-
-def check(name, cond, detail=""):
-    global passed
-    if not cond:
-        print(f"FAIL {name}: {detail}")
-        sys.exit(1)
-    passed += 1
-    print(f"ok   {name}")
 
 
 check("heartbeat", client.heartbeat() > 0)
@@ -106,4 +97,4 @@ check("database isolation", [c.name for c in other.list_collections()] == ["in_s
 admin.delete_database("second_db")
 check("delete_database", [d["name"] for d in admin.list_databases()] == ["default_database"])
 
-print(f"{passed} passed, 0 failed")
+done()

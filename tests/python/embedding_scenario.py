@@ -19,19 +19,10 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 import chromadb  # noqa: E402
 from chromadb.config import Settings  # noqa: E402
+from scenario import check, done  # noqa: E402  (tests/python/scenario.py)
 
 host, port = sys.argv[1], int(sys.argv[2])
 BASE = f"http://{host}:{port}/api/v2/tenants/default_tenant/databases/default_database"
-passed = 0
-
-
-def check(name, cond, detail=""):
-    global passed
-    if not cond:
-        print(f"FAIL {name}: {detail}")
-        sys.exit(1)
-    passed += 1
-    print(f"ok   {name}")
 
 
 def http(method, path, body=None):
@@ -71,4 +62,4 @@ check("python query with vectors", res["ids"][0][0] == "uhc-cpap" and abs(res["d
 peek = col.peek(4)
 check("python peek", len(peek["ids"]) == 4 and all(len(e) == 16 for e in peek["embeddings"]), peek["ids"])
 
-print(f"{passed} passed, 0 failed")
+done()

@@ -15,18 +15,9 @@ import chromadb  # noqa: E402
 from chromadb.config import Settings  # noqa: E402
 from langchain_chroma import Chroma  # noqa: E402
 from langchain_core.embeddings import Embeddings  # noqa: E402
+from scenario import check, done  # noqa: E402  (tests/python/scenario.py)
 
 host, port = sys.argv[1], int(sys.argv[2])
-passed = 0
-
-
-def check(name, cond, detail=""):
-    global passed
-    if not cond:
-        print(f"FAIL {name}: {detail}")
-        sys.exit(1)
-    passed += 1
-    print(f"ok   {name}")
 
 
 class HashedWords(Embeddings):
@@ -97,4 +88,4 @@ check("add_texts with an existing id updates it", store.get(ids=[ids[1]])["metad
 store.delete_collection()
 check("delete_collection", "lc_policies" not in [c.name for c in client.list_collections()])
 
-print(f"{passed} passed, 0 failed")
+done()

@@ -13,20 +13,11 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 import chromadb  # noqa: E402
 from chromadb.config import Settings  # noqa: E402
+from scenario import check, done  # noqa: E402  (tests/python/scenario.py)
 
 host, port = sys.argv[1], int(sys.argv[2])
 print(f"chromadb-client {chromadb.__version__}")
 client = chromadb.HttpClient(host=host, port=port, settings=Settings(allow_reset=True, anonymized_telemetry=False))
-passed = 0
-
-
-def check(name, cond, detail=""):
-    global passed
-    if not cond:
-        print(f"FAIL {name}: {detail}")
-        sys.exit(1)
-    passed += 1
-    print(f"ok   {name}")
 
 
 def names():
@@ -101,4 +92,4 @@ check("tenant/database isolation", [c if isinstance(c, str) else c.name for c in
 client.delete_collection("legacy_renamed")
 check("delete_collection", names() == [])
 
-print(f"{passed} passed, 0 failed")
+done()

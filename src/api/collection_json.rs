@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 use super::error::{parse_json, ApiError};
 use crate::catalog::CollectionEntry;
 use crate::engine::{CollectionConfig, HnswParams};
+use crate::filter::{Filter, MetadataOp, Number, Scalar, ScalarSet};
 use crate::types::Space;
 
 /// `POST …/collections` body. `metadata` and `configuration` stay raw JSON here: the
@@ -455,6 +456,92 @@ pub fn schema_json(config: &CollectionConfig, ef: &Value, user: Option<&Value>) 
         }
     }
     merged
+}
+
+/// Refuses a filter on a metadata key whose inverted index the collection's schema disabled
+/// (for the compared value's type), as Chroma does: such a key is stored but not filterable.
+/// Only a client-sent schema can disable one; the default schema enables them all.
+pub fn check_filter_indexes(
+    user_schema: Option<&Value>,
+    filter: Option<&Filter>,
+) -> Result<(), ApiError> {
+    match (user_schema.filter(|s| s.is_object()), filter) {
+        (Some(schema), Some(filter)) => check_node(schema, filter),
+        _ => Ok(()),
+    }
+}
+
+fn check_node(schema: &Value, filter: &Filter) -> Result<(), ApiError> {
+    match filter {
+        Filter::And(fs) | Filter::Or(fs) => fs.iter().try_for_each(|f| check_node(schema, f)),
+        Filter::Document(_) => Ok(()),
+        Filter::Metadata { key, op } => {
+            for kind in op_kinds(op) {
+                let (ty, index, name) = match kind {
+                    Kind::Bool => ("bool", "bool_inverted_index", "Bool"),
+                    Kind::Int => ("int", "int_inverted_index", "Int"),
+                    Kind::Float => ("float", "float_inverted_index", "Float"),
+                    Kind::Str => ("string", "string_inverted_index", "Str"),
+                };
+                let enabled = |root: Option<&Value>| {
+                    root.and_then(|r| r.get(ty))
+                        .and_then(|t| t.get(index))
+                        .and_then(|i| i.get("enabled"))
+                        .and_then(Value::as_bool)
+                };
+                let per_key = enabled(schema.get("keys").and_then(|k| k.get(key)));
+                if per_key.or_else(|| enabled(schema.get("defaults"))) == Some(false) {
+                    return Err(ApiError::InvalidArgument(format!(
+                        "Cannot filter using metadata key '{key}' with type '{name}' because indexing is disabled"
+                    )));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Bool,
+    Int,
+    Float,
+    Str,
+}
+
+fn scalar_kind(s: &Scalar) -> Kind {
+    match s {
+        Scalar::Bool(_) => Kind::Bool,
+        Scalar::Num(n) => number_kind(*n),
+        Scalar::Str(_) => Kind::Str,
+    }
+}
+
+fn number_kind(n: Number) -> Kind {
+    match n {
+        Number::Int(_) => Kind::Int,
+        Number::Float(_) => Kind::Float,
+    }
+}
+
+/// The value types an operator compares against (a set may mix ints and floats).
+fn op_kinds(op: &MetadataOp) -> Vec<Kind> {
+    match op {
+        MetadataOp::Eq(s)
+        | MetadataOp::Ne(s)
+        | MetadataOp::Contains(s)
+        | MetadataOp::NotContains(s) => {
+            vec![scalar_kind(s)]
+        }
+        MetadataOp::Gt(n) | MetadataOp::Gte(n) | MetadataOp::Lt(n) | MetadataOp::Lte(n) => {
+            vec![number_kind(*n)]
+        }
+        MetadataOp::In(set) | MetadataOp::Nin(set) => match set {
+            ScalarSet::Str(_) => vec![Kind::Str],
+            ScalarSet::Bool(_) => vec![Kind::Bool],
+            ScalarSet::Num(ns) => ns.iter().map(|n| number_kind(*n)).collect(),
+        },
+    }
 }
 
 /// The Collection object returned by every collection route. A collection that failed to open

@@ -11,6 +11,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::collection_json::check_filter_indexes;
 use super::collections::parse_collection_id;
 use super::embedding::{embed_texts, fill, placeholder, spec_for, texts_to_embed};
 use super::error::{ApiError, AppPath, AppQuery, JsonBytes};
@@ -291,6 +292,7 @@ pub async fn delete(
             body.parse()?
         };
         let filter = parse_filter(req.where_.as_ref(), req.where_document.as_ref())?;
+        check_filter_indexes(entry.record.schema.as_ref(), filter.as_ref())?;
         if filter.is_none() {
             if req.limit.is_some() {
                 return Err(crate::types::InputError::LimitWithoutFilter.into());
@@ -341,6 +343,7 @@ pub async fn get(
         let include: Vec<IncludeField> =
             req.include.unwrap_or_else(|| GET_INCLUDE_DEFAULT.to_vec());
         let filter = parse_filter(req.where_.as_ref(), req.where_document.as_ref())?;
+        check_filter_indexes(entry.record.schema.as_ref(), filter.as_ref())?;
         let request = GetRequest {
             ids: req.ids,
             filter,
@@ -421,6 +424,7 @@ fn run_query(
         .unwrap_or_else(|| QUERY_INCLUDE_DEFAULT.to_vec());
     let inc = include_flags(&include);
     let filter = parse_filter(req.where_.as_ref(), req.where_document.as_ref())?;
+    check_filter_indexes(entry.record.schema.as_ref(), filter.as_ref())?;
     let request = QueryRequest {
         embeddings,
         // No query can return more records than the collection holds, so asking for more

@@ -625,3 +625,51 @@ async fn schema_embedding_function_is_echoed_and_sparse_indexes_refused() {
         .err(400, "InvalidArgumentError")
         .starts_with("Sparse vector indexing is not enabled in local"));
 }
+
+/// A schema that disables a key's inverted index makes filters on that key (for that value
+/// type) an InvalidArgumentError in get, query and delete, as in Chroma; other keys and types
+/// still filter, and the record stays stored.
+#[tokio::test]
+async fn filters_on_keys_with_a_disabled_index_are_refused() {
+    let s = start().await;
+    let r = s
+        .post(
+            &format!("{DB}/collections"),
+            json!({"name": "restricted", "schema": {"keys": {"restricted_tag": {"string":
+                {"string_inverted_index": {"enabled": false, "config": {}}}}}}}),
+        )
+        .await;
+    let id = r.ok(200)["id"].as_str().expect("id").to_string();
+    s.post(
+        &s.coll(&id, "add"),
+        json!({"ids": ["r1"], "embeddings": [[0.1, 0.2, 0.3, 0.4]],
+               "metadatas": [{"restricted_tag": "blocked", "n": 3}], "documents": ["doc"]}),
+    )
+    .await
+    .ok(201);
+    let blocked = json!({"restricted_tag": "blocked"});
+    for (op, body) in [
+        ("get", json!({"where": blocked})),
+        (
+            "query",
+            json!({"query_embeddings": [[0.1, 0.2, 0.3, 0.4]], "n_results": 1, "where": blocked}),
+        ),
+        ("delete", json!({"where": {"$and": [{"n": 3}, blocked]}})),
+    ] {
+        let r = s.post(&s.coll(&id, op), body).await;
+        assert_eq!(
+            r.err(400, "InvalidArgumentError"),
+            "Cannot filter using metadata key 'restricted_tag' with type 'Str' because indexing is disabled",
+            "{op}"
+        );
+    }
+    // Another type on the same key, and other keys, still filter.
+    let r = s
+        .post(&s.coll(&id, "get"), json!({"where": {"restricted_tag": 5}}))
+        .await;
+    assert_eq!(r.ok(200)["ids"], json!([]));
+    let r = s
+        .post(&s.coll(&id, "get"), json!({"where": {"n": 3}}))
+        .await;
+    assert_eq!(r.ok(200)["ids"], json!(["r1"]));
+}

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::catalog::{Catalog, CatalogError, CATALOG_FILE};
-use crate::engine::{sync_dir, DirLock, EngineError};
+use crate::engine::{DirLock, EngineError};
 use crate::fsutil::atomic_replace;
 
 /// The description file written last into every snapshot folder.
@@ -253,10 +253,9 @@ pub fn create(catalog: &Catalog, root: &Path, name: &str) -> Result<SnapshotInfo
     };
     write_info(&tmp, &info)?;
     fs::rename(&tmp, &out).map_err(|e| SnapshotError::io("rename", &tmp, e))?;
-    sync_dir(root).map_err(|e| SnapshotError::Collection {
-        id: Uuid::nil(),
-        source: e,
-    })?;
+    File::open(root)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| SnapshotError::io("fsync", root, e))?;
     Ok(info)
 }
 

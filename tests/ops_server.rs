@@ -247,6 +247,20 @@ async fn dockerfile_and_fly_toml_agree_with_the_server() {
     assert!(tmp.path().join("catalog.json").exists());
 }
 
+/// Creates a collection in the default database; returns its id.
+async fn create_collection(client: &reqwest::Client, base: &str, name: &str) -> String {
+    let coll: Value = client
+        .post(format!("{base}{DB}/collections"))
+        .json(&json!({ "name": name }))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    coll["id"].as_str().expect("id").to_string()
+}
+
 fn b64(v: &[f32]) -> String {
     use base64::Engine;
     let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -269,16 +283,7 @@ async fn http_snapshot_under_load_restores_through_the_cli() {
     let client = reqwest::Client::new();
     server.wait_ready(&client, "/api/v2/healthcheck").await;
     let base = server.base.clone();
-    let coll: Value = client
-        .post(format!("{base}{DB}/collections"))
-        .json(&json!({"name": "policies"}))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
-    let id = coll["id"].as_str().expect("id").to_string();
+    let id = create_collection(&client, &base, "policies").await;
     let upsert = format!("{base}{DB}/collections/{id}/upsert");
 
     let acked: Vec<Arc<AtomicU64>> = (0..2).map(|_| Arc::new(AtomicU64::new(0))).collect();
@@ -469,16 +474,7 @@ async fn audit_log_records_access_without_phi() {
     let client = reqwest::Client::new();
     server.wait_ready(&client, "/api/v2/healthcheck").await;
     let base = server.base.clone();
-    let coll: Value = client
-        .post(format!("{base}{DB}/collections"))
-        .json(&json!({"name": "phi"}))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
-    let id = coll["id"].as_str().expect("id").to_string();
+    let id = create_collection(&client, &base, "phi").await;
     let secret_doc = "patient Jane Roe, DOB 1970-01-01, lumbar MRI";
     let r = client
         .post(format!("{base}{DB}/collections/{id}/add"))

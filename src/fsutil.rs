@@ -42,11 +42,35 @@ pub fn atomic_replace(path: &Path, bytes: &[u8]) -> Result<(), AtomicWriteError>
             source,
         });
     }
+    // Crash-matrix failpoints named after the file: `replace::MANIFEST`, `replace::catalog.json`
+    // (before the rename) and `replace::<file>::renamed` (after it, before the folder fsync).
+    #[cfg(feature = "failpoints")]
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    #[cfg(feature = "failpoints")]
+    crash_point!(format!("replace::{file}").as_str(), {
+        let _ = std::fs::remove_file(&tmp);
+        Err(AtomicWriteError {
+            op: "rename",
+            path: path.to_path_buf(),
+            source: io::Error::other("failpoint replace"),
+        })
+    });
     std::fs::rename(&tmp, path).map_err(|source| AtomicWriteError {
         op: "rename",
         path: path.to_path_buf(),
         source,
     })?;
+    #[cfg(feature = "failpoints")]
+    crash_point!(format!("replace::{file}::renamed").as_str(), {
+        Err(AtomicWriteError {
+            op: "fsync folder",
+            path: path.to_path_buf(),
+            source: io::Error::other("failpoint replace renamed"),
+        })
+    });
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

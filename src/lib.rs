@@ -18,6 +18,20 @@
 //! `ARCHITECTURE.md` at the repository root maps the modules and their invariants.
 #![warn(missing_docs)]
 
+/// A `fail` failpoint (feature `failpoints`) for the crash matrix: the action `return(abort)`
+/// aborts the process right there, as a crash would; any other `return` makes the site fail
+/// with `$err`. Without the feature it compiles to nothing.
+macro_rules! crash_point {
+    ($name:expr, $err:expr) => {
+        fail::fail_point!($name, |arg: Option<String>| {
+            if arg.as_deref() == Some("abort") {
+                std::process::abort();
+            }
+            $err
+        })
+    };
+}
+
 pub mod api;
 pub mod audit;
 pub mod catalog;

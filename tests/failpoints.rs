@@ -149,3 +149,412 @@ fn failures_leave_old_or_new_state() {
     assert_eq!(ids(&c), before);
     scenario.teardown();
 }
+
+// ---- The crash matrix ------------------------------------------------------------------------
+//
+// Every failpoint on the durable write path, each in two modes: `error` (the site fails once and
+// the process goes on, then reopens) and `abort` (a child process dies at the site, as a crash
+// would). After either, the data folder must open through the catalog with no failed collection,
+// every acknowledged write must be there bit for bit, every acknowledged delete must hold, and a
+// write that was not acknowledged must be all-or-nothing.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+
+use vectord::catalog::{Catalog, NewCollection};
+use vectord::types::{DeleteSelector, SourcePosition};
+
+/// Every crash-matrix failpoint and the step of the workload that reaches it.
+const MATRIX: &[&str] = &[
+    "wal::append",
+    "wal::sync",
+    "wal::rotate",
+    "segment::write",
+    "segment::write::vectors",
+    "segment::write::codes",
+    "segment::write::records",
+    "segment::write::graph",
+    "segment::publish",
+    "segment::published",
+    "segment::tombstones",
+    "collection::flush::before_manifest",
+    "replace::MANIFEST",
+    "replace::MANIFEST::renamed",
+    "collection::flush::after_manifest",
+    "collection::compact::before_swap",
+    "collection::compact::after_swap",
+    "collection::apply::checkpoint",
+    "replace::catalog.json",
+    "replace::catalog.json::renamed",
+];
+const MATRIX_CHILD_DIR: &str = "VECTORD_MATRIX_CHILD_DIR";
+const MATRIX_CHILD_FP: &str = "VECTORD_MATRIX_CHILD_FAILPOINT";
+
+fn matrix_record(n: usize) -> Record {
+    let mut m = vectord::types::Metadata::new();
+    m.insert("n".into(), vectord::types::MetadataValue::Int(n as i64));
+    Record {
+        id: format!("r{n}"),
+        embedding: (0..8).map(|d| (n * 8 + d) as f32 / 7.0 - 3.5).collect(),
+        metadata: Some(m),
+        document: Some(format!("doc {n}")),
+        uri: None,
+    }
+}
+
+fn new_collection(name: &str) -> NewCollection {
+    NewCollection {
+        tenant: "default_tenant".into(),
+        database: "default_database".into(),
+        name: name.into(),
+        metadata: None,
+        configuration: None,
+        schema: None,
+        config: CollectionConfig::default(),
+    }
+}
+
+/// One acknowledged (or attempted) step of the workload.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    Add(usize, usize),
+    Delete(usize, usize),
+    Position(String),
+    Created(String),
+    Flush(usize),
+    Compact,
+}
+
+impl Step {
+    fn line(&self) -> String {
+        match self {
+            Step::Add(a, b) => format!("add {a} {b}"),
+            Step::Delete(a, b) => format!("del {a} {b}"),
+            Step::Position(p) => format!("pos {p}"),
+            Step::Created(n) => format!("coll {n}"),
+            Step::Flush(r) => format!("flush {r}"),
+            Step::Compact => "compact now".into(),
+        }
+    }
+    fn parse(s: &str) -> Option<Step> {
+        let mut p = s.split_whitespace();
+        Some(match (p.next()?, p.next()?, p.next()) {
+            ("add", a, Some(b)) => Step::Add(a.parse().ok()?, b.parse().ok()?),
+            ("del", a, Some(b)) => Step::Delete(a.parse().ok()?, b.parse().ok()?),
+            ("pos", x, None) => Step::Position(x.into()),
+            ("coll", x, None) => Step::Created(x.into()),
+            ("flush", x, None) => Step::Flush(x.parse().ok()?),
+            ("compact", _, None) => Step::Compact,
+            _ => return None,
+        })
+    }
+}
+
+/// Builds the folder every matrix case starts from: a catalog with collection `main` holding
+/// r0..r100 in one flushed segment with tombstones, plus WAL records after it.
+fn matrix_setup(dir: &Path) {
+    let cat = Catalog::open(dir).unwrap();
+    let (entry, _) = cat
+        .create_collection(new_collection("main"), false)
+        .unwrap();
+    let c = entry.engine().unwrap();
+    c.set_memtable_rows(1_000_000);
+    c.apply(WriteBatch::Add((0..100).map(matrix_record).collect()), None)
+        .unwrap();
+    assert!(c.flush().unwrap());
+    c.apply(
+        WriteBatch::Add((100..120).map(matrix_record).collect()),
+        None,
+    )
+    .unwrap();
+}
+
+fn delete_range(a: usize, b: usize) -> WriteBatch {
+    WriteBatch::Delete(DeleteSelector {
+        ids: Some((a..b).map(|n| format!("r{n}")).collect()),
+        filter: None,
+        limit: None,
+    })
+}
+
+/// The steps the matrix runs, reaching every failpoint: appends, a checkpoint, deletes on a
+/// flushed segment (tombstones), flushes (WAL rotation, segment files, MANIFEST), a compaction
+/// and catalog writes. `ack` is called after each acknowledged step, `attempt` before each.
+fn matrix_workload(dir: &Path, attempt: &mut dyn FnMut(&Step), ack: &mut dyn FnMut(&Step)) {
+    let Ok(cat) = Catalog::open(dir) else { return };
+    let Ok(entry) = cat.collection_by_name("default_tenant", "default_database", "main") else {
+        return;
+    };
+    let Ok(c) = entry.engine().cloned() else {
+        return;
+    };
+    c.set_memtable_rows(1_000_000);
+    let mut next = 1000;
+    for round in 0..2 {
+        let s = Step::Add(next, next + 20);
+        attempt(&s);
+        if c.apply(
+            WriteBatch::Add((next..next + 20).map(matrix_record).collect()),
+            None,
+        )
+        .is_ok()
+        {
+            ack(&s);
+        }
+        next += 20;
+        let s = Step::Delete(10 * round, 10 * round + 5);
+        attempt(&s);
+        if c.apply(delete_range(10 * round, 10 * round + 5), None)
+            .is_ok()
+        {
+            ack(&s);
+        }
+        let s = Step::Position(format!("p{round}"));
+        attempt(&s);
+        let pos = SourcePosition(format!("p{round}"));
+        if c.apply(WriteBatch::Upsert(vec![]), Some(pos)).is_ok() {
+            ack(&s);
+        }
+        let s = Step::Flush(round);
+        attempt(&s);
+        if c.flush().is_ok() {
+            ack(&s);
+        }
+        let s = Step::Created(format!("extra{round}"));
+        attempt(&s);
+        if cat
+            .create_collection(new_collection(&format!("extra{round}")), false)
+            .is_ok()
+        {
+            ack(&s);
+        }
+    }
+    attempt(&Step::Compact);
+    if c.compact().is_ok() {
+        ack(&Step::Compact);
+    }
+}
+
+/// Reopens `dir` and checks it against what was acknowledged (`acked`) and attempted
+/// (`attempted`, a superset: steps that may or may not have landed).
+fn matrix_check(dir: &Path, fp: &str, mode: &str, acked: &[Step], attempted: &[Step]) {
+    let what = format!("failpoint {fp} ({mode})");
+    let cat = Catalog::open(dir).unwrap_or_else(|e| panic!("{what}: catalog does not open: {e}"));
+    assert!(
+        cat.failed_collections().is_empty(),
+        "{what}: collections failed to open: {:?}",
+        cat.failed_collections()
+    );
+    let entry = cat
+        .collection_by_name("default_tenant", "default_database", "main")
+        .unwrap();
+    let c = entry.engine().unwrap();
+    let got = c
+        .get(&GetRequest {
+            include: Include::ALL,
+            ..Default::default()
+        })
+        .unwrap();
+    let mut present: BTreeMap<String, Record> = BTreeMap::new();
+    for (i, id) in got.ids.iter().enumerate() {
+        present.insert(
+            id.clone(),
+            Record {
+                id: id.clone(),
+                embedding: got.embeddings.as_ref().unwrap()[i].clone(),
+                metadata: got.metadatas.as_ref().unwrap()[i].clone(),
+                document: got.documents.as_ref().unwrap()[i].clone(),
+                uri: None,
+            },
+        );
+    }
+    // Every record present is exactly the one written.
+    for (id, r) in &present {
+        let n: usize = id[1..].parse().unwrap();
+        let want = matrix_record(n);
+        assert!(
+            r.embedding
+                .iter()
+                .zip(&want.embedding)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{what}: {id} has a different vector"
+        );
+        assert_eq!(r.document, want.document, "{what}: {id}");
+        assert_eq!(r.metadata, want.metadata, "{what}: {id}");
+    }
+    let has = |a: usize, b: usize| {
+        (a..b)
+            .filter(|n| present.contains_key(&format!("r{n}")))
+            .count()
+    };
+    // The setup rows: present unless a delete of them was attempted.
+    let deleted_attempt = |n: usize| {
+        attempted
+            .iter()
+            .any(|s| matches!(s, Step::Delete(a, b) if (*a..*b).contains(&n)))
+    };
+    for n in 0..120 {
+        if !deleted_attempt(n) {
+            assert!(
+                present.contains_key(&format!("r{n}")),
+                "{what}: setup row r{n} lost"
+            );
+        }
+    }
+    for s in attempted {
+        let is_acked = acked.contains(s);
+        match s {
+            Step::Add(a, b) => {
+                let k = has(*a, *b);
+                assert!(
+                    k == 0 || k == b - a,
+                    "{what}: {s:?} half-applied ({k} rows)"
+                );
+                if is_acked {
+                    assert_eq!(k, b - a, "{what}: acknowledged {s:?} lost");
+                }
+            }
+            Step::Delete(a, b) => {
+                let k = has(*a, *b);
+                assert!(
+                    k == 0 || k == b - a,
+                    "{what}: {s:?} half-applied ({k} rows left)"
+                );
+                if is_acked {
+                    assert_eq!(k, 0, "{what}: acknowledged {s:?} undone");
+                }
+            }
+            Step::Created(name) => {
+                let found = cat
+                    .collection_by_name("default_tenant", "default_database", name)
+                    .is_ok();
+                if is_acked {
+                    assert!(found, "{what}: acknowledged collection {name} lost");
+                }
+            }
+            Step::Position(_) | Step::Flush(_) | Step::Compact => {}
+        }
+    }
+    // The checkpoint is the last acknowledged one or a later attempted one.
+    let positions: Vec<&String> = attempted
+        .iter()
+        .filter_map(|s| match s {
+            Step::Position(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let last_acked = acked.iter().rev().find_map(|s| match s {
+        Step::Position(p) => Some(p),
+        _ => None,
+    });
+    let pos = c.source_position().map(|p| p.0);
+    match last_acked {
+        Some(p) => {
+            let from = positions.iter().position(|x| *x == p).unwrap();
+            assert!(
+                pos.as_ref().is_some_and(|x| positions[from..].contains(&x)),
+                "{what}: checkpoint {pos:?} is behind the acknowledged {p}"
+            );
+        }
+        None => assert!(
+            pos.is_none() || positions.iter().any(|x| Some(*x) == pos.as_ref()),
+            "{what}: unexpected checkpoint {pos:?}"
+        ),
+    }
+    // And it keeps working: a write and a flush after the reopen.
+    c.apply(WriteBatch::Add(vec![matrix_record(9999)]), None)
+        .unwrap_or_else(|e| panic!("{what}: write after reopen: {e}"));
+    c.flush()
+        .unwrap_or_else(|e| panic!("{what}: flush after reopen: {e}"));
+}
+
+#[test]
+#[ignore = "child process of crash_matrix; it does nothing unless spawned by it"]
+fn crash_matrix_child() {
+    let (Ok(dir), Ok(fp)) = (
+        std::env::var(MATRIX_CHILD_DIR),
+        std::env::var(MATRIX_CHILD_FP),
+    ) else {
+        return;
+    };
+    fail::cfg(&fp, "return(abort)").unwrap();
+    let say = |tag: &str, s: &Step| {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{tag} {}", s.line());
+        let _ = out.flush();
+    };
+    matrix_workload(Path::new(&dir), &mut |s| say("TRY", s), &mut |s| {
+        say("ACK", s)
+    });
+    println!("DONE");
+}
+
+#[test]
+fn crash_matrix() {
+    let exe = std::env::current_exe().unwrap();
+    // Failpoints are process-wide: hold the scenario lock so the other test's stay out.
+    let scenario = fail::FailScenario::setup();
+    for fp in MATRIX {
+        // error mode: the site fails once, the process goes on, then reopens.
+        {
+            let dir = tempfile::tempdir().unwrap();
+            matrix_setup(dir.path());
+            let (mut acked, mut attempted) = (Vec::new(), Vec::new());
+            fail::cfg(*fp, "1*return").unwrap();
+            matrix_workload(dir.path(), &mut |s| attempted.push(s.clone()), &mut |s| {
+                acked.push(s.clone())
+            });
+            fail::remove(*fp);
+            assert!(
+                acked.len() < attempted.len(),
+                "failpoint {fp} (error) was never reached"
+            );
+            matrix_check(dir.path(), fp, "error", &acked, &attempted);
+        }
+        // abort mode: a child process dies at the site.
+        {
+            let dir = tempfile::tempdir().unwrap();
+            matrix_setup(dir.path());
+            let out = Command::new(&exe)
+                .args([
+                    "--exact",
+                    "crash_matrix_child",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(MATRIX_CHILD_DIR, dir.path())
+                .env(MATRIX_CHILD_FP, fp)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut child = out;
+            let (mut acked, mut attempted, mut done) = (Vec::new(), Vec::new(), false);
+            for line in BufReader::new(child.stdout.take().unwrap())
+                .lines()
+                .map_while(Result::ok)
+            {
+                let at = |t: &str| line.rfind(t).map(|p| &line[p + t.len()..]);
+                if let Some(s) = at("ACK ").and_then(Step::parse) {
+                    acked.push(s);
+                } else if let Some(s) = at("TRY ").and_then(Step::parse) {
+                    attempted.push(s);
+                } else if line.contains("DONE") {
+                    done = true;
+                }
+            }
+            let status = child.wait().unwrap();
+            assert!(
+                !done && status.signal() == Some(6),
+                "failpoint {fp} (abort) was never reached: {status}"
+            );
+            matrix_check(dir.path(), fp, "abort", &acked, &attempted);
+        }
+    }
+    println!("crash matrix: {} failpoints x 2 modes passed", MATRIX.len());
+    scenario.teardown();
+}

@@ -247,14 +247,35 @@ impl Collection {
 
     /// Records by ids and/or filter, in insertion order, then `offset` and `limit`.
     pub fn get(&self, req: &GetRequest) -> Result<GetResult, EngineError> {
-        self.inner.state.read().get(req)
+        let r = self.inner.state.read().get(req);
+        self.note_damage(r)
     }
 
     /// The `n_results` nearest records per query vector among those passing `ids` and the
     /// filter, nearest first.
     pub fn query(&self, req: &QueryRequest) -> Result<QueryResult, EngineError> {
         let ef = self.inner.manifest.lock().config.hnsw.ef_search as usize;
-        self.inner.state.read().query(req, ef)
+        let r = self.inner.state.read().query(req, ef);
+        self.note_damage(r)
+    }
+
+    /// The first damage a read or scrub found in this collection's files (checksums are verified
+    /// per block on first touch, so damage can surface after open). The catalog lists such a
+    /// collection as failed, with this message, next to those that failed to open.
+    pub fn damage(&self) -> Option<String> {
+        self.inner.damage.lock().clone()
+    }
+
+    /// Remembers a corruption error on its way out, so health checks and metrics report it.
+    fn note_damage<T>(&self, r: Result<T, EngineError>) -> Result<T, EngineError> {
+        if let Err(e @ EngineError::Corrupt { .. }) = &r {
+            let mut d = self.inner.damage.lock();
+            if d.is_none() {
+                tracing::error!(collection = %self.inner.dir.display(), error = %e, "collection data is corrupt");
+                *d = Some(e.to_string());
+            }
+        }
+        r
     }
 
     /// Ids of all live records (reconciliation and tests; O(n)).
@@ -278,7 +299,8 @@ impl Collection {
             .iter()
             .map(|s| Arc::clone(&s.seg))
             .collect();
-        segments.iter().try_for_each(|s| s.verify_all())
+        let r = segments.iter().try_for_each(|s| s.verify_all());
+        self.note_damage(r)
     }
 
     /// Merges all segments into one without dead rows (a full graph rebuild) and swaps it in
@@ -443,6 +465,8 @@ struct Inner {
     compacting: Mutex<()>,
     /// The running (or last) compaction thread, joined on drop.
     compactor: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The first corruption found after open (see [`Collection::damage`]).
+    damage: Mutex<Option<String>>,
 }
 
 impl Inner {
@@ -584,6 +608,7 @@ impl Inner {
             shutdown: AtomicBool::new(false),
             compacting: Mutex::new(()),
             compactor: Mutex::new(None),
+            damage: Mutex::new(None),
         })
     }
 
@@ -638,6 +663,15 @@ impl Inner {
         let payload = entry
             .encode()
             .map_err(|e| EngineError::Internal(format!("encoding a WAL record: {e}")))?;
+        if entry.source_position.is_some() {
+            // A sync checkpoint rides in this record.
+            crash_point!(
+                "collection::apply::checkpoint",
+                Err(EngineError::Internal(
+                    "failpoint collection::apply::checkpoint".into()
+                ))
+            );
+        }
         let seq = writer.append(&payload)?;
         let memtable_rows = {
             let mut state = self.state.write();
@@ -710,12 +744,21 @@ impl Inner {
         let mut state = self.state.write();
         state.install_segment(Arc::clone(&seg))?;
         let mut m = self.manifest.lock();
-        fail::fail_point!("collection::flush::before_manifest", |_| Err(
-            EngineError::Internal("failpoint collection::flush::before_manifest".into())
-        ));
+        crash_point!(
+            "collection::flush::before_manifest",
+            Err(EngineError::Internal(
+                "failpoint collection::flush::before_manifest".into()
+            ))
+        );
         let stale = self.publish(&mut state, &mut m, Some((flushed_seq, position)))?;
         drop(m);
         drop(state);
+        crash_point!(
+            "collection::flush::after_manifest",
+            Err(EngineError::Internal(
+                "failpoint collection::flush::after_manifest".into()
+            ))
+        );
         // 4. The WAL before the rotation is now redundant.
         writer.remove_covered(flushed_seq);
         drop(writer);
@@ -858,9 +901,12 @@ impl Inner {
                 Some(&builder),
             )?))
         };
-        fail::fail_point!("collection::compact::before_swap", |_| Err(
-            EngineError::Internal("failpoint collection::compact::before_swap".into())
-        ));
+        crash_point!(
+            "collection::compact::before_swap",
+            Err(EngineError::Internal(
+                "failpoint collection::compact::before_swap".into()
+            ))
+        );
         let _writer = self.writer.lock();
         let mut state = self.state.write();
         let input_ids: Vec<u64> = inputs.iter().map(|(s, _)| s.id()).collect();
@@ -870,6 +916,12 @@ impl Inner {
         drop(m);
         drop(state);
         drop(_writer);
+        crash_point!(
+            "collection::compact::after_swap",
+            Err(EngineError::Internal(
+                "failpoint collection::compact::after_swap".into()
+            ))
+        );
         for path in stale {
             let _ = fs::remove_file(path);
         }

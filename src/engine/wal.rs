@@ -167,15 +167,16 @@ fn write_record(mut file: &File, buf: &[u8]) -> io::Result<()> {
             let _ = file.write_all(&buf[..buf.len() / 2]);
             std::process::abort();
         }
+        if arg.as_deref() == Some("abort") {
+            std::process::abort();
+        }
         Err(io::Error::other("failpoint wal::append"))
     });
     file.write_all(buf)
 }
 
 fn sync_file(file: &File) -> io::Result<()> {
-    fail::fail_point!("wal::sync", |_| Err(io::Error::other(
-        "failpoint wal::sync"
-    )));
+    crash_point!("wal::sync", Err(io::Error::other("failpoint wal::sync")));
     file.sync_data()
 }
 
@@ -188,6 +189,10 @@ fn create_file(dir: &Path, no: u64) -> Result<(File, PathBuf), EngineError> {
         .truncate(false)
         .open(&path)
         .map_err(|e| EngineError::io("create WAL file", &path, e))?;
+    crash_point!(
+        "wal::rotate",
+        Err(EngineError::Internal("failpoint wal::rotate".into()))
+    );
     // A file left by a crash during an earlier creation may hold a partial header.
     file.set_len(0)
         .and_then(|_| file.write_all(&file_header()))

@@ -93,9 +93,10 @@ impl Segment {
         rows: &[RowIn<'_>],
         graph: Option<&GraphBuilder>,
     ) -> Result<Segment, EngineError> {
-        fail::fail_point!("segment::write", |_| Err(EngineError::Internal(
-            "failpoint segment::write".into()
-        )));
+        crash_point!(
+            "segment::write",
+            Err(EngineError::Internal("failpoint segment::write".into()))
+        );
         let final_dir = segments_dir.join(dir_name(id));
         let tmp = segments_dir.join(format!("{}.tmp", dir_name(id)));
         if tmp.exists() {
@@ -118,10 +119,28 @@ impl Segment {
                     None => Ok(()),
                 },
             )?;
+            crash_point!(
+                "segment::write::vectors",
+                Err(EngineError::Internal(
+                    "failpoint segment::write::vectors".into()
+                ))
+            );
             if let Some(c) = codes {
                 c.finish()?;
+                crash_point!(
+                    "segment::write::codes",
+                    Err(EngineError::Internal(
+                        "failpoint segment::write::codes".into()
+                    ))
+                );
             }
             records::write(&tmp.join("records.bin"), rows)?;
+            crash_point!(
+                "segment::write::records",
+                Err(EngineError::Internal(
+                    "failpoint segment::write::records".into()
+                ))
+            );
             if let Some(graph) = graph {
                 let bytes = graph.export()?;
                 let path = tmp.join("graph.bin");
@@ -130,6 +149,12 @@ impl Segment {
                 f.write_all(&bytes)
                     .and_then(|_| f.sync_all())
                     .map_err(|e| EngineError::io("write graph file", &path, e))?;
+                crash_point!(
+                    "segment::write::graph",
+                    Err(EngineError::Internal(
+                        "failpoint segment::write::graph".into()
+                    ))
+                );
             }
             sync_dir(&tmp)
         };
@@ -138,8 +163,16 @@ impl Segment {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
         }
+        crash_point!("segment::publish", {
+            let _ = fs::remove_dir_all(&tmp);
+            Err(EngineError::Internal("failpoint segment::publish".into()))
+        });
         fs::rename(&tmp, &final_dir)
             .map_err(|e| EngineError::io("publish segment folder", &final_dir, e))?;
+        crash_point!(
+            "segment::published",
+            Err(EngineError::Internal("failpoint segment::published".into()))
+        );
         sync_dir(segments_dir)?;
         Segment::open(segments_dir, id)
     }
@@ -390,6 +423,12 @@ impl VectorStore for SegmentCodeStore<'_> {
 
 /// Writes a tombstone bitset as `path`, durably.
 pub(crate) fn write_tombstones(path: &Path, bits: &Bitset) -> Result<(), EngineError> {
+    crash_point!(
+        "segment::tombstones",
+        Err(EngineError::Internal(
+            "failpoint segment::tombstones".into()
+        ))
+    );
     let mut w = BlockedWriter::create(path)?;
     w.write(bytemuck::cast_slice(bits.words()))?;
     w.finish(KIND_TOMBSTONES, b"{}")?;

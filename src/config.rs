@@ -21,6 +21,9 @@ pub const DEFAULT_HOST: &str = "localhost";
 pub const DEFAULT_PORT: u16 = 8000;
 /// Default request body limit: Chroma's `max_payload_size_bytes`, 40 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 40 * 1024 * 1024;
+/// Default interval of the background scrub: often enough to find silent damage long before
+/// the 30 daily snapshots that could replace it rotate out.
+pub const DEFAULT_SCRUB_EVERY: Duration = Duration::from_secs(6 * 3600);
 /// Default number of snapshots kept (the current deployment keeps 30 daily volume snapshots).
 pub const DEFAULT_SNAPSHOT_KEEP: usize = 30;
 
@@ -51,6 +54,10 @@ pub struct RunArgs {
     /// Snapshots to keep; older ones are deleted after each new one [default: 30].
     #[arg(long)]
     pub snapshot_keep: Option<usize>,
+    /// Verify every block of every segment this often, e.g. `6h`; `0` turns it off (env
+    /// `VECTORD_SCRUB_EVERY`) [default: 6h]
+    #[arg(long)]
+    pub scrub_every: Option<String>,
     /// Append the data-access audit log to this file as JSON lines (env `VECTORD_AUDIT_LOG`)
     /// [default: the `audit` target of the server log].
     #[arg(long)]
@@ -168,6 +175,8 @@ pub struct Settings {
     pub snapshot_every: Option<Duration>,
     /// How many snapshots to keep.
     pub snapshot_keep: usize,
+    /// Interval of the background scrub; `None` turns it off.
+    pub scrub_every: Option<Duration>,
     /// Audit log file; `None` logs audit events through `tracing`.
     pub audit_log: Option<PathBuf>,
     /// pgvector sync job file, if any.
@@ -190,6 +199,7 @@ impl Default for Settings {
             snapshot_dir: PathBuf::from(DEFAULT_PATH).join("snapshots"),
             snapshot_every: None,
             snapshot_keep: DEFAULT_SNAPSHOT_KEEP,
+            scrub_every: Some(DEFAULT_SCRUB_EVERY),
             audit_log: None,
             sync_config: None,
         }
@@ -333,6 +343,15 @@ impl Settings {
             Some(v) => Some(parse_interval(&v).ok_or(ConfigError::InvalidInterval(v))?),
             None => None,
         };
+        let scrub_every = match args
+            .scrub_every
+            .or_else(|| first(&["VECTORD_SCRUB_EVERY"]).map(|(_, v)| v))
+        {
+            Some(v) if v.trim() == "0" || v.trim() == "off" => None,
+            // Seconds are allowed here (tests); a scrub only reads.
+            Some(v) => Some(parse_scrub_interval(&v).ok_or(ConfigError::InvalidInterval(v))?),
+            None => Some(DEFAULT_SCRUB_EVERY),
+        };
         let snapshot_keep = match args.snapshot_keep {
             Some(n) => n,
             None => match first(&["VECTORD_SNAPSHOT_KEEP"]) {
@@ -365,6 +384,7 @@ impl Settings {
             snapshot_dir,
             snapshot_every,
             snapshot_keep,
+            scrub_every,
             audit_log,
             sync_config,
         })
@@ -581,6 +601,22 @@ pub fn parse_interval(s: &str) -> Option<Duration> {
         _ => return None,
     };
     (secs >= 60).then(|| Duration::from_secs(secs))
+}
+
+/// Like [`parse_interval`] without the one-minute floor (at least one second).
+fn parse_scrub_interval(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let secs = match unit.trim() {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    (secs >= 1).then(|| Duration::from_secs(secs))
 }
 
 fn parse_bool(s: &str) -> Option<bool> {

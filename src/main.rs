@@ -325,6 +325,30 @@ async fn snapshot_schedule(state: AppState, every: Duration) {
     }
 }
 
+/// Runs [`Catalog::scrub`] every `every`, on a blocking thread (one at a time), and reports
+/// the result in metrics and the log.
+async fn scrub_schedule(state: AppState, every: Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let started = std::time::Instant::now();
+        let catalog = state.catalog.clone();
+        match tokio::task::spawn_blocking(move || catalog.scrub()).await {
+            Ok((damaged, bytes)) => {
+                state.metrics.observe_scrub(damaged, bytes);
+                tracing::info!(
+                    damaged_collections = damaged,
+                    verified_bytes = bytes,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "scrub finished"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "scrub task failed"),
+        }
+    }
+}
+
 fn run(settings: Settings) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -359,6 +383,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             );
         }
         let every = settings.snapshot_every;
+        let scrub_every = settings.scrub_every;
         let metrics_port = settings.metrics_port;
         let audit = match &settings.audit_log {
             Some(path) => AuditLog::to_file(path)
@@ -375,6 +400,9 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         if let Some(every) = every {
             tracing::info!(every_secs = every.as_secs(), dir = %state.snapshots.root().display(), "scheduled snapshots on");
             tokio::spawn(snapshot_schedule(state.clone(), every));
+        }
+        if let Some(every) = scrub_every {
+            tokio::spawn(scrub_schedule(state.clone(), every));
         }
         let catalog = std::sync::Arc::clone(&state.catalog);
         let (stop_sync, sync_stopped) = tokio::sync::watch::channel(false);

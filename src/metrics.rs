@@ -111,6 +111,14 @@ pub struct Metrics {
     pub snapshot_failures: Counter,
     /// Time taken by successful snapshots, in seconds.
     pub snapshot_duration: Histogram,
+    /// Completed background scrubs (every block of every segment read and checksummed).
+    pub scrub_runs: Counter,
+    /// Collections the last scrub found damaged.
+    pub scrub_damaged_collections: Gauge,
+    /// Segment bytes the last scrub verified.
+    pub scrub_bytes: Gauge,
+    /// Unix time the last scrub finished (0 before the first).
+    pub scrub_last_timestamp: Gauge,
     /// pgvector sync jobs (set from their status when `/metrics` is scraped).
     pub sync: SyncMetrics,
 }
@@ -332,6 +340,30 @@ impl Metrics {
             "Duration of successful snapshots",
             snapshot_duration.clone(),
         );
+        let scrub_runs = Counter::default();
+        let scrub_damaged_collections = Gauge::default();
+        let scrub_bytes = Gauge::default();
+        let scrub_last_timestamp = Gauge::default();
+        registry.register(
+            "scrub_runs",
+            "Completed background scrubs of every segment block",
+            scrub_runs.clone(),
+        );
+        registry.register(
+            "scrub_damaged_collections",
+            "Collections the last scrub found damaged",
+            scrub_damaged_collections.clone(),
+        );
+        registry.register(
+            "scrub_verified_bytes",
+            "Segment bytes the last scrub verified",
+            scrub_bytes.clone(),
+        );
+        registry.register(
+            "scrub_last_timestamp_seconds",
+            "Unix time the last scrub finished",
+            scrub_last_timestamp.clone(),
+        );
         let sync = SyncMetrics::default();
         sync.register(&mut registry);
         Metrics {
@@ -360,6 +392,10 @@ impl Metrics {
             snapshot_last_success,
             snapshot_failures,
             snapshot_duration,
+            scrub_runs,
+            scrub_damaged_collections,
+            scrub_bytes,
+            scrub_last_timestamp,
         }
     }
 
@@ -454,6 +490,19 @@ impl Metrics {
         } else {
             self.snapshot_failures.inc();
         }
+    }
+
+    /// Records one finished scrub.
+    pub fn observe_scrub(&self, damaged: usize, bytes: u64) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        self.scrub_runs.inc();
+        self.scrub_damaged_collections.set(damaged as i64);
+        self.scrub_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.scrub_last_timestamp.set(now);
     }
 
     /// Records one served request.

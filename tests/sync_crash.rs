@@ -220,3 +220,87 @@ async fn sigkill_during_snapshot_and_follow_loses_nothing() {
     }
     eprintln!("{snapshot_kills} snapshot kills, {follow_kills} follow kills, {writes} writes, {} rows: equal", want.len());
 }
+
+/// A synced collection with a damaged segment is recovered from its source: the damage is
+/// reported (scrub), and `vectord sync rebuild` drops the collection and its slot, snapshots
+/// the table again and catches up, after which the collection equals the table and verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corrupted_synced_collection_is_rebuilt_from_postgres() {
+    let Some(base) = pg_url() else { return };
+    let (url, c) = fresh_db(&base, "sync_rebuild_corrupt").await;
+    let mut r = rng(11);
+    for _ in 0..120 {
+        insert(&c, &mut r, true).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let j = job("rebuilt", &url, "logical");
+    let run = start(&data, &j);
+    assert_converges(&c, &run.coll, "before the damage").await;
+    let coll = std::sync::Arc::clone(&run.coll);
+    tokio::task::spawn_blocking(move || coll.flush().unwrap())
+        .await
+        .unwrap();
+    run.stop().await;
+
+    // Flip a byte in the middle of the segment's vectors.
+    let segments = std::fs::read_dir(data.join("collections"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("segments"))
+        .find(|p| p.exists())
+        .expect("a segments folder");
+    let vectors = std::fs::read_dir(&segments)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("vectors.bin"))
+        .find(|p| p.exists())
+        .expect("vectors.bin");
+    let mut bytes = std::fs::read(&vectors).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    std::fs::write(&vectors, &bytes).unwrap();
+    {
+        let cat = vectord::catalog::Catalog::open(&data).unwrap();
+        let entry = cat
+            .collection_by_name("default_tenant", "default_database", "rebuilt")
+            .unwrap();
+        let err = entry.engine().unwrap().verify().unwrap_err().to_string();
+        assert!(err.contains("vectors.bin"), "{err}");
+        assert_eq!(cat.failed_collections().len(), 1);
+    }
+
+    let config = dir.path().join("sync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[job]]\nname = \"rebuilt\"\nurl = \"{url}\"\ntable = \"healthcare.policy_embeddings\"\n\
+             document_column = \"policy_text\"\n\
+             metadata_columns = [\"payer_id\", \"metadata\", \"created_at\", \"user_id\"]\n\
+             collection = \"rebuilt\"\nmode = \"logical\"\nbatch_rows = 64\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vectord"))
+        .args(["sync", "rebuild", "--path"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("vectord sync rebuild");
+    assert!(
+        out.status.success(),
+        "sync rebuild failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cat = vectord::catalog::Catalog::open(&data).unwrap();
+    assert!(cat.failed_collections().is_empty());
+    let entry = cat
+        .collection_by_name("default_tenant", "default_database", "rebuilt")
+        .unwrap();
+    let coll = std::sync::Arc::clone(entry.engine().unwrap());
+    coll.verify().expect("the rebuilt collection verifies");
+    let want = expected(&c).await;
+    let have = actual(&coll);
+    assert_eq!(diff(&want, &have), None, "rebuilt collection != table");
+}

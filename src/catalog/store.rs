@@ -93,7 +93,10 @@ pub fn load(dir: &Path) -> Result<Option<CatalogFile>, CatalogError> {
     };
     let file: CatalogFile = serde_json::from_slice(&bytes).map_err(|e| CatalogError::Corrupt {
         path: path.clone(),
-        reason: e.to_string(),
+        reason: format!(
+            "{e} (at byte offset {})",
+            json_offset(&bytes, e.line(), e.column())
+        ),
     })?;
     if file.format_version != FORMAT_VERSION {
         return Err(CatalogError::Corrupt {
@@ -105,6 +108,17 @@ pub fn load(dir: &Path) -> Result<Option<CatalogFile>, CatalogError> {
         });
     }
     Ok(Some(file))
+}
+
+/// The byte offset of serde_json's 1-based (line, column), so damage is reported like the
+/// engine reports it.
+fn json_offset(bytes: &[u8], line: usize, column: usize) -> usize {
+    let line_start: usize = bytes
+        .split(|&b| b == b'\n')
+        .take(line.saturating_sub(1))
+        .map(|l| l.len() + 1)
+        .sum();
+    (line_start + column.saturating_sub(1)).min(bytes.len())
 }
 
 /// Replaces the catalog file atomically and durably.

@@ -25,12 +25,15 @@ const WRITERS: u64 = 4;
 const READERS: u64 = 2;
 const DEFAULT_KILLS: u64 = 6;
 
+/// Ids a write changes, each with its version before and after (`None`: absent).
+type Change = BTreeMap<String, (Option<u64>, Option<u64>)>;
+
 /// What one writer knows: each id's acknowledged version (absent = deleted or never added).
 #[derive(Default)]
 struct WriterModel {
     acked: BTreeMap<String, u64>,
     /// The one write in flight when the server died: ids → (version before, version after).
-    pending: Option<BTreeMap<String, (Option<u64>, Option<u64>)>>,
+    pending: Option<Change>,
     next_id: u64,
     next_version: u64,
 }
@@ -45,15 +48,7 @@ fn record_json(ids: &[(String, u64)], w: u64) -> Value {
 }
 
 /// One write: returns the ids it changes with before/after versions, and the request.
-fn next_write(
-    rng: &mut StdRng,
-    m: &mut WriterModel,
-    w: u64,
-) -> (
-    &'static str,
-    Value,
-    BTreeMap<String, (Option<u64>, Option<u64>)>,
-) {
+fn next_write(rng: &mut StdRng, m: &mut WriterModel, w: u64) -> (&'static str, Value, Change) {
     let live: Vec<String> = m.acked.keys().cloned().collect();
     let roll = rng.random_range(0..100);
     if live.len() < 4 || roll < 50 {
@@ -186,17 +181,21 @@ async fn kill_9_over_http_loses_no_acknowledged_write() {
 
         // Check the previous rounds' acknowledged state, and settle the writes in flight.
         for (w, model) in models.iter().enumerate() {
-            let mut m = model.lock();
-            let pending = m.pending.take().unwrap_or_default();
-            let ids: Vec<String> = m
-                .acked
-                .keys()
-                .chain(pending.keys())
-                .cloned()
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
+            let (pending, ids) = {
+                let mut m = model.lock();
+                let pending = m.pending.take().unwrap_or_default();
+                let ids: Vec<String> = m
+                    .acked
+                    .keys()
+                    .chain(pending.keys())
+                    .cloned()
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                (pending, ids)
+            };
             let got = fetch(&client, &base, &coll, &ids).await;
+            let mut m = model.lock();
             for id in &ids {
                 if pending.contains_key(id) {
                     continue;

@@ -865,4 +865,49 @@ mod tests {
         let bad = env(&[("CHROMA_AUTH_TOKEN_TRANSPORT_HEADER", "Cookie")]);
         assert!(Settings::resolve(RunArgs::default(), bad).is_err());
     }
+
+    #[test]
+    fn s3_and_readiness_settings() {
+        let e = env(&[
+            ("VECTORD_SNAPSHOT_S3_URL", "s3://b/p"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("AWS_DEFAULT_REGION", "eu-west-3"),
+            ("AWS_ACCESS_KEY_ID", "AKIA"),
+            ("AWS_SECRET_ACCESS_KEY", "shh"),
+            ("VECTORD_READY_AFTER_SYNC", "true"),
+        ]);
+        let s = Settings::resolve(RunArgs::default(), e).unwrap();
+        let s3 = s.snapshot_s3.expect("bucket from env");
+        assert_eq!(s3.url, "s3://b/p");
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(s3.region, "eu-west-3");
+        assert_eq!(s3.access_key_id.as_deref(), Some("AKIA"));
+        assert_eq!(
+            s3.secret_access_key.as_ref().map(Secret::expose),
+            Some("shh")
+        );
+        assert!(!format!("{s3:?}").contains("shh"), "secret in Debug output");
+        assert!(s.ready_after_sync);
+        // Flags win over the environment.
+        let args = RunArgs {
+            snapshot_s3_url: Some("s3://flag".into()),
+            s3: S3Args {
+                snapshot_s3_endpoint: None,
+                snapshot_s3_region: Some("us-west-2".into()),
+            },
+            ..RunArgs::default()
+        };
+        let s = Settings::resolve(args, env(&[("AWS_REGION", "eu-west-3")])).unwrap();
+        let s3 = s.snapshot_s3.expect("bucket from flag");
+        assert_eq!(
+            (s3.url.as_str(), s3.region.as_str()),
+            ("s3://flag", "us-west-2")
+        );
+        assert!(!s.ready_after_sync);
+        assert!(Settings::resolve(
+            RunArgs::default(),
+            env(&[("VECTORD_READY_AFTER_SYNC", "soon")])
+        )
+        .is_err());
+    }
 }

@@ -58,6 +58,17 @@ pub struct RunArgs {
     /// `VECTORD_SCRUB_EVERY`) [default: 6h]
     #[arg(long)]
     pub scrub_every: Option<String>,
+    /// Also copy every snapshot to this S3-compatible bucket and prefix, e.g.
+    /// `s3://backups/vectord` (env `VECTORD_SNAPSHOT_S3_URL`); `--snapshot-keep` applies there too
+    #[arg(long)]
+    pub snapshot_s3_url: Option<String>,
+    /// Endpoint and region of the bucket.
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// Report not ready (503 from `/api/v2/healthcheck`) until every sync job has loaded its
+    /// initial snapshot and caught up once (env `VECTORD_READY_AFTER_SYNC`)
+    #[arg(long)]
+    pub ready_after_sync: bool,
     /// Append the data-access audit log to this file as JSON lines (env `VECTORD_AUDIT_LOG`)
     /// [default: the `audit` target of the server log].
     #[arg(long)]
@@ -76,6 +87,76 @@ pub struct RunArgs {
     /// Server-side embedding settings.
     #[command(flatten)]
     pub embed: EmbedArgs,
+}
+
+/// Where an S3-compatible bucket lives (shared by `run`, `snapshot` and `restore`). Credentials
+/// come only from the standard `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
+/// `AWS_SESSION_TOKEN` variables, or the instance's role when they are unset.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct S3Args {
+    /// S3 endpoint for non-AWS servers (MinIO, R2, Tigris), e.g. https://fly.storage.tigris.dev
+    /// (env `VECTORD_SNAPSHOT_S3_ENDPOINT`, or `AWS_ENDPOINT_URL`) [default: AWS]
+    #[arg(long)]
+    pub snapshot_s3_endpoint: Option<String>,
+    /// Bucket region (env `VECTORD_SNAPSHOT_S3_REGION`, `AWS_REGION` or `AWS_DEFAULT_REGION`)
+    /// [default: us-east-1]
+    #[arg(long)]
+    pub snapshot_s3_region: Option<String>,
+}
+
+/// A resolved S3 location with its credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    /// `s3://bucket/prefix`.
+    pub url: String,
+    /// Custom endpoint, if not AWS.
+    pub endpoint: Option<String>,
+    /// Region used for signing.
+    pub region: String,
+    /// `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Option<Secret>,
+    /// `AWS_SESSION_TOKEN`.
+    pub session_token: Option<Secret>,
+}
+
+impl S3Settings {
+    /// Resolves `url` and `args` against the process environment.
+    pub fn from_args(url: String, args: S3Args) -> S3Settings {
+        S3Settings::resolve(url, args, |k| std::env::var(k).ok())
+    }
+
+    /// Resolves against an arbitrary environment lookup (tests pass a map).
+    pub fn resolve(url: String, args: S3Args, env: impl Fn(&str) -> Option<String>) -> S3Settings {
+        let first = |names: &[&str]| names.iter().find_map(|n| env(n).filter(|v| !v.is_empty()));
+        S3Settings {
+            url,
+            endpoint: args
+                .snapshot_s3_endpoint
+                .or_else(|| first(&["VECTORD_SNAPSHOT_S3_ENDPOINT", "AWS_ENDPOINT_URL"])),
+            region: args
+                .snapshot_s3_region
+                .or_else(|| {
+                    first(&[
+                        "VECTORD_SNAPSHOT_S3_REGION",
+                        "AWS_REGION",
+                        "AWS_DEFAULT_REGION",
+                    ])
+                })
+                .unwrap_or_else(|| "us-east-1".to_string()),
+            access_key_id: first(&["AWS_ACCESS_KEY_ID"]),
+            secret_access_key: first(&["AWS_SECRET_ACCESS_KEY"]).map(Secret),
+            session_token: first(&["AWS_SESSION_TOKEN"]).map(Secret),
+        }
+    }
+}
+
+impl Secret {
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Flags of the server-side embedder (`src/embed`). The API key comes from
@@ -181,6 +262,10 @@ pub struct Settings {
     pub audit_log: Option<PathBuf>,
     /// pgvector sync job file, if any.
     pub sync_config: Option<PathBuf>,
+    /// Bucket that receives a copy of every snapshot, if any.
+    pub snapshot_s3: Option<S3Settings>,
+    /// Whether readiness waits for every sync job to catch up once.
+    pub ready_after_sync: bool,
 }
 
 impl Default for Settings {
@@ -202,6 +287,8 @@ impl Default for Settings {
             scrub_every: Some(DEFAULT_SCRUB_EVERY),
             audit_log: None,
             sync_config: None,
+            snapshot_s3: None,
+            ready_after_sync: false,
         }
     }
 }
@@ -370,6 +457,19 @@ impl Settings {
         let sync_config = args
             .sync_config
             .or_else(|| first(&["VECTORD_SYNC_CONFIG"]).map(|(_, v)| PathBuf::from(v)));
+        let snapshot_s3 = args
+            .snapshot_s3_url
+            .or_else(|| first(&["VECTORD_SNAPSHOT_S3_URL"]).map(|(_, v)| v))
+            .map(|url| S3Settings::resolve(url, args.s3, &env));
+        let ready_after_sync = args.ready_after_sync
+            || match first(&["VECTORD_READY_AFTER_SYNC"]) {
+                Some((var, v)) => parse_bool(&v).ok_or(ConfigError::InvalidEnv {
+                    var,
+                    value: v,
+                    reason: "expected true/false, 1/0, yes/no or on/off",
+                })?,
+                None => false,
+            };
         Ok(Settings {
             path,
             host,
@@ -387,6 +487,8 @@ impl Settings {
             scrub_every,
             audit_log,
             sync_config,
+            snapshot_s3,
+            ready_after_sync,
         })
     }
 
@@ -798,5 +900,50 @@ mod tests {
         assert_eq!(s.metrics_port, Some(9091));
         let bad = env(&[("CHROMA_AUTH_TOKEN_TRANSPORT_HEADER", "Cookie")]);
         assert!(Settings::resolve(RunArgs::default(), bad).is_err());
+    }
+
+    #[test]
+    fn s3_and_readiness_settings() {
+        let e = env(&[
+            ("VECTORD_SNAPSHOT_S3_URL", "s3://b/p"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("AWS_DEFAULT_REGION", "eu-west-3"),
+            ("AWS_ACCESS_KEY_ID", "AKIA"),
+            ("AWS_SECRET_ACCESS_KEY", "shh"),
+            ("VECTORD_READY_AFTER_SYNC", "true"),
+        ]);
+        let s = Settings::resolve(RunArgs::default(), e).unwrap();
+        let s3 = s.snapshot_s3.expect("bucket from env");
+        assert_eq!(s3.url, "s3://b/p");
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(s3.region, "eu-west-3");
+        assert_eq!(s3.access_key_id.as_deref(), Some("AKIA"));
+        assert_eq!(
+            s3.secret_access_key.as_ref().map(Secret::expose),
+            Some("shh")
+        );
+        assert!(!format!("{s3:?}").contains("shh"), "secret in Debug output");
+        assert!(s.ready_after_sync);
+        // Flags win over the environment.
+        let args = RunArgs {
+            snapshot_s3_url: Some("s3://flag".into()),
+            s3: S3Args {
+                snapshot_s3_endpoint: None,
+                snapshot_s3_region: Some("us-west-2".into()),
+            },
+            ..RunArgs::default()
+        };
+        let s = Settings::resolve(args, env(&[("AWS_REGION", "eu-west-3")])).unwrap();
+        let s3 = s.snapshot_s3.expect("bucket from flag");
+        assert_eq!(
+            (s3.url.as_str(), s3.region.as_str()),
+            ("s3://flag", "us-west-2")
+        );
+        assert!(!s.ready_after_sync);
+        assert!(Settings::resolve(
+            RunArgs::default(),
+            env(&[("VECTORD_READY_AFTER_SYNC", "soon")])
+        )
+        .is_err());
     }
 }

@@ -13,6 +13,7 @@
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`migrate`]: copying from a Chroma server, NDJSON export and import.
 //! - [`snapshot`]: online data-folder snapshots, verification and restore.
+//! - [`s3`]: copies of snapshots in an S3-compatible bucket (upload, list, prune, download).
 //! - [`sync`]: pgvector sync (snapshot, logical replication or trigger follow, reconcile).
 //!
 //! `ARCHITECTURE.md` at the repository root maps the modules and their invariants.
@@ -43,6 +44,7 @@ pub mod fsutil;
 pub mod index;
 pub mod metrics;
 pub mod migrate;
+pub mod s3;
 pub mod snapshot;
 pub mod sync;
 pub mod types;

@@ -14,8 +14,9 @@ use tracing_subscriber::EnvFilter;
 use vectord::api::{self, AppState};
 use vectord::audit::AuditLog;
 use vectord::catalog::Catalog;
-use vectord::config::{RunArgs, Settings};
+use vectord::config::{RunArgs, S3Args, S3Settings, Settings};
 use vectord::migrate;
+use vectord::s3::S3Target;
 use vectord::snapshot::{self, SnapshotSummary, Snapshots};
 
 /// A self-hosted vector retrieval server that speaks Chroma's HTTP API.
@@ -40,8 +41,17 @@ enum Command {
     /// Replace a data folder with a verified snapshot (the server must be stopped).
     Restore {
         /// The snapshot folder (one with SNAPSHOT.json).
+        #[arg(long, required_unless_present = "from_s3", conflicts_with = "from_s3")]
+        from: Option<PathBuf>,
+        /// Download the snapshot from this bucket and prefix (`s3://bucket/prefix`), verify every
+        /// checksum, then restore it.
         #[arg(long)]
-        from: PathBuf,
+        from_s3: Option<String>,
+        /// Which remote snapshot (folder name) to restore [default: the newest complete one].
+        #[arg(long, requires = "from_s3")]
+        snapshot: Option<String>,
+        #[command(flatten)]
+        s3: S3Args,
         /// The data folder to restore into.
         #[arg(long, default_value = vectord::config::DEFAULT_PATH)]
         path: PathBuf,
@@ -104,15 +114,25 @@ enum SnapshotCommand {
         /// Where to put the snapshot [default: `<path>/snapshots`].
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Snapshots to keep in `dir` after this one.
+        /// Snapshots to keep in `dir` (and in the bucket) after this one.
         #[arg(long, default_value_t = vectord::config::DEFAULT_SNAPSHOT_KEEP)]
         keep: usize,
+        /// Also upload it to this bucket and prefix (`s3://bucket/prefix`) and prune there.
+        #[arg(long)]
+        s3: Option<String>,
+        #[command(flatten)]
+        s3_args: S3Args,
     },
-    /// List the complete snapshots in a folder, oldest first.
+    /// List the complete snapshots in a folder (or a bucket), oldest first.
     List {
         /// The snapshot folder [default: `./vectord_data/snapshots`].
-        #[arg(long)]
+        #[arg(long, conflicts_with = "s3")]
         dir: Option<PathBuf>,
+        /// List the bucket and prefix `s3://bucket/prefix` instead.
+        #[arg(long)]
+        s3: Option<String>,
+        #[command(flatten)]
+        s3_args: S3Args,
     },
     /// Check every file of a snapshot against its recorded SHA-256.
     Verify {
@@ -145,18 +165,14 @@ fn main() -> ExitCode {
         Command::Export { from, out, copy } => {
             migrate_command(MigrateJob::Export { from, out }, copy)
         }
-        Command::Restore { from, path, force } => snapshot::restore(&from, &path, force)
-            .map(|info| {
-                println!(
-                    "restored {} ({} collections, {} files, {} bytes) into {}",
-                    info.name,
-                    info.collections,
-                    info.files.len(),
-                    info.total_bytes,
-                    path.display()
-                )
-            })
-            .with_context(|| format!("restoring {} into {}", from.display(), path.display())),
+        Command::Restore {
+            from,
+            from_s3,
+            snapshot,
+            s3,
+            path,
+            force,
+        } => restore_command(from, from_s3.map(|u| (u, snapshot, s3)), &path, force),
         Command::Sync(cmd) => run_sync(*cmd),
     };
     match result {
@@ -182,24 +198,112 @@ fn init_tracing() {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+fn s3_target(url: String, args: S3Args) -> anyhow::Result<S3Target> {
+    Ok(S3Target::new(&S3Settings::from_args(url, args))?)
+}
+
+/// `vectord restore`: from a local snapshot folder, or downloaded from a bucket into a folder
+/// beside the target (same volume), verified, restored, then the download is removed.
+fn restore_command(
+    from: Option<PathBuf>,
+    from_s3: Option<(String, Option<String>, S3Args)>,
+    path: &std::path::Path,
+    force: bool,
+) -> anyhow::Result<()> {
+    let report = |info: snapshot::SnapshotInfo| {
+        println!(
+            "restored {} ({} collections, {} files, {} bytes) into {}",
+            info.name,
+            info.collections,
+            info.files.len(),
+            info.total_bytes,
+            path.display()
+        )
+    };
+    if let Some((url, name, args)) = from_s3 {
+        let target = s3_target(url.clone(), args)?;
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        let base = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "vectord_data".into());
+        let download = parent.join(format!(".{base}.download-{}", std::process::id()));
+        let result = (|| {
+            let dir = runtime()?
+                .block_on(target.download(name.as_deref(), &download))
+                .with_context(|| format!("downloading from {url}"))?;
+            snapshot::restore(&dir, path, force)
+                .with_context(|| format!("restoring {} into {}", dir.display(), path.display()))
+        })();
+        let _ = std::fs::remove_dir_all(&download);
+        return result.map(report);
+    }
+    let from = from.context("--from or --from-s3 is required")?;
+    snapshot::restore(&from, path, force)
+        .map(report)
+        .with_context(|| format!("restoring {} into {}", from.display(), path.display()))
+}
+
 fn snapshot_command(cmd: SnapshotCommand) -> anyhow::Result<()> {
     match cmd {
-        SnapshotCommand::Create { path, dir, keep } => {
+        SnapshotCommand::Create {
+            path,
+            dir,
+            keep,
+            s3,
+            s3_args,
+        } => {
             let catalog = Catalog::open(&path).with_context(|| {
                 format!(
                     "opening {} (if a server is running, use POST /api/v2/admin/snapshots)",
                     path.display()
                 )
             })?;
-            let snapshots = Snapshots::new(dir.unwrap_or_else(|| path.join("snapshots")), keep);
+            let mut snapshots = Snapshots::new(dir.unwrap_or_else(|| path.join("snapshots")), keep);
+            if let Some(url) = s3 {
+                snapshots = snapshots.with_remote(s3_target(url, s3_args)?);
+            }
             let info = snapshots.take(&catalog)?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&SnapshotSummary::from(&info))?
-            );
+            let mut summary = SnapshotSummary::from(&info);
+            summary.s3 = runtime()?.block_on(snapshots.upload(&info));
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            match summary.s3.and_then(|c| c.error) {
+                // The local snapshot exists; the exit status still tells scripts the copy failed.
+                Some(e) => Err(anyhow::anyhow!(
+                    "snapshot {} taken, upload failed: {e}",
+                    info.name
+                )),
+                None => Ok(()),
+            }
+        }
+        SnapshotCommand::List {
+            s3: Some(url),
+            s3_args,
+            ..
+        } => {
+            let target = s3_target(url.clone(), s3_args)?;
+            let list: Vec<SnapshotSummary> = runtime()?
+                .block_on(target.list())
+                .with_context(|| format!("listing {url}"))?
+                .iter()
+                .map(SnapshotSummary::from)
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&list)?);
             Ok(())
         }
-        SnapshotCommand::List { dir } => {
+        SnapshotCommand::List { dir, .. } => {
             let dir = dir
                 .unwrap_or_else(|| PathBuf::from(vectord::config::DEFAULT_PATH).join("snapshots"));
             let list: Vec<SnapshotSummary> = snapshot::list(&dir)?
@@ -303,24 +407,17 @@ fn migrate_command(job: MigrateJob, copy: CopyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Takes a snapshot every `every` until the process stops; failures are logged and counted
-/// (`vectord_snapshot_failures_total`), never fatal.
+/// Takes (and uploads, with a bucket) a snapshot every `every` until the process stops;
+/// failures are logged and counted (`vectord_snapshot_failures_total`,
+/// `vectord_snapshot_upload_failures_total`), never fatal.
 async fn snapshot_schedule(state: AppState, every: Duration) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let started = std::time::Instant::now();
-        let (catalog, snapshots) = (state.catalog.clone(), state.snapshots.clone());
-        let result = tokio::task::spawn_blocking(move || snapshots.take(&catalog)).await;
-        let ok = matches!(result, Ok(Ok(_)));
-        state
-            .metrics
-            .observe_snapshot(ok, started.elapsed().as_secs_f64());
-        match result {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "scheduled snapshot failed"),
-            Err(e) => tracing::error!(error = %e, "scheduled snapshot task failed"),
+        // Metrics and upload-failure logs are recorded inside; only the local failure is here.
+        if let Err(e) = state.snapshot_now().await {
+            tracing::error!(error = %e, "scheduled snapshot failed");
         }
     }
 }
@@ -394,9 +491,17 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             Some(p) => Some(vectord::sync::SyncFile::load(p)?),
             None => None,
         };
-        let state = AppState::new(catalog, settings)
+        let remote = match &settings.snapshot_s3 {
+            Some(s3) => Some(S3Target::new(s3).context("--snapshot-s3-url")?),
+            None => None,
+        };
+        let mut state = AppState::new(catalog, settings)
             .context("setting up auth")?
             .with_audit(audit);
+        if let Some(remote) = remote {
+            tracing::info!(url = %remote.url(), "snapshots are also uploaded");
+            state = state.with_snapshot_remote(remote);
+        }
         if let Some(every) = every {
             tracing::info!(every_secs = every.as_secs(), dir = %state.snapshots.root().display(), "scheduled snapshots on");
             tokio::spawn(snapshot_schedule(state.clone(), every));

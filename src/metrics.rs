@@ -38,6 +38,18 @@ pub struct CollectionLabels {
     pub name: String,
 }
 
+/// Labels of the per-collection query-plan series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlanLabels {
+    /// Collection id.
+    pub collection: String,
+    /// Collection name.
+    pub name: String,
+    /// `graph` (unfiltered HNSW), `filtered` (filter applied inside the graph search) or
+    /// `exact` (a scan chosen up front: `ids` given, or k near the collection's size).
+    pub plan: &'static str,
+}
+
 /// Label of the process memory gauges.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MemoryLabels {
@@ -97,6 +109,14 @@ pub struct Metrics {
     pub collection_queries: CollectionGauges,
     /// Queries that fell back to an exact scan per collection.
     pub collection_exact_fallbacks: CollectionGauges,
+    /// Bytes of a collection's mapped segment files resident in memory (from /proc/self/smaps).
+    pub collection_resident_bytes: CollectionGauges,
+    /// Compactions that rewrote segments, per collection (engine counter, as a gauge).
+    pub collection_compactions: CollectionGauges,
+    /// Total time spent in those compactions, per collection.
+    pub collection_compaction_seconds: Family<CollectionLabels, FloatGauge>,
+    /// Query vectors by plan chosen (`graph`, `filtered`, `exact`), per collection.
+    pub collection_query_plans: Family<PlanLabels, Gauge>,
     /// Resident memory of the process by kind (from /proc/self/status).
     pub process_resident_bytes: Family<MemoryLabels, Gauge>,
     /// Memory of the machine (or the cgroup limit, when lower), the base of memory alerts.
@@ -119,6 +139,12 @@ pub struct Metrics {
     pub scrub_bytes: Gauge,
     /// Unix time the last scrub finished (0 before the first).
     pub scrub_last_timestamp: Gauge,
+    /// Snapshot uploads to the bucket (or retention there) that failed.
+    pub snapshot_upload_failures: Counter,
+    /// Unix time of the last snapshot fully uploaded to the bucket (0 before the first).
+    pub snapshot_upload_last_success: Gauge,
+    /// Time taken by successful uploads, in seconds.
+    pub snapshot_upload_duration: Histogram,
     /// pgvector sync jobs (set from their status when `/metrics` is scraped).
     pub sync: SyncMetrics,
 }
@@ -270,6 +296,28 @@ impl Metrics {
             "collection_exact_fallbacks",
             "Queries answered by an exact scan instead of the graph",
         );
+        let collection_resident_bytes = per_collection(
+            &mut registry,
+            "collection_resident_bytes",
+            "Bytes of the collection's mapped segment files resident in memory",
+        );
+        let collection_compactions = per_collection(
+            &mut registry,
+            "collection_compactions",
+            "Compactions that rewrote segments since the collection was opened",
+        );
+        let collection_compaction_seconds = Family::<CollectionLabels, FloatGauge>::default();
+        registry.register(
+            "collection_compaction_seconds",
+            "Total time spent compacting since the collection was opened",
+            collection_compaction_seconds.clone(),
+        );
+        let collection_query_plans = Family::<PlanLabels, Gauge>::default();
+        registry.register(
+            "collection_query_plans",
+            "Query vectors answered since open, by plan: graph, filtered (graph with the filter inside) or exact",
+            collection_query_plans.clone(),
+        );
         let process_resident_bytes = Family::<MemoryLabels, Gauge>::default();
         registry.register(
             "process_resident_bytes",
@@ -364,6 +412,25 @@ impl Metrics {
             "Unix time the last scrub finished",
             scrub_last_timestamp.clone(),
         );
+        let snapshot_upload_failures = Counter::default();
+        registry.register(
+            "snapshot_upload_failures",
+            "Snapshot uploads to the S3 bucket (or pruning there) that failed",
+            snapshot_upload_failures.clone(),
+        );
+        let snapshot_upload_last_success = Gauge::default();
+        registry.register(
+            "snapshot_upload_last_success_timestamp_seconds",
+            "Unix time of the last snapshot fully uploaded to the S3 bucket",
+            snapshot_upload_last_success.clone(),
+        );
+        // 100 ms … ~2 h: uploads are bounded by the link, not the disk.
+        let snapshot_upload_duration = Histogram::new(exponential_buckets(0.1, 2.0, 17));
+        registry.register(
+            "snapshot_upload_duration_seconds",
+            "Duration of successful snapshot uploads",
+            snapshot_upload_duration.clone(),
+        );
         let sync = SyncMetrics::default();
         sync.register(&mut registry);
         Metrics {
@@ -385,6 +452,10 @@ impl Metrics {
             collection_mapped_bytes,
             collection_queries,
             collection_exact_fallbacks,
+            collection_resident_bytes,
+            collection_compactions,
+            collection_compaction_seconds,
+            collection_query_plans,
             process_resident_bytes,
             memory_limit_bytes,
             data_volume_size_bytes,
@@ -396,6 +467,9 @@ impl Metrics {
             scrub_damaged_collections,
             scrub_bytes,
             scrub_last_timestamp,
+            snapshot_upload_failures,
+            snapshot_upload_last_success,
+            snapshot_upload_duration,
         }
     }
 
@@ -416,10 +490,14 @@ impl Metrics {
             &self.collection_mapped_bytes,
             &self.collection_queries,
             &self.collection_exact_fallbacks,
+            &self.collection_resident_bytes,
+            &self.collection_compactions,
         ];
         for f in families {
             f.clear();
         }
+        self.collection_compaction_seconds.clear();
+        self.collection_query_plans.clear();
         let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         for (labels, s) in stats {
             let values = [
@@ -436,6 +514,25 @@ impl Metrics {
             ];
             for (f, v) in families.iter().zip(values) {
                 f.get_or_create(&labels).set(clamp(v));
+            }
+            self.collection_compactions
+                .get_or_create(&labels)
+                .set(clamp(s.compactions));
+            self.collection_compaction_seconds
+                .get_or_create(&labels)
+                .set(s.compaction_micros as f64 / 1e6);
+            for (plan, v) in [
+                ("graph", s.plan_graph),
+                ("filtered", s.plan_filtered),
+                ("exact", s.plan_exact),
+            ] {
+                self.collection_query_plans
+                    .get_or_create(&PlanLabels {
+                        collection: labels.collection.clone(),
+                        name: labels.name.clone(),
+                        plan,
+                    })
+                    .set(clamp(v));
             }
         }
     }
@@ -505,6 +602,20 @@ impl Metrics {
         self.scrub_last_timestamp.set(now);
     }
 
+    /// Records the outcome of one snapshot upload (with pruning of the bucket).
+    pub fn observe_snapshot_upload(&self, ok: bool, seconds: f64) {
+        if ok {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            self.snapshot_upload_last_success.set(now);
+            self.snapshot_upload_duration.observe(seconds);
+        } else {
+            self.snapshot_upload_failures.inc();
+        }
+    }
+
     /// Records one served request.
     pub fn observe_http(&self, labels: HttpLabels, seconds: f64) {
         self.http_requests.get_or_create(&labels).inc();
@@ -517,6 +628,53 @@ impl Metrics {
         encode(&mut out, &self.registry)?;
         Ok(out)
     }
+}
+
+/// Resident bytes of the mappings of files under each of `dirs` (Linux `/proc/self/smaps`;
+/// zeros elsewhere). Mapped bytes say what a collection could occupy; this says what the
+/// kernel keeps in memory now, which is what a memory alert should compare.
+pub fn resident_bytes_under(dirs: &[&std::path::Path]) -> Vec<u64> {
+    let mut out = vec![0u64; dirs.len()];
+    // smaps names files by absolute, resolved path; the data folder may be given relative.
+    let dirs: Vec<std::path::PathBuf> = dirs
+        .iter()
+        .map(|d| d.canonicalize().unwrap_or_else(|_| d.to_path_buf()))
+        .collect();
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return out;
+    };
+    let mut current: Option<usize> = None;
+    for line in smaps.lines() {
+        if let Some(kib) = line.strip_prefix("Rss:") {
+            if let (Some(i), Ok(kib)) = (
+                current,
+                kib.trim().trim_end_matches("kB").trim().parse::<u64>(),
+            ) {
+                out[i] = out[i].saturating_add(kib.saturating_mul(1024));
+            }
+            continue;
+        }
+        // A mapping header: `start-end perms offset dev inode [path]`; field lines have a
+        // `Name:` first token instead.
+        let mut fields = line.split_whitespace();
+        let is_header = fields
+            .next()
+            .is_some_and(|range| range.contains('-') && !range.ends_with(':'));
+        if !is_header {
+            continue;
+        }
+        // The path is the rest of the line from its first `/` (it may contain spaces; the
+        // fields before it never contain a `/`).
+        // Files unlinked by compaction stay mapped until their last reader lets go; they are
+        // not the collection's current footprint.
+        let path = line
+            .find('/')
+            .map(|i| &line[i..])
+            .filter(|p| !p.ends_with(" (deleted)"))
+            .map(std::path::Path::new);
+        current = path.and_then(|p| dirs.iter().position(|d| p.starts_with(d)));
+    }
+    out
 }
 
 #[cfg(test)]

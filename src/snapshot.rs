@@ -10,6 +10,7 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -19,13 +20,14 @@ use uuid::Uuid;
 use crate::catalog::{Catalog, CatalogError, CATALOG_FILE};
 use crate::engine::{DirLock, EngineError};
 use crate::fsutil::atomic_replace;
+use crate::s3::{S3Error, S3Target};
 
 /// The description file written last into every snapshot folder.
 pub const SNAPSHOT_FILE: &str = "SNAPSHOT.json";
 /// Layout version of `SNAPSHOT.json`.
 const FORMAT_VERSION: u32 = 1;
 /// Prefix of snapshot folders created by the server (followed by a sortable UTC timestamp).
-const NAME_PREFIX: &str = "snapshot-";
+pub const NAME_PREFIX: &str = "snapshot-";
 
 /// Snapshot and restore failures.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +126,23 @@ pub struct Snapshots {
     root: PathBuf,
     keep: usize,
     running: parking_lot::Mutex<()>,
+    remote: Option<Arc<S3Target>>,
+}
+
+/// What happened to the bucket copy of one snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemoteCopy {
+    /// `s3://bucket/prefix`.
+    pub url: String,
+    /// Whether every file and the manifest were uploaded.
+    pub uploaded: bool,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Remote snapshots deleted by retention after the upload.
+    pub pruned: Vec<String>,
+    /// Why the upload or pruning failed (the local snapshot stands regardless).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What the HTTP API and logs report about one snapshot (without the file list).
@@ -141,6 +160,9 @@ pub struct SnapshotSummary {
     pub files: usize,
     /// Sum of file sizes (hard-linked files count in full).
     pub total_bytes: u64,
+    /// The bucket copy, when a bucket is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3: Option<RemoteCopy>,
 }
 
 impl From<&SnapshotInfo> for SnapshotSummary {
@@ -152,6 +174,7 @@ impl From<&SnapshotInfo> for SnapshotSummary {
             skipped_collections: i.skipped_collections.clone(),
             files: i.files.len(),
             total_bytes: i.total_bytes,
+            s3: None,
         }
     }
 }
@@ -163,7 +186,57 @@ impl Snapshots {
             root,
             keep: keep.max(1),
             running: parking_lot::Mutex::new(()),
+            remote: None,
         }
+    }
+
+    /// Also copies every snapshot to `remote` (see [`Snapshots::upload`]).
+    pub fn with_remote(mut self, remote: S3Target) -> Snapshots {
+        self.remote = Some(Arc::new(remote));
+        self
+    }
+
+    /// The bucket receiving copies, if any.
+    pub fn remote(&self) -> Option<&S3Target> {
+        self.remote.as_deref()
+    }
+
+    /// Uploads the local snapshot `info` to the bucket and prunes the bucket to the same
+    /// retention. `None` without a bucket. Failures are reported in the result, logged, and
+    /// never touch the local snapshot.
+    pub async fn upload(&self, info: &SnapshotInfo) -> Option<RemoteCopy> {
+        let remote = self.remote.as_ref()?;
+        let started = std::time::Instant::now();
+        let dir = self.root.join(&info.name);
+        let mut copy = RemoteCopy {
+            url: remote.url(),
+            uploaded: false,
+            bytes: 0,
+            pruned: Vec::new(),
+            error: None,
+        };
+        let result = async {
+            copy.bytes = remote.upload(&dir, info).await?;
+            copy.uploaded = true;
+            copy.pruned = remote.prune(self.keep).await?;
+            Ok::<(), S3Error>(())
+        }
+        .await;
+        match result {
+            Ok(()) => tracing::info!(
+                snapshot = %info.name,
+                url = %copy.url,
+                bytes = copy.bytes,
+                pruned = copy.pruned.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "snapshot uploaded"
+            ),
+            Err(e) => {
+                tracing::error!(snapshot = %info.name, url = %copy.url, uploaded = copy.uploaded, error = %e, "snapshot upload failed");
+                copy.error = Some(e.to_string());
+            }
+        }
+        Some(copy)
     }
 
     /// The folder holding the snapshots.
@@ -437,7 +510,7 @@ pub fn prune(root: &Path, keep: usize) -> Result<Vec<String>, SnapshotError> {
 
 /// Joins a relative `/`-separated path from `SNAPSHOT.json` onto `dir`, refusing anything that
 /// could escape it (a crafted snapshot must not make restore read or write elsewhere).
-fn safe_join(dir: &Path, rel: &str) -> Result<PathBuf, SnapshotError> {
+pub fn safe_join(dir: &Path, rel: &str) -> Result<PathBuf, SnapshotError> {
     let mut out = dir.to_path_buf();
     for part in rel.split('/') {
         if part.is_empty() || part == "." || part == ".." || part.contains('\\') {

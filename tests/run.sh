@@ -43,6 +43,14 @@ fi
 
 export VECTORD_TEST_CHROMA_BIN="$CACHE/venv-full/bin/chroma"
 
+# moto's S3-compatible server for the snapshot upload test (tests/snapshot_s3.rs starts it).
+if [ "${VECTORD_TEST_SKIP_INSTALL:-0}" != 1 ] || [ ! -x "$CACHE/moto-venv/bin/moto_server" ]; then
+  log "S3-compatible server (moto[server] 5.2.5) in $CACHE/moto-venv"
+  [ -x "$CACHE/moto-venv/bin/python" ] || python3 -m venv "$CACHE/moto-venv"
+  "$CACHE/moto-venv/bin/pip" install -q --disable-pip-version-check "moto[server]==5.2.5"
+fi
+export VECTORD_TEST_MOTO_BIN="$CACHE/moto-venv/bin/moto_server"
+
 # One real PostgreSQL 16 + pgvector for the sync tests (PyPI pgserver bundles both), on a free
 # port, stopped on exit. The tests read VECTORD_TEST_PG_URL (and fail under CI without it).
 PGPY="$CACHE/pg-venv/bin/python"

@@ -1,8 +1,6 @@
 //! Operator routes under `/api/v2/admin`: online snapshots of the data folder. When auth is
 //! configured these need an admin token.
 
-use std::time::Instant;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -13,26 +11,35 @@ use super::{blocking, AppState};
 use crate::snapshot::SnapshotSummary;
 
 /// `POST /api/v2/admin/snapshots`: takes a consistent snapshot now (writes continue), prunes
-/// beyond the configured count, and answers 201 with its summary.
+/// beyond the configured count, uploads it when a bucket is configured, and answers 201 with
+/// its summary (`s3` tells how the upload went; a failed upload still answers 201, since the
+/// local snapshot exists).
 pub async fn create_snapshot(
     State(st): State<AppState>,
 ) -> Result<(StatusCode, Json<SnapshotSummary>), ApiError> {
-    let started = Instant::now();
-    let (catalog, snapshots) = (st.catalog.clone(), st.snapshots.clone());
-    let result = blocking(move || snapshots.take(&catalog).map_err(ApiError::from)).await;
-    st.metrics
-        .observe_snapshot(result.is_ok(), started.elapsed().as_secs_f64());
-    let info = result?;
-    Ok((StatusCode::CREATED, Json(SnapshotSummary::from(&info))))
+    let summary = st.snapshot_now().await?;
+    Ok((StatusCode::CREATED, Json(summary)))
 }
 
-/// `GET /api/v2/admin/snapshots`: the complete snapshots, oldest first, and where they live.
+/// `GET /api/v2/admin/snapshots`: the complete snapshots, oldest first, and where they live
+/// (with the bucket's complete snapshots when one is configured).
 pub async fn list_snapshots(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let snapshots = st.snapshots.clone();
     let infos = blocking(move || snapshots.list().map_err(ApiError::from)).await?;
     let list: Vec<SnapshotSummary> = infos.iter().map(SnapshotSummary::from).collect();
-    Ok(Json(json!({
+    let mut body = json!({
         "root": st.snapshots.root(),
         "snapshots": list,
-    })))
+    });
+    if let Some(remote) = st.snapshots.remote() {
+        // A bucket that cannot be listed is reported, not an error: the local list stands.
+        body["s3"] = match remote.list().await {
+            Ok(infos) => json!({
+                "url": remote.url(),
+                "snapshots": infos.iter().map(SnapshotSummary::from).collect::<Vec<_>>(),
+            }),
+            Err(e) => json!({ "url": remote.url(), "error": e.to_string() }),
+        };
+    }
+    Ok(Json(body))
 }

@@ -68,6 +68,9 @@ pub enum ApiError {
     /// 503 `InternalError`: the embedding client is unavailable.
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// 503 `NotReadyError`: readiness waits for something (sync jobs catching up).
+    #[error("{0}")]
+    NotReady(String),
     /// 503 `RateLimitError`: the embedding provider is still rate limiting after the retries.
     #[error("{0}")]
     UpstreamRateLimited(String),
@@ -98,6 +101,7 @@ impl ApiError {
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "InternalError"),
             ApiError::ServiceUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "InternalError"),
             ApiError::UpstreamRateLimited(_) => (StatusCode::SERVICE_UNAVAILABLE, "RateLimitError"),
+            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "NotReadyError"),
             ApiError::GatewayTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "InternalError"),
         }
     }

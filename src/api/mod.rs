@@ -86,6 +86,39 @@ impl AppState {
         })
     }
 
+    /// Copies every snapshot (scheduled or through the admin route) to `remote` as well.
+    pub fn with_snapshot_remote(mut self, remote: crate::s3::S3Target) -> AppState {
+        self.snapshots = Arc::new(
+            Snapshots::new(
+                self.settings.snapshot_dir.clone(),
+                self.settings.snapshot_keep,
+            )
+            .with_remote(remote),
+        );
+        self
+    }
+
+    /// Takes a snapshot now and, when a bucket is configured, uploads it and prunes the bucket.
+    /// Both outcomes are recorded in the metrics; a failed upload leaves the local snapshot.
+    pub async fn snapshot_now(&self) -> Result<crate::snapshot::SnapshotSummary, ApiError> {
+        let started = std::time::Instant::now();
+        let (catalog, snapshots) = (self.catalog.clone(), self.snapshots.clone());
+        let result = blocking(move || snapshots.take(&catalog).map_err(ApiError::from)).await;
+        self.metrics
+            .observe_snapshot(result.is_ok(), started.elapsed().as_secs_f64());
+        let info = result?;
+        let mut summary = crate::snapshot::SnapshotSummary::from(&info);
+        let started = std::time::Instant::now();
+        if let Some(copy) = self.snapshots.upload(&info).await {
+            self.metrics.observe_snapshot_upload(
+                copy.uploaded && copy.error.is_none(),
+                started.elapsed().as_secs_f64(),
+            );
+            summary.s3 = Some(copy);
+        }
+        Ok(summary)
+    }
+
     /// Sends audit events to `audit` instead of the `audit` tracing target.
     pub fn with_audit(mut self, audit: AuditLog) -> AppState {
         self.audit = Arc::new(audit);

@@ -56,8 +56,27 @@ pub async fn pre_flight_checks(State(st): State<AppState>) -> Json<Value> {
 }
 
 /// `GET /api/v2/healthcheck`: ready once every collection was opened or marked failed (which
-/// `Catalog::open` guarantees before the server binds). Failed collections are listed.
-pub async fn healthcheck(State(st): State<AppState>) -> Json<Value> {
+/// `Catalog::open` guarantees before the server binds). Failed collections are listed. With
+/// `--ready-after-sync`, 503 until every sync job has loaded its snapshot and caught up once,
+/// naming the jobs still behind (a job that later falls behind does not make it unready again:
+/// serving slightly stale data beats taking the machine out of rotation).
+pub async fn healthcheck(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if st.settings.ready_after_sync {
+        let behind = st.sync.not_caught_up();
+        if !behind.is_empty() {
+            let jobs: Vec<String> = behind
+                .iter()
+                .map(|j| match &j.last_error {
+                    Some(e) => format!("{} ({}, lag {} rows: {e})", j.name, j.phase, j.lag_rows),
+                    None => format!("{} ({}, lag {} rows)", j.name, j.phase, j.lag_rows),
+                })
+                .collect();
+            return Err(ApiError::NotReady(format!(
+                "sync jobs not caught up yet: {}",
+                jobs.join("; ")
+            )));
+        }
+    }
     let failed: Vec<Value> = st
         .catalog
         .failed_collections()
@@ -68,7 +87,7 @@ pub async fn healthcheck(State(st): State<AppState>) -> Json<Value> {
     if !failed.is_empty() {
         body["failed_collections"] = Value::Array(failed);
     }
-    Json(body)
+    Ok(Json(body))
 }
 
 /// `POST /api/v2/reset`: wipes everything when the server runs with `--allow-reset`.
@@ -111,15 +130,23 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
             .all_collections()
             .into_iter()
             .filter_map(|e| {
-                let s = e.engine().ok()?.stats();
+                let engine = e.engine().ok()?;
                 let labels = CollectionLabels {
                     collection: e.record.id.to_string(),
                     name: e.record.name.clone(),
                 };
-                Some((labels, s))
+                Some((labels, engine.stats(), engine.dir().to_path_buf()))
             })
             .collect();
-        metrics.set_collection_stats(stats.iter().map(|(l, s)| (l.clone(), s)));
+        metrics.set_collection_stats(stats.iter().map(|(l, s, _)| (l.clone(), s)));
+        let dirs: Vec<&std::path::Path> = stats.iter().map(|(_, _, d)| d.as_path()).collect();
+        let resident = crate::metrics::resident_bytes_under(&dirs);
+        for ((labels, _, _), bytes) in stats.iter().zip(resident) {
+            metrics
+                .collection_resident_bytes
+                .get_or_create(labels)
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
         metrics.sample_process(catalog.dir());
         Ok(())
     })

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -467,6 +467,10 @@ struct Inner {
     compactor: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The first corruption found after open (see [`Collection::damage`]).
     damage: Mutex<Option<String>>,
+    /// Compactions that rewrote segments since open.
+    compactions: AtomicU64,
+    /// Their total duration in microseconds.
+    compaction_micros: AtomicU64,
 }
 
 impl Inner {
@@ -609,6 +613,8 @@ impl Inner {
             compacting: Mutex::new(()),
             compactor: Mutex::new(None),
             damage: Mutex::new(None),
+            compactions: AtomicU64::new(0),
+            compaction_micros: AtomicU64::new(0),
         })
     }
 
@@ -932,6 +938,11 @@ impl Inner {
                 tracing::warn!(dir = %seg.dir().display(), error = %e, "could not remove a compacted segment");
             }
         }
+        self.compactions.fetch_add(1, Ordering::Relaxed);
+        self.compaction_micros.fetch_add(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         tracing::info!(
             collection = %self.dir.display(),
             inputs = inputs.len(),
@@ -968,6 +979,11 @@ impl Inner {
             queries: state.counters.queries.load(Ordering::Relaxed),
             distance_computations: state.counters.distance_computations.load(Ordering::Relaxed),
             exact_fallbacks: state.counters.exact_fallbacks.load(Ordering::Relaxed),
+            plan_graph: state.counters.plan_graph.load(Ordering::Relaxed),
+            plan_filtered: state.counters.plan_filtered.load(Ordering::Relaxed),
+            plan_exact: state.counters.plan_exact.load(Ordering::Relaxed),
+            compactions: self.compactions.load(Ordering::Relaxed),
+            compaction_micros: self.compaction_micros.load(Ordering::Relaxed),
             wal_bytes: self.writer.lock().current_file_bytes(),
         }
     }
@@ -999,6 +1015,17 @@ pub struct CollectionStats {
     /// Times a source fell back to an exact scan because its graph search could not
     /// guarantee k results.
     pub exact_fallbacks: u64,
+    /// Query vectors answered by an unfiltered graph search.
+    pub plan_graph: u64,
+    /// Query vectors answered by a graph search with the filter applied inside it.
+    pub plan_filtered: u64,
+    /// Query vectors answered by an exact scan chosen up front (`ids` given, or k near the
+    /// collection's size).
+    pub plan_exact: u64,
+    /// Compactions that rewrote segments since open.
+    pub compactions: u64,
+    /// Their total duration, in microseconds.
+    pub compaction_micros: u64,
     /// Bytes in the current WAL file.
     pub wal_bytes: u64,
 }

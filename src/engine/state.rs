@@ -101,6 +101,12 @@ pub(crate) struct QueryCounters {
     pub distance_computations: AtomicU64,
     /// Sources (memtables, segments) that fell back to an exact scan.
     pub exact_fallbacks: AtomicU64,
+    /// Query vectors planned as an unfiltered graph search.
+    pub plan_graph: AtomicU64,
+    /// Query vectors planned as a filtered graph search.
+    pub plan_filtered: AtomicU64,
+    /// Query vectors planned as an exact scan.
+    pub plan_exact: AtomicU64,
 }
 
 /// Which rows a read touches: `ids` and `filter` ANDed.
@@ -654,10 +660,14 @@ impl State {
             let pq = PreparedQuery::new(self.space, q)?;
             self.counters.queries.fetch_add(1, Ordering::Relaxed);
             match &by_ids {
-                Some(locs) => self.scan_locs(&pq, k, locs),
+                Some(locs) => {
+                    self.counters.plan_exact.fetch_add(1, Ordering::Relaxed);
+                    self.scan_locs(&pq, k, locs)
+                }
                 // Asking for (nearly) everything: a graph beam that wide costs more than a scan,
                 // and hnsw_rs caps its beam anyway.
                 None if k > EXACT_ABOVE_K || k >= self.live => {
+                    self.counters.plan_exact.fetch_add(1, Ordering::Relaxed);
                     let locs = self.select(
                         &Selector {
                             ids: None,
@@ -667,7 +677,15 @@ impl State {
                     )?;
                     self.scan_locs(&pq, k, &locs)
                 }
-                None => self.search_all(&pq, k, ef_search.max(k), req.filter.as_ref()),
+                None => {
+                    let plan = if req.filter.is_some() {
+                        &self.counters.plan_filtered
+                    } else {
+                        &self.counters.plan_graph
+                    };
+                    plan.fetch_add(1, Ordering::Relaxed);
+                    self.search_all(&pq, k, ef_search.max(k), req.filter.as_ref())
+                }
             }
         };
         let hits: Vec<Vec<Candidate>> = if req.embeddings.len() > 1 {

@@ -87,7 +87,7 @@ pub async fn run(
                     st.error(&e);
                     st.reconnects += 1;
                     st.phase = "retrying".into();
-                    st.caught_up = false;
+                    st.set_caught_up(false);
                     if st.applied > applied_before {
                         backoff = Duration::from_millis(500);
                     }
@@ -265,7 +265,7 @@ async fn follow(
             trigger::follow(job, applier, status, shutdown, until == Until::CaughtUp).await?;
         }
         Position::Copied | Position::Snapshot { .. } => {
-            status.lock().caught_up = true;
+            status.lock().set_caught_up(true);
             if until == Until::Shutdown {
                 // A snapshot-only job has nothing to follow; it stays listed until shutdown.
                 let _ = shutdown.changed().await;

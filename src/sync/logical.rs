@@ -318,7 +318,7 @@ pub async fn follow(
                 let mut st = status.lock();
                 st.lag_bytes = server_end.saturating_sub(durable);
                 st.lag_rows = applier.pending() as u64;
-                st.caught_up = unflushed.is_none() && !in_txn && marker_seen;
+                st.set_caught_up(unflushed.is_none() && !in_txn && marker_seen);
                 if unflushed.is_none() && !in_txn {
                     st.lag_seconds = 0.0;
                 }
@@ -337,7 +337,7 @@ pub async fn follow(
                 applier = flush(client, job, applier, lsn, status).await?;
                 repl.update_applied_lsn(Lsn::from_u64(lsn));
             }
-            status.lock().caught_up = true;
+            status.lock().set_caught_up(true);
             let _ = repl.shutdown().await;
             return Ok(applier);
         }

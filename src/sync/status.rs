@@ -50,9 +50,18 @@ pub struct JobStatus {
     pub reconnects: u64,
     /// Whether the job is caught up with the source.
     pub caught_up: bool,
+    /// Whether it has been caught up at least once since the process started (its initial
+    /// snapshot is loaded); `--ready-after-sync` waits for this.
+    pub caught_up_once: bool,
 }
 
 impl JobStatus {
+    /// Sets `caught_up`, latching `caught_up_once` the first time it is true.
+    pub fn set_caught_up(&mut self, caught_up: bool) {
+        self.caught_up = caught_up;
+        self.caught_up_once |= caught_up;
+    }
+
     /// Records an error with its time.
     pub fn error(&mut self, e: &dyn std::fmt::Display) {
         self.last_error = Some(e.to_string());
@@ -102,6 +111,14 @@ impl SyncRegistry {
             .read()
             .values()
             .map(|h| h.lock().clone())
+            .collect()
+    }
+
+    /// Jobs not yet caught up once (readiness with `--ready-after-sync` waits for them).
+    pub fn not_caught_up(&self) -> Vec<JobStatus> {
+        self.snapshot()
+            .into_iter()
+            .filter(|j| !j.caught_up_once)
             .collect()
     }
 

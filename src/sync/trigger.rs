@@ -210,7 +210,7 @@ pub async fn follow(
                 let mut st = status.lock();
                 st.lag_rows = 0;
                 st.lag_seconds = 0.0;
-                st.caught_up = true;
+                st.set_caught_up(true);
             }
             if until_caught_up || *shutdown.borrow() {
                 return Ok(applier);
@@ -257,7 +257,8 @@ pub async fn follow(
         st.last_skip = applier.last_skip.clone();
         st.lag_rows = u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0);
         st.lag_seconds = row.try_get::<_, f64>(1)?;
-        st.caught_up = st.lag_rows == 0;
+        let caught_up = st.lag_rows == 0;
+        st.set_caught_up(caught_up);
     }
 }
 

@@ -330,6 +330,7 @@ impl Segment {
         self.vectors.mapped_bytes()
             + self.records.mapped_bytes()
             + self.codes.as_ref().map_or(0, |c| c.mapped_bytes())
+            + self.graph.as_ref().map_or(0, |g| g.byte_len())
     }
 
     /// Verifies every block of every file (background scrub).

@@ -1,0 +1,387 @@
+//! Snapshots copied to a real S3-compatible server (moto, started here): a running vectord
+//! uploads each snapshot (manifest last) and prunes the bucket to `--snapshot-keep`; `vectord
+//! snapshot list --s3` sees the survivors; `vectord restore --from-s3` downloads, verifies and
+//! restores a folder whose records equal the server's; a corrupted object makes restore refuse;
+//! an unreachable bucket fails the upload visibly without losing the local snapshot.
+//!
+//! Needs `moto_server` (PyPI `moto[server]`): `VECTORD_TEST_MOTO_BIN`, or on `PATH`. Without it
+//! the test is skipped, except under `CI=true` where it fails.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStoreExt;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vectord");
+const DB: &str = "/api/v2/tenants/default_tenant/databases/default_database";
+const BUCKET: &str = "vectord-backups";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A child process killed when the test ends or panics.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn moto_bin() -> Option<String> {
+    if let Ok(p) = std::env::var("VECTORD_TEST_MOTO_BIN") {
+        return Some(p);
+    }
+    let on_path = Command::new("moto_server")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if on_path {
+        return Some("moto_server".into());
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "moto_server is required under CI (set VECTORD_TEST_MOTO_BIN; tests/run.sh installs it)"
+    );
+    eprintln!("skipping: no moto_server (set VECTORD_TEST_MOTO_BIN)");
+    None
+}
+
+/// Credentials moto accepts (any), given to every vectord child through the standard variables.
+fn with_aws_env(cmd: &mut Command) -> &mut Command {
+    cmd.env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("RUST_LOG", "warn")
+}
+
+fn vectord(args: &[&str], endpoint: &str) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).args(["--snapshot-s3-endpoint", endpoint]);
+    with_aws_env(&mut cmd).output().expect("run vectord")
+}
+
+async fn wait_ok(client: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} not up within 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn serve(data: &Path, port: u16, extra: &[&str]) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--path")
+        .arg(data)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    Proc(with_aws_env(&mut cmd).spawn().expect("spawn vectord"))
+}
+
+fn vector(i: u64) -> Vec<f32> {
+    (0..8).map(|d| ((i * 7 + d) % 97) as f32 / 97.0).collect()
+}
+
+async fn upsert(client: &reqwest::Client, base: &str, id: &str, range: std::ops::Range<u64>) {
+    let body = json!({
+        "ids": range.clone().map(|i| format!("r{i:05}")).collect::<Vec<_>>(),
+        "embeddings": range.clone().map(vector).collect::<Vec<_>>(),
+        "documents": range.clone().map(|i| format!("passage {i}")).collect::<Vec<_>>(),
+        "metadatas": range.clone().map(|i| json!({"i": i})).collect::<Vec<_>>(),
+    });
+    let r = client
+        .post(format!("{base}{DB}/collections/{id}/upsert"))
+        .json(&body)
+        .send()
+        .await
+        .expect("upsert");
+    assert!(r.status().is_success(), "upsert: {}", r.status());
+}
+
+async fn post_snapshot(client: &reqwest::Client, base: &str) -> Value {
+    let r = client
+        .post(format!("{base}/api/v2/admin/snapshots"))
+        .send()
+        .await
+        .expect("snapshot");
+    assert_eq!(r.status().as_u16(), 201);
+    r.json().await.expect("json")
+}
+
+async fn all_records(client: &reqwest::Client, base: &str, id: &str) -> Value {
+    client
+        .post(format!("{base}{DB}/collections/{id}/get"))
+        .json(&json!({"include": ["embeddings", "documents", "metadatas"]}))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not exported"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_round_trip_through_a_bucket() {
+    let Some(moto) = moto_bin() else { return };
+    let moto_port = free_port();
+    let _moto = Proc(
+        Command::new(&moto)
+            .args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server"),
+    );
+    let endpoint = format!("http://127.0.0.1:{moto_port}");
+    let client = reqwest::Client::new();
+    wait_ok(&client, &format!("{endpoint}/moto-api/")).await;
+    // moto (like S3) needs the bucket to exist; it does not check signatures.
+    let r = client
+        .put(format!("{endpoint}/{BUCKET}"))
+        .send()
+        .await
+        .expect("create bucket");
+    assert!(r.status().is_success(), "create bucket: {}", r.status());
+    let url = format!("s3://{BUCKET}/prod/vectord");
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let server = serve(
+        &data,
+        port,
+        &[
+            "--snapshot-keep",
+            "2",
+            "--snapshot-s3-url",
+            &url,
+            "--snapshot-s3-endpoint",
+            &endpoint,
+        ],
+    );
+    wait_ok(&client, &format!("{base}/api/v2/healthcheck")).await;
+    let coll: Value = client
+        .post(format!("{base}{DB}/collections"))
+        .json(&json!({ "name": "policies" }))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let id = coll["id"].as_str().expect("id").to_string();
+
+    // Three snapshots with writes between them; keep = 2 prunes the first remotely.
+    let mut names = Vec::new();
+    for round in 0..3u64 {
+        upsert(&client, &base, &id, round * 300..(round + 1) * 300).await;
+        let s = post_snapshot(&client, &base).await;
+        assert_eq!(s["s3"]["uploaded"], json!(true), "{s}");
+        assert!(s["s3"].get("error").is_none(), "{s}");
+        assert_eq!(s["s3"]["url"], json!(url));
+        assert!(s["s3"]["bytes"].as_u64().unwrap_or(0) > s["total_bytes"].as_u64().unwrap_or(0));
+        names.push(s["name"].as_str().expect("name").to_string());
+        if round == 2 {
+            assert_eq!(s["s3"]["pruned"], json!([names[0]]), "{s}");
+        }
+    }
+    assert_eq!(
+        metric(&client, &base, "vectord_snapshot_upload_failures_total").await,
+        0.0
+    );
+    assert!(
+        metric(
+            &client,
+            &base,
+            "vectord_snapshot_upload_last_success_timestamp_seconds"
+        )
+        .await
+            > 1.0e9
+    );
+    let listed: Value = client
+        .get(format!("{base}/api/v2/admin/snapshots"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let remote: Vec<&str> = listed["s3"]["snapshots"]
+        .as_array()
+        .expect("remote list")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(remote, [names[1].as_str(), names[2].as_str()]);
+    let expected = all_records(&client, &base, &id).await;
+    assert_eq!(expected["ids"].as_array().map(Vec::len), Some(900));
+
+    // The CLI sees the same two complete snapshots in the bucket.
+    let out = vectord(&["snapshot", "list", "--s3", &url], &endpoint);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli_list: Value = serde_json::from_slice(&out.stdout).expect("list json");
+    let cli_names: Vec<&str> = cli_list
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(cli_names, remote);
+
+    // Restore the newest from the bucket into a new folder; every record matches.
+    let restored = tmp.path().join("restored");
+    let target = restored.to_str().expect("utf-8 path");
+    let out = vectord(&["restore", "--from-s3", &url, "--path", target], &endpoint);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&names[2]));
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("read tmp")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".download-"))
+        .collect();
+    assert!(leftovers.is_empty(), "download folder left behind");
+    let port2 = free_port();
+    let base2 = format!("http://127.0.0.1:{port2}");
+    let second = serve(&restored, port2, &[]);
+    wait_ok(&client, &format!("{base2}/api/v2/healthcheck")).await;
+    let got = all_records(&client, &base2, &id).await;
+    assert_eq!(got, expected, "restored records differ");
+    drop(second);
+
+    // Corrupt one object of the newest remote snapshot (same size, one byte changed): restore
+    // must refuse and leave no data folder.
+    // Signed requests through object_store (moto refuses anonymous reads, like S3).
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(BUCKET)
+        .with_region("us-east-1")
+        .with_endpoint(&endpoint)
+        .with_allow_http(true)
+        .with_access_key_id("testing")
+        .with_secret_access_key("testing")
+        .build()
+        .expect("store");
+    let key = object_store::path::Path::from(format!("prod/vectord/{}/catalog.json", names[2]));
+    let mut bytes = store
+        .get(&key)
+        .await
+        .expect("get object")
+        .bytes()
+        .await
+        .expect("bytes")
+        .to_vec();
+    assert!(!bytes.is_empty());
+    bytes[0] ^= 0x20;
+    store
+        .put(&key, object_store::PutPayload::from(bytes))
+        .await
+        .expect("put object");
+    let bad = tmp.path().join("from-corrupt");
+    let out = vectord(
+        &[
+            "restore",
+            "--from-s3",
+            &url,
+            "--path",
+            bad.to_str().expect("utf-8"),
+        ],
+        &endpoint,
+    );
+    assert!(!out.status.success(), "restore accepted a corrupted object");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("checksum mismatch"), "{err}");
+    assert!(!bad.exists(), "a refused restore created the data folder");
+
+    // The older remote snapshot is intact and still restores by name.
+    let older = tmp.path().join("older");
+    let out = vectord(
+        &[
+            "restore",
+            "--from-s3",
+            &url,
+            "--snapshot",
+            &names[1],
+            "--path",
+            older.to_str().expect("utf-8"),
+        ],
+        &endpoint,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(server);
+
+    // A bucket that does not exist: the snapshot is taken locally, the upload failure is
+    // reported in the answer and counted.
+    let data3 = tmp.path().join("data3");
+    let port3 = free_port();
+    let base3 = format!("http://127.0.0.1:{port3}");
+    let missing = "s3://no-such-bucket/x".to_string();
+    let _third = serve(
+        &data3,
+        port3,
+        &[
+            "--snapshot-s3-url",
+            &missing,
+            "--snapshot-s3-endpoint",
+            &endpoint,
+        ],
+    );
+    wait_ok(&client, &format!("{base3}/api/v2/healthcheck")).await;
+    let s = post_snapshot(&client, &base3).await;
+    assert_eq!(s["s3"]["uploaded"], json!(false), "{s}");
+    assert!(s["s3"]["error"].is_string(), "{s}");
+    let name = s["name"].as_str().expect("name");
+    assert!(data3
+        .join("snapshots")
+        .join(name)
+        .join("SNAPSHOT.json")
+        .exists());
+    assert_eq!(
+        metric(&client, &base3, "vectord_snapshot_upload_failures_total").await,
+        1.0
+    );
+}

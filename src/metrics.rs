@@ -48,6 +48,14 @@ pub struct MemoryLabels {
 
 type CollectionGauges = Family<CollectionLabels, Gauge>;
 
+/// Label of `vectord_query_plan_total`: how a query vector was answered
+/// ([`crate::engine::QueryPlan`]: `graph`, `exact`, `filtered-graph`, `filtered-exact`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlanLabels {
+    /// The plan's label.
+    pub plan: &'static str,
+}
+
 /// Labels of requests from pre-1.0 clients: `api` is `v1` or `v2` (old formats on v2 paths).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LegacyLabels {
@@ -97,6 +105,9 @@ pub struct Metrics {
     pub collection_queries: CollectionGauges,
     /// Queries that fell back to an exact scan per collection.
     pub collection_exact_fallbacks: CollectionGauges,
+    /// Query vectors answered per plan (mirrored from the engine's process-wide counts when
+    /// `/metrics` is scraped).
+    pub query_plans: Family<PlanLabels, Counter>,
     /// Resident memory of the process by kind (from /proc/self/status).
     pub process_resident_bytes: Family<MemoryLabels, Gauge>,
     /// Memory of the machine (or the cgroup limit, when lower), the base of memory alerts.
@@ -262,6 +273,12 @@ impl Metrics {
             "collection_exact_fallbacks",
             "Queries answered by an exact scan instead of the graph",
         );
+        let query_plans = Family::<PlanLabels, Counter>::default();
+        registry.register(
+            "query_plan",
+            "Query vectors answered, by plan (graph, exact, filtered-graph, filtered-exact)",
+            query_plans.clone(),
+        );
         let process_resident_bytes = Family::<MemoryLabels, Gauge>::default();
         registry.register(
             "process_resident_bytes",
@@ -353,6 +370,7 @@ impl Metrics {
             collection_mapped_bytes,
             collection_queries,
             collection_exact_fallbacks,
+            query_plans,
             process_resident_bytes,
             memory_limit_bytes,
             data_volume_size_bytes,
@@ -384,6 +402,7 @@ impl Metrics {
         for f in families {
             f.clear();
         }
+        self.observe_query_plans();
         let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         for (labels, s) in stats {
             let values = [
@@ -400,6 +419,20 @@ impl Metrics {
             ];
             for (f, v) in families.iter().zip(values) {
                 f.get_or_create(&labels).set(clamp(v));
+            }
+        }
+    }
+
+    /// Brings `vectord_query_plan_total` up to the engine's counts (they only grow, so the
+    /// counters stay monotonic).
+    pub fn observe_query_plans(&self) {
+        for plan in crate::engine::QueryPlan::ALL {
+            let c = self
+                .query_plans
+                .get_or_create(&PlanLabels { plan: plan.label() });
+            let (now, have) = (plan.total(), c.get());
+            if now > have {
+                c.inc_by(now - have);
             }
         }
     }

@@ -192,6 +192,27 @@ fn planned_filters_are_exact_complete_and_recall_well() {
         );
     }
     assert!(QueryPlan::FilteredGraph.total() > before);
+
+    // A snapshot carries payload.bin (every published segment file), and the copy plans the
+    // same way.
+    let snap = c
+        .snapshot_into(&dir.path().join("snap"))
+        .unwrap()
+        .finish()
+        .unwrap();
+    let copied: Vec<_> = std::fs::read_dir(snap.join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join(super::segment::payload::FILE_NAME))
+        .collect();
+    assert_eq!(copied.len(), 2);
+    assert!(copied.iter().all(|p| p.exists()));
+    let restored = Collection::open(&snap).unwrap();
+    for f in &filters {
+        for q in &queries[..5] {
+            check(&rows, &query(&restored, q, K, f), q, K, f, true);
+        }
+    }
+    drop(restored);
     c.close().unwrap();
 
     // Segments from before payload indexes (no payload.bin): filtered per row, still correct.

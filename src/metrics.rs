@@ -60,6 +60,14 @@ pub struct MemoryLabels {
 
 type CollectionGauges = Family<CollectionLabels, Gauge>;
 
+/// Label of `vectord_query_plan_total`: how a query vector was answered
+/// ([`crate::engine::QueryPlan`]: `graph`, `exact`, `filtered-graph`, `filtered-exact`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryPlanLabels {
+    /// The plan's label.
+    pub plan: &'static str,
+}
+
 /// Labels of requests from pre-1.0 clients: `api` is `v1` or `v2` (old formats on v2 paths).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LegacyLabels {
@@ -117,6 +125,9 @@ pub struct Metrics {
     pub collection_compaction_seconds: Family<CollectionLabels, FloatGauge>,
     /// Query vectors by plan chosen (`graph`, `filtered`, `exact`), per collection.
     pub collection_query_plans: Family<PlanLabels, Gauge>,
+    /// Query vectors answered per plan (mirrored from the engine's process-wide counts when
+    /// `/metrics` is scraped).
+    pub query_plans: Family<QueryPlanLabels, Counter>,
     /// Resident memory of the process by kind (from /proc/self/status).
     pub process_resident_bytes: Family<MemoryLabels, Gauge>,
     /// Memory of the machine (or the cgroup limit, when lower), the base of memory alerts.
@@ -318,6 +329,12 @@ impl Metrics {
             "Query vectors answered since open, by plan: graph, filtered (graph with the filter inside) or exact",
             collection_query_plans.clone(),
         );
+        let query_plans = Family::<QueryPlanLabels, Counter>::default();
+        registry.register(
+            "query_plan",
+            "Query vectors answered, by plan (graph, exact, filtered-graph, filtered-exact)",
+            query_plans.clone(),
+        );
         let process_resident_bytes = Family::<MemoryLabels, Gauge>::default();
         registry.register(
             "process_resident_bytes",
@@ -456,6 +473,7 @@ impl Metrics {
             collection_compactions,
             collection_compaction_seconds,
             collection_query_plans,
+            query_plans,
             process_resident_bytes,
             memory_limit_bytes,
             data_volume_size_bytes,
@@ -498,6 +516,7 @@ impl Metrics {
         }
         self.collection_compaction_seconds.clear();
         self.collection_query_plans.clear();
+        self.observe_query_plans();
         let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         for (labels, s) in stats {
             let values = [
@@ -533,6 +552,20 @@ impl Metrics {
                         plan,
                     })
                     .set(clamp(v));
+            }
+        }
+    }
+
+    /// Brings `vectord_query_plan_total` up to the engine's counts (they only grow, so the
+    /// counters stay monotonic).
+    pub fn observe_query_plans(&self) {
+        for plan in crate::engine::QueryPlan::ALL {
+            let c = self
+                .query_plans
+                .get_or_create(&QueryPlanLabels { plan: plan.label() });
+            let (now, have) = (plan.total(), c.get());
+            if now > have {
+                c.inc_by(now - have);
             }
         }
     }

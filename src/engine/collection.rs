@@ -203,6 +203,16 @@ impl Collection {
             .store(on, Ordering::Relaxed);
     }
 
+    /// Sets when the filter planner scans a source's candidate rows exactly instead of walking
+    /// its graph: at most `max_rows` candidates, or at most `max_permille` ‰ of the source's
+    /// rows (defaults: 4,096 and 150‰). `(0, 0)` forces filtered graph walks (tests, tuning).
+    pub fn set_filter_planning(&self, max_rows: usize, max_permille: usize) {
+        let st = self.inner.state.read();
+        st.filter_exact_rows.store(max_rows, Ordering::Relaxed);
+        st.filter_exact_permille
+            .store(max_permille, Ordering::Relaxed);
+    }
+
     /// Replaces the HNSW parameters (the space never changes); persisted atomically.
     pub fn set_hnsw(&self, hnsw: HnswParams) -> Result<(), EngineError> {
         self.inner.set_hnsw(hnsw)

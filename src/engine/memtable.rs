@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::segment::payload::PayloadIndex;
 use super::segment::records::Fields;
 use super::EngineError;
 use crate::index::distance::inverse_norm;
@@ -91,6 +92,8 @@ pub(crate) struct Memtable {
     graph: Option<Arc<MemGraph>>,
     /// The space codes are made for (`None`: no graph, so no codes either).
     space: Option<Space>,
+    /// Metadata postings of the rows, extended on every append (the filter planner's input).
+    payload: PayloadIndex,
 }
 
 impl Memtable {
@@ -162,12 +165,19 @@ impl Memtable {
             quant::encode_into(space, vector, &mut self.codes);
         }
         self.newest.insert(id.clone(), r);
+        self.payload
+            .push(fields.metadata.as_ref(), &Default::default());
         self.rows.push(MemRow {
             id,
             first_seq,
             fields,
         });
         r
+    }
+
+    /// The rows' metadata postings.
+    pub(crate) fn payload(&self) -> &PayloadIndex {
+        &self.payload
     }
 
     /// The newest row holding `id`, live or not.

@@ -16,8 +16,13 @@ mod snapshot;
 mod state;
 mod wal;
 
+#[cfg(test)]
+mod filter_plan_tests;
+
 pub use collection::{Collection, CollectionStats, DEFAULT_MEMTABLE_ROWS};
 pub use config::{CollectionConfig, HnswParams, MAX_NEIGHBORS_LIMIT};
 pub use error::EngineError;
 pub use fsutil::{atomic_write, sync_dir, DirLock};
+pub use segment::payload::{Candidates, PayloadIndex, RowSet};
 pub use snapshot::PendingSnapshot;
+pub use state::QueryPlan;

@@ -14,13 +14,14 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
 use super::bitset::Bitset;
 use super::log::LogOp;
 use super::memtable::{IndexJob, Memtable};
+use super::segment::payload::RowSet;
 use super::segment::records::Fields;
 use super::segment::Segment;
 use super::EngineError;
@@ -90,6 +91,10 @@ pub(crate) struct State {
     pub(crate) counters: QueryCounters,
     /// Segment graphs are walked over int8 codes (then rescored in f32); off: walked in f32.
     pub(crate) quantized: AtomicBool,
+    /// The planner scans a filtered source exactly at up to this many candidate rows...
+    pub(crate) filter_exact_rows: AtomicUsize,
+    /// ...or at up to this share (‰) of the source's rows.
+    pub(crate) filter_exact_permille: AtomicUsize,
 }
 
 /// Cumulative search work of a collection.
@@ -137,6 +142,8 @@ impl State {
             build,
             counters: QueryCounters::default(),
             quantized: AtomicBool::new(true),
+            filter_exact_rows: AtomicUsize::new(FILTER_EXACT_MAX_ROWS),
+            filter_exact_permille: AtomicUsize::new(FILTER_EXACT_MAX_PERMILLE),
         })
     }
 
@@ -659,9 +666,11 @@ impl State {
             }
             let pq = PreparedQuery::new(self.space, q)?;
             self.counters.queries.fetch_add(1, Ordering::Relaxed);
+            let filtered = req.filter.is_some();
             match &by_ids {
                 Some(locs) => {
                     self.counters.plan_exact.fetch_add(1, Ordering::Relaxed);
+                    QueryPlan::exact(filtered).count();
                     self.scan_locs(&pq, k, locs)
                 }
                 // Asking for (nearly) everything: a graph beam that wide costs more than a scan,
@@ -675,6 +684,7 @@ impl State {
                         },
                         usize::MAX,
                     )?;
+                    QueryPlan::exact(filtered).count();
                     self.scan_locs(&pq, k, &locs)
                 }
                 None => {
@@ -789,18 +799,213 @@ impl State {
         // Sequential on the caller's thread, not rayon: graph builds keep the global pool busy
         // with long insert jobs, and a query queued behind them stalled for seconds (measured:
         // one c=1 query waited 50 s during a flush). Concurrency comes from concurrent requests.
+        let walked = AtomicBool::new(false);
         let per_source = sources
             .iter()
-            .map(|&src| self.search_source(src, q, &params, &passes))
+            .map(|&src| {
+                if let Some(f) = filter {
+                    if let Some(out) = self.planned_source(src, q, &params, f, &passes, &walked)? {
+                        return Ok(out);
+                    }
+                }
+                // No filter, or a segment written before payload indexes: the filter is
+                // evaluated per visited row inside the walk.
+                walked.store(true, Ordering::Relaxed);
+                self.search_source(src, q, &params, &passes)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if let Some(e) = filter_error.into_inner() {
             return Err(e);
         }
+        match (filter.is_some(), walked.into_inner()) {
+            (false, _) => QueryPlan::Graph,
+            (true, true) => QueryPlan::FilteredGraph,
+            (true, false) => QueryPlan::FilteredExact,
+        }
+        .count();
         let mut all: Vec<Candidate> = per_source.into_iter().flatten().collect();
         all.sort();
         all.dedup_by_key(|c| c.loc);
         all.truncate(k);
         Ok(all)
+    }
+
+    /// One source under a filter, planned from its payload index: the candidate rows come
+    /// from bitmap algebra; few candidates are scanned exactly, many are searched through the
+    /// graph with O(1) bitmap membership as the predicate. `None` for a segment without a
+    /// payload index (written before them). Sets `walked` when a graph was searched.
+    fn planned_source(
+        &self,
+        src: Source,
+        q: &PreparedQuery,
+        params: &SearchParams,
+        filter: &Filter,
+        passes: &(dyn Fn(Loc) -> bool + Sync),
+        walked: &AtomicBool,
+    ) -> Result<Option<Vec<Candidate>>, EngineError> {
+        let k = params.k;
+        let mut work = 0u64;
+        let out = match src {
+            Source::Active | Source::Frozen => {
+                let (mem, dead, make): (&Memtable, &Bitset, fn(u32) -> Loc) =
+                    match (src, &self.frozen) {
+                        (Source::Frozen, Some(f)) => (&f.mem, &f.dead, Loc::Frozen),
+                        _ => (&self.active, &self.active_dead, Loc::Active),
+                    };
+                let mut cand = mem.payload().evaluate(filter);
+                cand.rows.and_not_words(dead.words());
+                let matches = cand.rows.count();
+                let exact = cand.exact;
+                let check = |r: u32| exact || passes(make(r));
+                let rows = RowsOf::Mem(mem);
+                let indexed = mem.graph().map_or(0, |g| g.indexed()).min(mem.len());
+                let graph = mem
+                    .graph()
+                    .filter(|_| indexed > 0 && !self.plan_exact(matches, mem.len()));
+                let mut found_by_graph = None;
+                if let Some(graph) = graph {
+                    walked.store(true, Ordering::Relaxed);
+                    // hnsw_rs filters after its beam: widen the beam so about `ef` candidates
+                    // of the filter are in it.
+                    let ef = filtered_ef(params.ef, k, matches, mem.len());
+                    let accept =
+                        |r: u32| (r as usize) < indexed && cand.rows.contains(r) && check(r);
+                    let found = graph
+                        .builder
+                        .search(q.vector(), k, ef, accept, &mem.store())?;
+                    work += found.stats.distance_computations;
+                    if found.complete && found.results.len() >= k {
+                        found_by_graph = Some(found.results);
+                    } else {
+                        self.counters
+                            .exact_fallbacks
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                match found_by_graph {
+                    Some(results) => {
+                        let mut out = Vec::with_capacity(results.len() + k);
+                        for s in results {
+                            out.push(self.candidate(s.distance, make(s.row))?);
+                        }
+                        // Rows the graph does not hold yet.
+                        let mut tail = cand.rows.clone();
+                        tail.and_not_words(&prefix_words(indexed));
+                        out.extend(self.scan_candidates(
+                            q, k, params.ef, rows, &tail, &check, make, &mut work,
+                        )?);
+                        out
+                    }
+                    None => self.scan_candidates(
+                        q, k, params.ef, rows, &cand.rows, &check, make, &mut work,
+                    )?,
+                }
+            }
+            Source::Segment(s) => {
+                let slot = &self.segments[s];
+                let Some(index) = slot.seg.payload()? else {
+                    return Ok(None);
+                };
+                let mut cand = index.evaluate(filter);
+                cand.rows.and_not_words(slot.dead.words());
+                let matches = cand.rows.count();
+                let exact = cand.exact;
+                let check = |r: u32| exact || passes(Loc::Seg(s, r));
+                let rows = RowsOf::Seg(&slot.seg);
+                let make = move |r: u32| Loc::Seg(s, r);
+                let mut out = None;
+                if !self.plan_exact(matches, slot.seg.rows()) {
+                    walked.store(true, Ordering::Relaxed);
+                    let accept = |r: u32| cand.rows.contains(r) && check(r);
+                    let quantized = self.quantized.load(Ordering::Relaxed);
+                    if let Some(found) = slot.seg.search(q, params, quantized, accept)? {
+                        work += found.stats.distance_computations;
+                        if found.complete {
+                            let mut v = Vec::with_capacity(found.results.len());
+                            for hit in found.results {
+                                v.push(self.candidate(hit.distance, make(hit.row))?);
+                            }
+                            out = Some(v);
+                        } else {
+                            self.counters
+                                .exact_fallbacks
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                match out {
+                    Some(v) => v,
+                    None => self.scan_candidates(
+                        q, k, params.ef, rows, &cand.rows, &check, make, &mut work,
+                    )?,
+                }
+            }
+        };
+        self.counters
+            .distance_computations
+            .fetch_add(work, Ordering::Relaxed);
+        Ok(Some(out))
+    }
+
+    /// Top-k among the candidate `set` of one source (rows failing `check` skipped). Up to
+    /// `shortlist_for(ef, k)` rows are scored in f32 directly, so the answer is exact; above
+    /// that, the rows are ranked over their int8 codes (a quarter of the bytes) and the
+    /// shortlist is rescored in f32.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_candidates(
+        &self,
+        q: &PreparedQuery,
+        k: usize,
+        ef: usize,
+        rows: RowsOf<'_>,
+        set: &RowSet,
+        check: &dyn Fn(u32) -> bool,
+        make: impl Fn(u32) -> Loc,
+        work: &mut u64,
+    ) -> Result<Vec<Candidate>, EngineError> {
+        let shortlist = shortlist_for(ef, k);
+        let mut top: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
+        let coded = set.count() > shortlist && rows.has_codes(self.space);
+        if coded {
+            let mut coarse = TopK::new(shortlist);
+            for r in set.iter() {
+                if !check(r) {
+                    continue;
+                }
+                *work += 1;
+                if let Some(c) = rows.code(self.space, r) {
+                    coarse.push(Scored {
+                        distance: quant::approx_distance(self.space, q.code(), c?),
+                        row: r,
+                    });
+                }
+            }
+            for s in coarse.into_sorted() {
+                *work += 1;
+                let d = rows.distance(self.space, q, s.row)?;
+                push_bounded(&mut top, k, self.candidate(d, make(s.row))?);
+            }
+        } else {
+            for r in set.iter() {
+                if !check(r) {
+                    continue;
+                }
+                *work += 1;
+                let d = rows.distance(self.space, q, r)?;
+                if top.len() == k && top.peek().is_some_and(|w| d > w.distance) {
+                    continue;
+                }
+                push_bounded(&mut top, k, self.candidate(d, make(r))?);
+            }
+        }
+        Ok(top.into_vec())
+    }
+
+    /// Whether a filtered source with `matches` candidates out of `rows` is scanned exactly.
+    fn plan_exact(&self, matches: usize, rows: usize) -> bool {
+        matches == 0
+            || matches <= self.filter_exact_rows.load(Ordering::Relaxed)
+            || matches * 1000 <= rows * self.filter_exact_permille.load(Ordering::Relaxed)
     }
 
     fn search_source(
@@ -940,6 +1145,123 @@ impl State {
     pub(crate) fn live_ids(&self) -> Result<HashSet<String>, EngineError> {
         self.select_ids(None, None, None)
             .map(|v| v.into_iter().collect())
+    }
+}
+
+/// Candidate rows up to which a filtered source is scanned instead of walking its graph.
+const FILTER_EXACT_MAX_ROWS: usize = 4096;
+/// Candidate share (per mille of the source's rows) up to which a filtered source is scanned:
+/// below it, a filtered walk visits more nodes (~`visits / selectivity`, at random addresses)
+/// than a scan of the candidates' codes costs (sequential). Measured on real100k (BENCHMARKS.md).
+const FILTER_EXACT_MAX_PERMILLE: usize = 150;
+
+/// Beam for hnsw_rs's post-filtered search: wide enough that about `max(ef, 3k)` rows of the
+/// filter fall inside it, capped at 8× `ef`.
+fn filtered_ef(ef: usize, k: usize, matches: usize, rows: usize) -> usize {
+    let want = ef.max(3 * k);
+    let widened = (want * rows).div_ceil(matches.max(1));
+    widened.clamp(ef, ef.saturating_mul(8))
+}
+
+/// Rows rescored in f32 after an int8 pre-ranking (and below which a scan is all f32).
+fn shortlist_for(ef: usize, k: usize) -> usize {
+    (2 * ef).max(k).max(2 * TAIL_SHORTLIST_MIN)
+}
+
+/// Words of a bitset whose first `n` bits are set.
+fn prefix_words(n: usize) -> Vec<u64> {
+    let mut w = vec![u64::MAX; n / 64];
+    if !n.is_multiple_of(64) {
+        w.push((1u64 << (n % 64)) - 1);
+    }
+    w
+}
+
+/// The rows of one source, for candidate scans.
+#[derive(Clone, Copy)]
+enum RowsOf<'a> {
+    Mem(&'a Memtable),
+    Seg(&'a Segment),
+}
+
+impl<'a> RowsOf<'a> {
+    fn has_codes(&self, space: Space) -> bool {
+        match self {
+            RowsOf::Mem(m) => m.code(0).is_some(),
+            RowsOf::Seg(s) => s.code(space, 0).is_some(),
+        }
+    }
+
+    fn code(&self, space: Space, r: u32) -> Option<Result<&'a [i8], EngineError>> {
+        match self {
+            RowsOf::Mem(m) => m.code(r).map(Ok),
+            RowsOf::Seg(s) => s.code(space, r),
+        }
+    }
+
+    fn distance(&self, space: Space, q: &PreparedQuery, r: u32) -> Result<f32, EngineError> {
+        let (v, inv) = match self {
+            RowsOf::Mem(m) => (m.vector(r), m.inv_norm(r)),
+            RowsOf::Seg(s) => (s.vector(r)?, s.inv_norm(r)?),
+        };
+        Ok(distance(space, q.vector(), v, q.inv_norm(), inv))
+    }
+}
+
+/// How a query was answered: the label of `vectord_query_plan_total{plan=...}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryPlan {
+    /// No filter; graph search (with exact scans of unindexed memtable rows).
+    Graph,
+    /// No filter; exact scan (explicit ids, or `n_results` near the collection size).
+    Exact,
+    /// Filtered; at least one source walked its graph with the filter inside the walk.
+    FilteredGraph,
+    /// Filtered; every source scanned its candidate rows exactly.
+    FilteredExact,
+}
+
+static PLAN_COUNTS: [AtomicU64; 4] = [
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+];
+
+impl QueryPlan {
+    /// Every plan, in label order.
+    pub const ALL: [QueryPlan; 4] = [
+        QueryPlan::Graph,
+        QueryPlan::Exact,
+        QueryPlan::FilteredGraph,
+        QueryPlan::FilteredExact,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            QueryPlan::Graph => "graph",
+            QueryPlan::Exact => "exact",
+            QueryPlan::FilteredGraph => "filtered-graph",
+            QueryPlan::FilteredExact => "filtered-exact",
+        }
+    }
+
+    /// Query vectors answered with this plan since the process started (all collections).
+    pub fn total(self) -> u64 {
+        PLAN_COUNTS[self as usize].load(Ordering::Relaxed)
+    }
+
+    fn exact(filtered: bool) -> QueryPlan {
+        if filtered {
+            QueryPlan::FilteredExact
+        } else {
+            QueryPlan::Exact
+        }
+    }
+
+    fn count(self) {
+        PLAN_COUNTS[self as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
 

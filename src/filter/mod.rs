@@ -19,7 +19,7 @@ mod eval;
 mod parse;
 
 #[cfg(test)]
-mod proptests;
+pub(crate) mod proptests;
 
 pub use ast::{DocumentOp, Filter, MetadataOp, Number, Scalar, ScalarSet};
 pub use parse::{parse_where, parse_where_document, MAX_DEPTH, MAX_REGEXES, REGEX_SIZE_LIMIT};

@@ -344,12 +344,12 @@ fn md_value() -> impl Strategy<Value = MetadataValue> {
 }
 
 #[derive(Debug, Clone)]
-struct Rec {
-    metadata: Option<Metadata>,
-    document: Option<String>,
+pub(crate) struct Rec {
+    pub(crate) metadata: Option<Metadata>,
+    pub(crate) document: Option<String>,
 }
 
-fn record() -> impl Strategy<Value = Rec> {
+pub(crate) fn record() -> impl Strategy<Value = Rec> {
     (
         prop::option::weighted(
             0.85,
@@ -401,7 +401,7 @@ fn obj(k: &str, v: Value) -> Value {
     Value::Object(m)
 }
 
-fn doc_leaf(key_prefix: Option<&'static str>) -> impl Strategy<Value = Value> {
+pub(crate) fn doc_leaf(key_prefix: Option<&'static str>) -> impl Strategy<Value = Value> {
     let contains = (pick(&["$contains", "$not_contains"]), pick(NEEDLES));
     let regex = (pick(&["$regex", "$not_regex"]), pick(PATTERNS));
     prop_oneof![contains, regex].prop_map(move |(op, arg)| {
@@ -413,7 +413,7 @@ fn doc_leaf(key_prefix: Option<&'static str>) -> impl Strategy<Value = Value> {
     })
 }
 
-fn where_leaf() -> BoxedStrategy<Value> {
+pub(crate) fn where_leaf() -> BoxedStrategy<Value> {
     let key = pick(KEYS);
     prop_oneof![
         2 => (key.clone(), scalar_operand()).prop_map(|(k, v)| obj(k, v)),
@@ -426,7 +426,7 @@ fn where_leaf() -> BoxedStrategy<Value> {
     .boxed()
 }
 
-fn composite(leaf: BoxedStrategy<Value>) -> impl Strategy<Value = Value> {
+pub(crate) fn composite(leaf: BoxedStrategy<Value>) -> impl Strategy<Value = Value> {
     leaf.prop_recursive(4, 24, 4, |inner| {
         (pick(&["$and", "$or"]), vec(inner, 0..4)).prop_map(|(op, cs)| obj(op, Value::Array(cs)))
     })

@@ -1,11 +1,13 @@
 //! Immutable, memory-mapped segments: files written once at flush or compaction, then only read.
 //!
-//! A segment folder `segments/NNNNNNNN/` holds `vectors.bin` and `records.bin` (written under a
+//! A segment folder `segments/NNNNNNNN/` holds `vectors.bin`, `records.bin`, `payload.bin`
+//! (metadata postings) and, with a graph, `graph.bin` and `codes.bin` (written under a
 //! temporary folder name, fsynced, then renamed into place) and zero or more tombstone files
 //! `tombstones-<seq>.bin`, one per flush that changed them; the MANIFEST names the live one.
 
 pub(crate) mod blocked;
 pub(crate) mod codes;
+pub(crate) mod payload;
 pub(crate) mod records;
 pub(crate) mod vectors;
 
@@ -18,6 +20,7 @@ use parking_lot::Mutex;
 
 use self::blocked::{BlockedFile, BlockedWriter};
 use self::codes::{CodesWriter, SegmentCodes};
+use self::payload::{PayloadIndex, SegmentPayload};
 use self::records::{Fields, RowIn, SegmentRecords};
 use self::vectors::SegmentVectors;
 use super::bitset::Bitset;
@@ -44,6 +47,9 @@ pub(crate) struct Segment {
     graph: Option<FlatGraph>,
     /// int8 codes the graph is traversed over (written with the graph).
     codes: Option<SegmentCodes>,
+    /// Metadata postings for the filter planner (absent in segments written before it: those
+    /// are filtered per row).
+    payload: Option<SegmentPayload>,
 }
 
 /// The folder name of segment `id`.
@@ -141,6 +147,11 @@ impl Segment {
                     "failpoint segment::write::records".into()
                 ))
             );
+            let mut index = PayloadIndex::default();
+            for row in rows {
+                index.push(row.fields.metadata.as_ref(), &Default::default());
+            }
+            payload::write(&tmp.join(payload::FILE_NAME), &index)?;
             if let Some(graph) = graph {
                 let bytes = graph.export()?;
                 let path = tmp.join("graph.bin");
@@ -229,6 +240,24 @@ impl Segment {
         } else {
             None
         };
+        let payload_path = dir.join(payload::FILE_NAME);
+        let payload = if payload_path.exists() {
+            let p = SegmentPayload::open(&payload_path)?;
+            if p.rows() != records.rows() {
+                return Err(EngineError::Corrupt {
+                    file: payload_path,
+                    offset: 0,
+                    reason: format!(
+                        "payload index over {} rows in a segment of {}",
+                        p.rows(),
+                        records.rows()
+                    ),
+                });
+            }
+            Some(p)
+        } else {
+            None
+        };
         Ok(Segment {
             id,
             dir,
@@ -236,6 +265,7 @@ impl Segment {
             records,
             graph,
             codes,
+            payload,
         })
     }
 
@@ -285,6 +315,23 @@ impl Segment {
         self.id
     }
 
+    /// The payload index, when the segment has one (decoded on first use).
+    pub(crate) fn payload(&self) -> Result<Option<&PayloadIndex>, EngineError> {
+        self.payload.as_ref().map(|p| p.index()).transpose()
+    }
+
+    /// Row `r`'s int8 code, when the segment has codes in `space`.
+    pub(crate) fn code(
+        &self,
+        space: crate::types::Space,
+        r: u32,
+    ) -> Option<Result<&[i8], EngineError>> {
+        self.codes
+            .as_ref()
+            .filter(|c| c.space() == space)
+            .map(|c| c.code(r))
+    }
+
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
@@ -331,6 +378,7 @@ impl Segment {
             + self.records.mapped_bytes()
             + self.codes.as_ref().map_or(0, |c| c.mapped_bytes())
             + self.graph.as_ref().map_or(0, |g| g.byte_len())
+            + self.payload.as_ref().map_or(0, |p| p.mapped_bytes())
     }
 
     /// Verifies every block of every file (background scrub).
@@ -342,6 +390,9 @@ impl Segment {
         }
         if let Some(c) = &self.codes {
             c.verify_all()?;
+        }
+        if let Some(p) = &self.payload {
+            p.verify_all()?;
         }
         Ok(())
     }

@@ -21,3 +21,9 @@ pub use config::{CollectionConfig, HnswParams, MAX_NEIGHBORS_LIMIT};
 pub use error::EngineError;
 pub use fsutil::{atomic_write, sync_dir, DirLock};
 pub use snapshot::PendingSnapshot;
+
+// For `crate::fuzzing` only: building WAL files and resealing damaged segment files.
+pub(crate) use segment::blocked::reseal_for_fuzzing as reseal_blocked_for_fuzzing;
+pub(crate) use wal::{
+    encode_record as wal_record_for_fuzzing, file_header as wal_file_header_for_fuzzing,
+};

@@ -41,6 +41,8 @@ pub mod embed;
 pub mod engine;
 pub mod filter;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod index;
 pub mod metrics;
 pub mod migrate;

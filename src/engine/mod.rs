@@ -26,3 +26,9 @@ pub use fsutil::{atomic_write, sync_dir, DirLock};
 pub use segment::payload::{Candidates, PayloadIndex, RowSet};
 pub use snapshot::PendingSnapshot;
 pub use state::QueryPlan;
+
+// For `crate::fuzzing` only: building WAL files and resealing damaged segment files.
+pub(crate) use segment::blocked::reseal_for_fuzzing as reseal_blocked_for_fuzzing;
+pub(crate) use wal::{
+    encode_record as wal_record_for_fuzzing, file_header as wal_file_header_for_fuzzing,
+};

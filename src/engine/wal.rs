@@ -37,7 +37,8 @@ fn file_name(no: u64) -> String {
     format!("{no:08}.log")
 }
 
-fn file_header() -> [u8; FILE_HEADER_LEN as usize] {
+/// The 16 bytes every WAL file starts with.
+pub(crate) fn file_header() -> [u8; FILE_HEADER_LEN as usize] {
     let mut h = [0u8; FILE_HEADER_LEN as usize];
     h[..8].copy_from_slice(FILE_MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -46,6 +47,17 @@ fn file_header() -> [u8; FILE_HEADER_LEN as usize] {
 
 fn record_crc(seq: u64, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&seq.to_le_bytes()), payload)
+}
+
+/// One record as it sits in the file: `[len u32][crc32c u32][seq u64][payload]`. The caller
+/// checks `payload.len() <= MAX_PAYLOAD` (the fuzz harness builds files with it too).
+pub(crate) fn encode_record(seq: u64, payload: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&record_crc(seq, payload).to_le_bytes());
+    buf.extend_from_slice(&seq.to_le_bytes());
+    buf.extend_from_slice(payload);
+    buf
 }
 
 /// Appends records to the newest WAL file. Callers serialise access (the collection's writer
@@ -91,11 +103,7 @@ impl WalWriter {
             self.rotate()?;
         }
         let seq = self.last_seq + 1;
-        let mut buf = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
-        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&record_crc(seq, payload).to_le_bytes());
-        buf.extend_from_slice(&seq.to_le_bytes());
-        buf.extend_from_slice(payload);
+        let buf = encode_record(seq, payload);
         if let Err(e) = write_record(&self.file, &buf) {
             // Cut whatever part of the record reached the file, so the next append does not
             // land behind garbage. If even that fails, later records would follow a bad one:

@@ -306,6 +306,39 @@ impl BlockedFile {
     }
 }
 
+/// Recomputes every checksum of a blocked-file image (blocks, section table, footer) from its
+/// own footer fields wherever the ranges they describe lie inside the image. For fuzzing only:
+/// it lets damaged section tables and data reach the checks behind the CRCs.
+pub(crate) fn reseal_for_fuzzing(bytes: &mut [u8]) {
+    let len = bytes.len();
+    if len < FOOTER_LEN {
+        return;
+    }
+    let f = len - FOOTER_LEN;
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    let mut data_len = [0u8; 8];
+    data_len.copy_from_slice(&bytes[f + 16..f + 24]);
+    let data_len = usize::try_from(u64::from_le_bytes(data_len)).unwrap_or(usize::MAX);
+    let meta_len = u32_at(bytes, f + 24) as usize;
+    let n_blocks = u32_at(bytes, f + 32) as usize;
+    let table_end = data_len
+        .checked_add(meta_len)
+        .and_then(|m| m.checked_add(n_blocks.checked_mul(4)?));
+    if let Some(table_end) = table_end.filter(|&e| e <= f) {
+        let table = data_len + meta_len;
+        for b in 0..n_blocks {
+            let start = (b * BLOCK_SIZE).min(data_len);
+            let end = (start + BLOCK_SIZE).min(data_len);
+            let crc = crc32c::crc32c(&bytes[start..end]);
+            bytes[table + 4 * b..table + 4 * b + 4].copy_from_slice(&crc.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&bytes[data_len..table_end]);
+        bytes[f + 36..f + 40].copy_from_slice(&crc.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&bytes[f..f + 40]);
+    bytes[f + 40..f + 44].copy_from_slice(&crc.to_le_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

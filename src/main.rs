@@ -64,6 +64,9 @@ enum Command {
         #[command(flatten)]
         copy: CopyArgs,
     },
+    /// Benchmark Chroma-compatible servers: ingest, recall@k, latency, QPS per concurrency, an
+    /// ef_search sweep and filtered search, with exact ground truth computed locally.
+    Bench(Box<vectord::bench::BenchArgs>),
     /// Write every collection of a Chroma-compatible server to an NDJSON file.
     Export {
         /// Base URL of the server to read.
@@ -158,6 +161,7 @@ fn main() -> ExitCode {
             })
             .with_context(|| format!("restoring {} into {}", from.display(), path.display())),
         Command::Sync(cmd) => run_sync(*cmd),
+        Command::Bench(args) => vectord::bench::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

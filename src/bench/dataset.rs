@@ -101,7 +101,12 @@ pub fn read_npy(path: &Path) -> anyhow::Result<Matrix> {
         [d] => (1, d),
         _ => bail!("{}: expected a 2-d array, shape {shape:?}", path.display()),
     };
-    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
+    // The value is a quoted token: `'<f4', 'fortran_order': …` → `<f4`.
+    let descr = descr
+        .trim_start_matches(['\'', '"'])
+        .split(['\'', '"'])
+        .next()
+        .unwrap_or("");
     let mut raw = Vec::new();
     f.read_to_end(&mut raw)?;
     let data: Vec<f32> = match descr {

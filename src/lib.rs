@@ -7,6 +7,7 @@
 //! - [`index`]: distance kernels and ANN indexes.
 //! - [`catalog`]: tenants, databases and collections, persisted atomically.
 //! - [`api`]: Chroma's HTTP API (axum).
+//! - [`bench`]: `vectord bench`, a load and recall client of any Chroma-compatible server.
 //! - [`audit`]: the data-access audit log (who, what, when, outcome; never PHI).
 //! - [`config`]: server settings from flags and the environment.
 //! - [`embed`]: server-side embeddings through an OpenAI-compatible API, with a cache.
@@ -35,6 +36,7 @@ macro_rules! crash_point {
 
 pub mod api;
 pub mod audit;
+pub mod bench;
 pub mod catalog;
 pub mod config;
 pub mod embed;

@@ -74,6 +74,9 @@ enum Command {
         #[command(flatten)]
         copy: CopyArgs,
     },
+    /// Benchmark Chroma-compatible servers: ingest, recall@k, latency, QPS per concurrency, an
+    /// ef_search sweep and filtered search, with exact ground truth computed locally.
+    Bench(Box<vectord::bench::BenchArgs>),
     /// Write every collection of a Chroma-compatible server to an NDJSON file.
     Export {
         /// Base URL of the server to read.
@@ -174,6 +177,7 @@ fn main() -> ExitCode {
             force,
         } => restore_command(from, from_s3.map(|u| (u, snapshot, s3)), &path, force),
         Command::Sync(cmd) => run_sync(*cmd),
+        Command::Bench(args) => vectord::bench::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -189,9 +189,12 @@ fn points(run: &RunReport) -> Vec<(f64, f64, String)> {
     p
 }
 
+/// One server's chart line: its label and `(recall, qps, point label)` points.
+type Series = (String, Vec<(f64, f64, String)>);
+
 /// Writes the recall@k (x) vs QPS (y) chart, one line per server.
 pub fn write_chart(r: &BenchReport, k: usize, path: &Path) -> anyhow::Result<()> {
-    let series: Vec<(String, Vec<(f64, f64, String)>)> = r
+    let series: Vec<Series> = r
         .runs
         .iter()
         .map(|run| (run.label.clone(), points(run)))

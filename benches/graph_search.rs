@@ -16,7 +16,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use index_common::{build, clustered, overlap, truth};
+use index_common::{build_hnsw_rs, clustered, overlap, truth};
 use rayon::prelude::*;
 use vectord::index::vectors::f32_slice_from_bytes;
 use vectord::index::*;
@@ -40,7 +40,7 @@ fn graph_search(c: &mut Criterion) {
     let (data, queries) = clustered(42, n, 100, dim, 100, 1.0, space);
 
     let t = Instant::now();
-    let builder = build(space, dim, &data, 16, 100);
+    let builder = build_hnsw_rs(space, dim, &data, 16, 100);
     let secs = t.elapsed().as_secs_f64();
     eprintln!(
         "build: {n} × {dim} in {secs:.1} s = {:.0} points/s ({} rayon threads)",

@@ -1,5 +1,5 @@
-//! Index building blocks end to end: hnsw_rs builder → flat `graph.bin` → mmap searcher,
-//! checked against exact search (recall), against hnsw_rs's own search on the same graph
+//! Index building blocks end to end: our builder → flat `graph.bin` → mmap searcher, checked
+//! against exact search (recall), against the hnsw_rs reference's own search on a graph it built
 //! (overlap), for distance-computation counts, in-search predicates, corruption and
 //! concurrent use.
 
@@ -51,9 +51,9 @@ impl Fixture {
     }
 }
 
-/// Recall of the flat searcher and of the builder vs exact; the flat searcher vs hnsw_rs's
-/// own search on the same graph, Qdrant-style (`attempts - hits <= max_failures`); and the
-/// builder's reported distances are exactly the exact scan's.
+/// Recall of the flat searcher and of the live builder vs exact; the flat searcher vs the
+/// builder's own search on the same graph, Qdrant-style (`attempts - hits <= max_failures`);
+/// and the reported distances are exactly the exact scan's.
 fn recall_case(space: Space) {
     let fx = Fixture::new(space, 10_000, 64, 7);
     let store = fx.store();
@@ -90,17 +90,50 @@ fn recall_case(space: Space) {
     }
     let nq = fx.queries.len() as f64;
     let (flat_recall, hnsw_recall) = (flat_recall / nq, hnsw_recall / nq);
-    eprintln!("{space:?}: flat recall {flat_recall:.4}, hnsw_rs recall {hnsw_recall:.4}, agree {hits}/{attempts}");
+    eprintln!("{space:?}: flat recall {flat_recall:.4}, live recall {hnsw_recall:.4}, agree {hits}/{attempts}");
     assert!(flat_recall >= 0.98, "{space:?} flat recall {flat_recall}");
-    assert!(
-        hnsw_recall >= 0.98,
-        "{space:?} hnsw_rs recall {hnsw_recall}"
-    );
+    assert!(hnsw_recall >= 0.98, "{space:?} live recall {hnsw_recall}");
     let max_failures = 5;
     assert!(
         attempts - hits <= max_failures,
         "{space:?}: {hits}/{attempts} agree"
     );
+}
+
+/// The flat searcher on a graph hnsw_rs built (the reference implementation) agrees with
+/// hnsw_rs's own search on that graph, and both reach the recall bar.
+#[test]
+fn flat_search_matches_hnsw_rs_on_its_graph() {
+    let space = Space::Cosine;
+    let (data, queries) = clustered(13, 5_000, 100, 32, 100, 1.0, space);
+    let reference = build_hnsw_rs(space, 32, &data, 16, 100);
+    let bytes = reference.export().expect("export");
+    let graph = FlatGraph::from_bytes("graph.bin", &bytes[..]).expect("open");
+    let inv = inv_norms(&data, 32);
+    let store = F32Vectors::new(32, &data, Some(&inv)).expect("store");
+    let truth = truth(&store, space, &queries, K, |_| true);
+    let (mut flat_recall, mut ref_recall, mut agree) = (0.0, 0.0, 0);
+    for (q, t) in queries.iter().zip(&truth) {
+        let pq = PreparedQuery::new(space, q).expect("query");
+        let flat =
+            search(&graph, &store, &pq, &SearchParams::new(K, 64), |_| true).expect("search");
+        let own = reference
+            .search(q, K, 64, |_| true, &store)
+            .expect("hnsw_rs search");
+        flat_recall += overlap(&flat.results, t);
+        ref_recall += overlap(&own.results, t);
+        if overlap(&flat.results, &own.results) >= 0.9 {
+            agree += 1;
+        }
+    }
+    let nq = queries.len() as f64;
+    let (flat_recall, ref_recall) = (flat_recall / nq, ref_recall / nq);
+    eprintln!("flat {flat_recall:.4}, hnsw_rs {ref_recall:.4}, agree {agree}/{nq}");
+    assert!(
+        flat_recall >= 0.98 && ref_recall >= 0.98,
+        "{flat_recall} {ref_recall}"
+    );
+    assert!(queries.len() - agree <= 5, "{agree} of {nq} agree");
 }
 
 #[test]

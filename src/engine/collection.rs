@@ -42,8 +42,39 @@ const MANIFEST: &str = "MANIFEST";
 const WAL_DIR: &str = "wal";
 const SEGMENTS_DIR: &str = "segments";
 const MANIFEST_VERSION: u32 = 2;
-/// Segments beyond which a compaction merges them (each costs one graph search per query).
+/// Segments beyond which the smaller ones are merged even while small next to the largest
+/// (each segment costs one graph search per query).
 const MAX_SEGMENTS: usize = 4;
+/// The smaller segments are merged into the largest once they hold this fraction of its rows
+/// (1/4): each merge grows the base by ≥ 25%, so a row is rewritten O(log N) times.
+const MERGE_FRACTION: usize = 4;
+
+/// Which segments (indices into `segs`, given as `(rows, dead)`) the background should merge
+/// now, if any. Size-tiered: a segment more than 30% dead (and > 1,000 dead rows) is rewritten
+/// to drop them; otherwise all segments are merged into the largest once the others hold a
+/// quarter of its rows; and past [`MAX_SEGMENTS`] the smaller ones are merged among
+/// themselves. Merges extend the base's graph, so their cost is mostly the smaller inputs.
+pub(crate) fn plan_compaction(segs: &[(usize, usize)]) -> Option<Vec<usize>> {
+    if let Some(i) = segs
+        .iter()
+        .position(|&(rows, dead)| dead > 1000 && dead * 10 > rows * 3)
+    {
+        return Some(vec![i]);
+    }
+    if segs.len() < 2 {
+        return None;
+    }
+    let live = |i: usize| segs[i].0 - segs[i].1.min(segs[i].0);
+    let largest = (0..segs.len()).max_by_key(|&i| (live(i), std::cmp::Reverse(i)))?;
+    let others: usize = (0..segs.len()).filter(|&i| i != largest).map(live).sum();
+    if others * MERGE_FRACTION >= live(largest) {
+        return Some((0..segs.len()).collect());
+    }
+    if segs.len() > MAX_SEGMENTS {
+        return Some((0..segs.len()).filter(|&i| i != largest).collect());
+    }
+    None
+}
 /// Default memtable size (rows) at which it is flushed. Large, because a flush costs a graph
 /// build that compaction redoes when it merges segments: at 1536-d this is 384 MiB of vectors
 /// (plus hnsw_rs's own copy of the indexed ones), and writers only wait for a flush at 4×.
@@ -126,7 +157,16 @@ struct BackgroundState {
     shutdown: bool,
     flush_requested: bool,
     index_requested: bool,
+    /// Acknowledged writes so far (the idle flush looks for a quiet period).
+    writes: u64,
 }
+
+/// A memtable untouched this long, fully indexed and holding at least
+/// [`IDLE_FLUSH_MIN_ROWS`], is flushed: its heap goes back to the allocator, a restart maps it
+/// instead of replaying the WAL, and the compaction policy can fold it into the main segment.
+const IDLE_FLUSH_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+/// Smallest memtable the idle flush writes out (smaller ones wait for more writes).
+const IDLE_FLUSH_MIN_ROWS: usize = 1024;
 
 /// How far past its limit the memtable may grow while a background flush catches up before
 /// writers flush in the foreground (bounds memory when writes outpace flushes).
@@ -243,6 +283,7 @@ impl Collection {
         } else {
             let mut st = self.inner.background.state.lock();
             st.index_requested = true;
+            st.writes += 1;
             st.flush_requested |= memtable_rows >= limit;
             self.inner.background.cv.notify_one();
         }
@@ -313,12 +354,13 @@ impl Collection {
         self.note_damage(r)
     }
 
-    /// Merges all segments into one without dead rows (a full graph rebuild) and swaps it in
-    /// atomically while reads and writes go on. Returns whether anything was rewritten. Runs
-    /// by itself in the background when segments pile up or tombstones pass 30%.
+    /// Merges all segments into one without dead rows and swaps it in atomically while reads
+    /// and writes go on (the largest clean segment's graph is extended, otherwise rebuilt).
+    /// Returns whether anything was rewritten. The background runs the size-tiered policy of
+    /// [`plan_compaction`] by itself after each flush.
     pub fn compact(&self) -> Result<bool, EngineError> {
         let _one = self.inner.compacting.lock();
-        self.inner.compact(&self.inner.shutdown)
+        self.inner.compact(&self.inner.shutdown, None)
     }
 
     /// Starts an online snapshot of this collection into `dest` (a new folder, ideally on the
@@ -379,11 +421,20 @@ impl Drop for Collection {
 }
 
 fn background_loop(inner: Arc<Inner>) {
+    let mut seen_writes = 0;
     loop {
         {
             let mut st = inner.background.state.lock();
             while !st.shutdown && !st.flush_requested && !st.index_requested {
-                inner.background.cv.wait(&mut st);
+                let quiet = inner
+                    .background
+                    .cv
+                    .wait_for(&mut st, IDLE_FLUSH_AFTER)
+                    .timed_out();
+                if quiet && st.writes == seen_writes && inner.idle_flush_due() {
+                    st.flush_requested = true;
+                }
+                seen_writes = st.writes;
             }
             if st.shutdown {
                 return;
@@ -411,8 +462,8 @@ fn background_loop(inner: Arc<Inner>) {
         if flush {
             match inner.flush() {
                 Ok(_) => {
-                    if inner.needs_compaction() {
-                        start_compaction(&inner);
+                    if let Some(plan) = inner.planned_compaction() {
+                        start_compaction(&inner, plan);
                     }
                 }
                 Err(e) => {
@@ -433,7 +484,7 @@ fn background_loop(inner: Arc<Inner>) {
 
 /// Runs a compaction on its own thread (it can take a while: a full graph rebuild), unless one
 /// is already running.
-fn start_compaction(inner: &Arc<Inner>) {
+fn start_compaction(inner: &Arc<Inner>, plan: Vec<u64>) {
     let mut slot = inner.compactor.lock();
     if slot.as_ref().is_some_and(|h| !h.is_finished()) {
         return;
@@ -446,7 +497,7 @@ fn start_compaction(inner: &Arc<Inner>) {
         .name("vectord-compact".into())
         .spawn(move || {
             let _one = for_thread.compacting.lock();
-            if let Err(e) = for_thread.compact(&for_thread.shutdown) {
+            if let Err(e) = for_thread.compact(&for_thread.shutdown, Some(&plan)) {
                 tracing::error!(collection = %for_thread.dir.display(), error = %e, "compaction failed; segments left as they were");
             }
         })
@@ -825,15 +876,21 @@ impl Inner {
         Ok(stale)
     }
 
-    /// Merges every segment into one holding only live rows (a full graph rebuild), then swaps
-    /// it in atomically. Reads and writes continue meanwhile; rows deleted or replaced during
-    /// the merge are tombstoned in the result. Returns whether anything was rewritten.
-    fn compact(&self, shutdown: &AtomicBool) -> Result<bool, EngineError> {
+    /// Merges segments into one and swaps it in atomically; reads and writes continue
+    /// meanwhile, and rows deleted or replaced during the merge are tombstoned in the result.
+    /// `plan: None` merges every segment and drops every dead row (what [`Collection::compact`]
+    /// promises); `Some(ids)` merges those segments (the background policy,
+    /// [`plan_compaction`]). When one input is a clean base — a graph built with today's `M`,
+    /// and no dead rows (or, for a planned merge, under 10%, carried over as tombstones) —
+    /// its graph is extended with the other inputs' rows instead of rebuilt: a copy plus the
+    /// other rows' inserts. Returns whether anything was rewritten.
+    fn compact(&self, shutdown: &AtomicBool, plan: Option<&[u64]>) -> Result<bool, EngineError> {
         let (inputs, space, dim, build) = {
             let st = self.state.read();
             let inputs: Vec<(Arc<Segment>, Bitset)> = st
                 .segments()
                 .iter()
+                .filter(|s| plan.is_none_or(|ids| ids.contains(&s.seg.id())))
                 .map(|s| (Arc::clone(&s.seg), s.dead.clone()))
                 .collect();
             (inputs, st.space(), st.dimension(), st.build_params())
@@ -844,17 +901,47 @@ impl Inner {
             return Ok(false);
         }
         let started = std::time::Instant::now();
-        // Live rows in first-insert order (the new segment's row order), and where each input
-        // row goes.
+        // The base whose graph is extended: the largest input that qualifies.
+        let max_dead = |rows: usize| if plan.is_some() { rows / 10 } else { 0 };
+        let base = inputs
+            .iter()
+            .enumerate()
+            .filter(|(_, (seg, d))| d.count() <= max_dead(seg.rows()))
+            .max_by_key(|(_, (seg, _))| seg.rows())
+            .map(|(i, _)| i);
+        let base_builder = match base {
+            Some(i) => inputs[i].0.extend_graph(
+                space,
+                BuildParams {
+                    capacity_hint: inputs.iter().map(|(s, _)| s.rows()).sum(),
+                    ..build
+                },
+            )?,
+            None => None,
+        };
+        let base = base.filter(|_| base_builder.is_some());
+        // The new segment's rows: the base's rows as they are (dead ones too, so its graph's
+        // point ids stay valid; they stay tombstoned), then every other input's live rows in
+        // first-insert order. A later row for an id wins in a segment's id index, so a live
+        // version appended after a carried dead one is the one found.
         let mut live: Vec<(u64, usize, u32)> = Vec::new();
+        if let Some(b) = base {
+            for r in 0..inputs[b].0.rows() as u32 {
+                live.push((inputs[b].0.first_seq(r)?, b, r));
+            }
+        }
+        let kept = live.len();
         for (i, (seg, dead)) in inputs.iter().enumerate() {
+            if Some(i) == base {
+                continue;
+            }
             for r in 0..seg.rows() as u32 {
                 if !dead.get(r) {
                     live.push((seg.first_seq(r)?, i, r));
                 }
             }
         }
-        live.sort_unstable();
+        live[kept..].sort_unstable();
         let mut map: Vec<Vec<u32>> = inputs
             .iter()
             .map(|(s, _)| vec![u32::MAX; s.rows()])
@@ -870,22 +957,27 @@ impl Inner {
         let new_seg = if live.is_empty() {
             None
         } else {
-            let builder = GraphBuilder::new(
-                space,
-                dim,
-                BuildParams {
-                    capacity_hint: live.len(),
-                    ..build
-                },
-            )?;
-            for (c, chunk) in live.chunks(1024).enumerate() {
+            let builder = match base_builder {
+                Some(b) => b,
+                None => GraphBuilder::new(
+                    space,
+                    dim,
+                    BuildParams {
+                        capacity_hint: live.len(),
+                        ..build
+                    },
+                )?,
+            };
+            for (c, chunk) in live[kept..].chunks(1024).enumerate() {
                 if shutdown.load(Ordering::Relaxed) {
                     return Ok(false);
                 }
                 let items = chunk
                     .iter()
                     .enumerate()
-                    .map(|(j, &(_, i, r))| Ok((inputs[i].0.vector(r)?, (c * 1024 + j) as u32)))
+                    .map(|(j, &(_, i, r))| {
+                        Ok((inputs[i].0.vector(r)?, (kept + c * 1024 + j) as u32))
+                    })
                     .collect::<Result<Vec<_>, EngineError>>()?;
                 builder.insert_batch(&items)?;
             }
@@ -957,21 +1049,29 @@ impl Inner {
             collection = %self.dir.display(),
             inputs = inputs.len(),
             rows = live.len(),
-            dropped = dead,
+            extended_rows = kept,
+            dropped = dead - base.map_or(0, |b| inputs[b].1.count()),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "segments compacted"
         );
         Ok(true)
     }
 
-    /// Whether the segments warrant a compaction: too many of them (each costs a graph search
-    /// per query) or too many dead rows (space and wasted traversal).
-    fn needs_compaction(&self) -> bool {
+    /// Whether an idle memtable should be flushed: big enough, fully indexed, none frozen.
+    fn idle_flush_due(&self) -> bool {
+        let st = self.state.read();
+        st.frozen().is_none() && st.active_rows() >= IDLE_FLUSH_MIN_ROWS && st.unindexed_rows() == 0
+    }
+
+    /// The segments the background policy would merge now ([`plan_compaction`]), by id.
+    fn planned_compaction(&self) -> Option<Vec<u64>> {
         let st = self.state.read();
         let segs = st.segments();
-        let rows: usize = segs.iter().map(|s| s.seg.rows()).sum();
-        let dead: usize = segs.iter().map(|s| s.dead.count()).sum();
-        segs.len() > MAX_SEGMENTS || (dead > 1000 && dead * 10 > rows * 3)
+        let sizes: Vec<(usize, usize)> = segs
+            .iter()
+            .map(|s| (s.seg.rows(), s.dead.count()))
+            .collect();
+        plan_compaction(&sizes).map(|picked| picked.iter().map(|&i| segs[i].seg.id()).collect())
     }
 
     fn stats(&self) -> CollectionStats {
@@ -1246,6 +1346,137 @@ mod tests {
             ..Default::default()
         })
         .unwrap()
+    }
+
+    /// A planned merge extends the clean base's graph, carrying its few dead rows as
+    /// tombstones; an explicit compaction then drops them. Every live record, the newest
+    /// version of an updated id, and exact nearest neighbours survive both.
+    #[test]
+    fn merges_extend_the_base_graph_and_keep_every_record() {
+        let (_d, c) = open(Space::L2);
+        let v = |i: usize| vec![(i % 37) as f32, (i / 37) as f32, (i as f32).sin()];
+        let add = |from: usize, to: usize| {
+            c.apply(
+                WriteBatch::Add(
+                    (from..to)
+                        .map(|i| rec(&format!("r{i}"), &v(i), &[], None))
+                        .collect(),
+                ),
+                None,
+            )
+            .unwrap();
+        };
+        add(0, 400);
+        assert!(c.flush().unwrap());
+        add(400, 550);
+        assert!(c.flush().unwrap());
+        // A few deletes in the base (under 10%) and an update that moves r7 out of it.
+        c.apply(
+            WriteBatch::Delete(DeleteSelector {
+                ids: Some((0..20).map(|i| format!("r{}", i * 3)).collect()),
+                ..Default::default()
+            }),
+            None,
+        )
+        .unwrap();
+        c.apply(
+            WriteBatch::Upsert(vec![UpsertRecord {
+                id: "r7".into(),
+                embedding: vec![100.0, 100.0, 0.5],
+                metadata: None,
+                document: None,
+                uri: None,
+            }]),
+            None,
+        )
+        .unwrap();
+        assert!(c.flush().unwrap());
+        assert_eq!(c.segment_count(), 3);
+        let before = all(&c);
+        let check = |c: &Collection| {
+            let now = all(c);
+            assert_eq!(now.ids, before.ids);
+            assert_eq!(now.embeddings, before.embeddings);
+            for q in [
+                vec![3.0, 2.0, 0.1],
+                vec![100.0, 100.0, 0.5],
+                vec![30.0, 9.0, -0.5],
+            ] {
+                let got = c
+                    .query(&QueryRequest {
+                        embeddings: vec![q.clone()],
+                        n_results: 5,
+                        ids: None,
+                        filter: None,
+                        include: Include::QUERY_DEFAULT,
+                    })
+                    .unwrap();
+                let mut want: Vec<(f32, &String)> = before
+                    .ids
+                    .iter()
+                    .zip(before.embeddings.as_ref().unwrap())
+                    .map(|(id, e)| (e.iter().zip(&q).map(|(a, b)| (a - b) * (a - b)).sum(), id))
+                    .collect();
+                want.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
+                let want: Vec<&String> = want.iter().take(5).map(|w| w.1).collect();
+                let got: Vec<&String> = got.results[0].ids.iter().collect();
+                assert_eq!(got, want, "query {q:?}");
+            }
+        };
+        let ids: Vec<u64> = c
+            .inner
+            .state
+            .read()
+            .segments()
+            .iter()
+            .map(|s| s.seg.id())
+            .collect();
+        assert!(c
+            .inner
+            .compact(&AtomicBool::new(false), Some(&ids))
+            .unwrap());
+        assert_eq!(c.segment_count(), 1);
+        // 400 base rows kept as they were (20 + 1 dead among them), then 150 + 1 live ones.
+        let rows = c.inner.state.read().segments()[0].seg.rows();
+        assert_eq!(rows, 400 + 150 + 1);
+        check(&c);
+        assert!(c.compact().unwrap());
+        assert_eq!(c.inner.state.read().segments()[0].seg.rows(), 550 - 20);
+        check(&c);
+        drop(c);
+        let c = Collection::open(&_d.path().join("c")).unwrap();
+        check(&c);
+    }
+
+    #[test]
+    fn compaction_policy_is_size_tiered() {
+        // One segment, or a small newcomer next to a big base: nothing to do.
+        assert_eq!(plan_compaction(&[]), None);
+        assert_eq!(plan_compaction(&[(65_536, 0)]), None);
+        assert_eq!(plan_compaction(&[(400_000, 0), (65_536, 0)]), None);
+        // The others reach a quarter of the largest: merge everything into it.
+        assert_eq!(
+            plan_compaction(&[(65_536, 0), (34_464, 0)]),
+            Some(vec![0, 1])
+        );
+        assert_eq!(
+            plan_compaction(&[(400_000, 0), (65_536, 0), (40_000, 0)]),
+            Some(vec![0, 1, 2])
+        );
+        // Dead rows count against a segment's size.
+        assert_eq!(
+            plan_compaction(&[(400_000, 300_000), (65_536, 0)]),
+            Some(vec![0])
+        );
+        // Too many small segments: merged among themselves, the base left alone.
+        let many = [(1_000_000, 0), (10, 0), (10, 0), (10, 0), (10, 0)];
+        assert_eq!(plan_compaction(&many), Some(vec![1, 2, 3, 4]));
+        // Mostly dead: rewritten alone.
+        assert_eq!(
+            plan_compaction(&[(100_000, 0), (10_000, 5_000)]),
+            Some(vec![1])
+        );
+        assert_eq!(plan_compaction(&[(2_000, 900)]), None);
     }
 
     #[test]

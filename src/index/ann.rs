@@ -1,5 +1,5 @@
 //! [`AnnIndex`]: the one search interface the engine fans a query out over: the memtable's
-//! live hnsw_rs graph ([`BuilderView`]), a segment's mapped flat graph ([`GraphView`]), and
+//! live graph ([`BuilderView`]), a segment's mapped flat graph ([`GraphView`]), and
 //! brute force ([`ExactIndex`], also the recall oracle and the plan for selective filters).
 //! All return Chroma distances from our kernels, so their results merge by distance.
 
@@ -26,7 +26,7 @@ pub trait AnnIndex: Sync {
     ) -> Result<SearchOutput>;
 }
 
-/// The live hnsw_rs graph and the f32 vectors it was built over (its candidates are
+/// The live graph and the f32 vectors it was built over (its candidates are
 /// rescored from them).
 #[derive(Debug, Clone, Copy)]
 pub struct BuilderView<'a, S: VectorStore + ?Sized> {
@@ -41,7 +41,7 @@ impl<S: VectorStore + ?Sized> AnnIndex for BuilderView<'_, S> {
         self.builder.len()
     }
 
-    /// hnsw_rs search (no distance budget: `max_distance_computations` is ignored).
+    /// Live-graph search (no distance budget: `max_distance_computations` is ignored).
     fn search(
         &self,
         query: &PreparedQuery,

@@ -656,6 +656,17 @@ impl<B: AsRef<[u8]>> FlatGraph<B> {
         Ok(None)
     }
 
+    /// The points of upper layer `level` (sorted), CRC-checked; empty outside `1..=max_level`.
+    pub(crate) fn upper_ids(&self, level: usize) -> Result<Vec<u32>> {
+        if !(1..=self.layout.max_level).contains(&level) {
+            return Ok(Vec::new());
+        }
+        self.ensure_checked(self.layout.n_blocks as usize + level - 1)?;
+        let u = self.layout.upper[level - 1];
+        let ids = self.slice(u.ids..u.ids + u.count * 4)?;
+        Ok((0..u.count as usize).map(|i| le32(ids, i * 4)).collect())
+    }
+
     /// Valid links of layer-0 row `node` (stops at padding, skips out-of-range ids).
     pub fn neighbours(&self, node: u32) -> Result<Vec<u32>> {
         Ok(links(self.layer0_row(node)?, self.layout.n as u32).collect())

@@ -1,10 +1,12 @@
-//! Vector search building blocks: distance kernels, the hnsw_rs graph builder, the flat
+//! Vector search building blocks: distance kernels, the HNSW graph builder, the flat
 //! on-disk graph layout and the read-only searcher that runs on it. Nothing here knows about
 //! records, metadata or collections; the engine maps record ids to dense `u32` point ids.
 //!
 //! - [`distance`], [`topk`]: Chroma's distances and bounded top-k selection.
-//! - [`builder`]: [`GraphBuilder`] (hnsw_rs behind our [`SpaceDistance`]), the memtable index
-//!   and the source of every flat graph.
+//! - [`builder`]: [`GraphBuilder`], our concurrent HNSW builder over int8 codes: the memtable
+//!   index and the source of every flat graph.
+//! - [`hnsw_rs_builder`]: [`HnswRsBuilder`], the hnsw_rs-based builder it replaced, kept as the
+//!   reference tests and benches compare against.
 //! - [`flat_graph`]: the `graph.bin` byte layout, its writer and its zero-copy reader.
 //! - [`quant`]: int8 codes (per-vector scale) and the SIMD int8 dot kernels traversal runs on.
 //! - [`vectors`]: prepared queries and the [`VectorStore`] the searcher scores against.
@@ -16,15 +18,17 @@ pub mod builder;
 pub mod distance;
 pub mod error;
 pub mod flat_graph;
+pub mod hnsw_rs_builder;
 pub mod quant;
 pub mod search;
 pub mod topk;
 pub mod vectors;
 
 pub use ann::{AnnIndex, BuilderView, ExactIndex, GraphView};
-pub use builder::{BuildParams, GraphBuilder, SpaceDistance};
+pub use builder::{BuildParams, GraphBuilder};
 pub use error::IndexError;
 pub use flat_graph::{write_file_atomic, FlatGraph, GraphParts};
+pub use hnsw_rs_builder::{HnswRsBuilder, SpaceDistance};
 pub use search::{
     exact_search, search, search_rescored, SearchOutput, SearchParams, SearchScratch, SearchStats,
 };

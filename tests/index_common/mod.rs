@@ -6,7 +6,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use vectord::index::topk::Scored;
 use vectord::index::{
-    exact_search, BuildParams, F32Vectors, GraphBuilder, PreparedQuery, VectorStore,
+    exact_search, BuildParams, F32Vectors, GraphBuilder, HnswRsBuilder, PreparedQuery, VectorStore,
 };
 use vectord::types::Space;
 
@@ -48,24 +48,41 @@ pub fn clustered(
     (data, queries)
 }
 
-/// Builds a graph over `data` (ids = row numbers) in batches, like the engine's flushes.
-pub fn build(space: Space, dim: usize, data: &[f32], m: usize, ef_c: usize) -> GraphBuilder {
-    let b = GraphBuilder::new(
-        space,
-        dim,
-        BuildParams {
-            max_neighbors: m,
-            ef_construction: ef_c,
-            capacity_hint: data.len() / dim,
-        },
-    )
-    .expect("params");
-    let rows: Vec<(&[f32], u32)> = data
-        .chunks_exact(dim)
+/// `data`'s rows as `(vector, id)` pairs, ids = row numbers.
+pub fn rows(data: &[f32], dim: usize) -> Vec<(&[f32], u32)> {
+    data.chunks_exact(dim)
         .enumerate()
         .map(|(i, v)| (v, i as u32))
-        .collect();
-    for batch in rows.chunks(4096) {
+        .collect()
+}
+
+fn params(data: &[f32], dim: usize, m: usize, ef_c: usize) -> BuildParams {
+    BuildParams {
+        max_neighbors: m,
+        ef_construction: ef_c,
+        capacity_hint: data.len() / dim,
+    }
+}
+
+/// Builds a graph over `data` (ids = row numbers) in batches, like the engine's flushes.
+pub fn build(space: Space, dim: usize, data: &[f32], m: usize, ef_c: usize) -> GraphBuilder {
+    let b = GraphBuilder::new(space, dim, params(data, dim, m, ef_c)).expect("params");
+    for batch in rows(data, dim).chunks(4096) {
+        b.insert_batch(batch).expect("insert");
+    }
+    b
+}
+
+/// The same with the hnsw_rs reference builder.
+pub fn build_hnsw_rs(
+    space: Space,
+    dim: usize,
+    data: &[f32],
+    m: usize,
+    ef_c: usize,
+) -> HnswRsBuilder {
+    let b = HnswRsBuilder::new(space, dim, params(data, dim, m, ef_c)).expect("params");
+    for batch in rows(data, dim).chunks(4096) {
         b.insert_batch(batch).expect("insert");
     }
     b

@@ -30,9 +30,10 @@ use super::EngineError;
 use crate::index::quant;
 use crate::index::vectors::{prefetch_bytes, prefetch_slice};
 use crate::index::{
-    search, search_rescored, FlatGraph, GraphBuilder, PreparedQuery, SearchOutput, SearchParams,
-    VectorStore,
+    search, search_rescored, BuildParams, FlatGraph, GraphBuilder, PreparedQuery, SearchOutput,
+    SearchParams, VectorStore,
 };
+use crate::types::Space;
 
 const KIND_TOMBSTONES: u32 = 3;
 
@@ -309,6 +310,26 @@ impl Segment {
             Some(e) => Err(e),
             None => Ok(Some(out)),
         }
+    }
+
+    /// A builder seeded with this segment's graph and codes (see
+    /// [`GraphBuilder::from_graph`]), to extend it with more rows; `None` if the segment has no
+    /// graph or codes for `space`, or was built with another `M`.
+    pub(crate) fn extend_graph(
+        &self,
+        space: Space,
+        params: BuildParams,
+    ) -> Result<Option<GraphBuilder>, EngineError> {
+        let (Some(graph), Some(codes)) = (&self.graph, &self.codes) else {
+            return Ok(None);
+        };
+        if codes.space() != space
+            || graph.m() != params.max_neighbors
+            || graph.m0() != 2 * params.max_neighbors
+        {
+            return Ok(None);
+        }
+        GraphBuilder::from_graph(space, self.dim(), params, graph, |r| codes.code(r)).map(Some)
     }
 
     pub(crate) fn id(&self) -> u64 {

@@ -10,13 +10,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 mod common;
 
 use common::{load, synthetic};
 use vectord::engine::{Collection, CollectionConfig, HnswParams};
-use vectord::index::distance::{distance, inverse_norm};
 use vectord::types::{Include, QueryRequest, Record, Space, WriteBatch};
 
 fn rss_anon_kib() -> Option<u64> {

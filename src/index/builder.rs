@@ -21,7 +21,6 @@
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, RwLock};
@@ -31,7 +30,7 @@ use crate::engine::HnswParams;
 use crate::index::error::{IndexError, Result};
 use crate::index::flat_graph::{links, FlatGraph, GraphParts, UpperLayer, MAX_LEVEL, NO_NEIGHBOUR};
 use crate::index::quant;
-use crate::index::search::{SearchOutput, SearchStats};
+use crate::index::search::{SearchOutput, SearchScratch, SearchStats};
 use crate::index::topk::{Scored, TopK};
 use crate::index::vectors::{prefetch_bytes, PreparedQuery, VectorStore};
 use crate::types::Space;
@@ -157,51 +156,15 @@ impl Store {
     }
 }
 
-/// Per-thread traversal state: generation-stamped visited table, heaps, a link buffer.
-#[derive(Debug, Default)]
-struct Scratch {
-    stamps: Vec<u16>,
-    generation: u16,
-    candidates: BinaryHeap<Reverse<Scored>>,
-    results: BinaryHeap<Scored>,
-    links: Vec<u32>,
-}
-
-impl Scratch {
-    fn start(&mut self, n: usize) {
-        if self.stamps.len() < n {
-            self.stamps.resize(n, 0);
-        }
-        self.generation = self.generation.wrapping_add(1);
-        if self.generation == 0 {
-            self.stamps.fill(0);
-            self.generation = 1;
-        }
-        self.candidates.clear();
-        self.results.clear();
-    }
-
-    #[inline]
-    fn visit(&mut self, id: u32) -> bool {
-        match self.stamps.get_mut(id as usize) {
-            Some(s) if *s != self.generation => {
-                *s = self.generation;
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    static SCRATCH: RefCell<SearchScratch> = RefCell::new(SearchScratch::new());
 }
 
 /// Runs `f` with this thread's scratch (a fresh one if re-entered).
-fn with_scratch<T>(f: impl FnOnce(&mut Scratch) -> T) -> T {
+fn with_scratch<T>(f: impl FnOnce(&mut SearchScratch) -> T) -> T {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut s) => f(&mut s),
-        Err(_) => f(&mut Scratch::default()),
+        Err(_) => f(&mut SearchScratch::new()),
     })
 }
 
@@ -575,9 +538,9 @@ impl GraphBuilder {
         q: &[i8],
         mut cur: Scored,
         level: usize,
-        s: &mut Scratch,
+        s: &mut SearchScratch,
     ) -> Scored {
-        let mut links = std::mem::take(&mut s.links);
+        let mut links = std::mem::take(&mut s.fresh);
         loop {
             st.neighbours_into(cur.row, level, &mut links);
             for &nb in &links {
@@ -598,7 +561,7 @@ impl GraphBuilder {
                 break;
             }
         }
-        s.links = links;
+        s.fresh = links;
         cur
     }
 
@@ -613,7 +576,7 @@ impl GraphBuilder {
         ep: Scored,
         ef: usize,
         level: usize,
-        s: &mut Scratch,
+        s: &mut SearchScratch,
         accept: impl Fn(u32) -> bool,
         budget: u64,
     ) -> (Vec<Scored>, u64, bool, usize) {
@@ -625,7 +588,7 @@ impl GraphBuilder {
         if accept(ep.row) {
             s.results.push(ep);
         }
-        let mut links = std::mem::take(&mut s.links);
+        let mut links = std::mem::take(&mut s.fresh);
         let mut converged = false;
         while let Some(Reverse(c)) = s.candidates.pop() {
             if s.results.len() >= ef && s.results.peek().is_some_and(|w| c.distance > w.distance) {
@@ -663,7 +626,7 @@ impl GraphBuilder {
                 }
             }
         }
-        s.links = links;
+        s.fresh = links;
         let mut out: Vec<Scored> = s.results.drain().collect();
         out.sort_unstable();
         (out, evals, !converged, visited)
@@ -878,7 +841,16 @@ impl GraphBuilder {
                 UpperLayer { ids, links: out }
             })
             .collect();
-        let repaired = self.repair_reachability(&st, entry, m0, &mut layer0);
+        let repaired = repair_reachability(entry, m0, &mut layer0, |u, reached| {
+            let code = st.code(u);
+            let ep = Scored {
+                distance: self.dist(code, st.code(entry)),
+                row: entry,
+            };
+            let accept = |v: u32| reached[v as usize] && v != u;
+            let found = with_scratch(|s| self.beam(&st, code, ep, 64, 0, s, accept, u64::MAX).0);
+            found.iter().map(|c| c.row).collect()
+        });
         if repaired > 0 {
             tracing::debug!(repaired, "graph export linked unreachable points");
         }
@@ -891,81 +863,71 @@ impl GraphBuilder {
         })
     }
 
-    /// Makes every point reachable from `entry` on layer 0, so a search that runs out of
-    /// candidates has really seen every point (what [`SearchOutput::complete`] relies on).
-    /// Shrinking a full list drops its farthest link, which may have been some point's last
-    /// in-link. Each such point is linked from the nearest reachable point among its own
-    /// links (or, if none, found by a search), into a free slot if there is one, else over
-    /// that row's last link (the displaced point is rechecked in the next round). Returns the
-    /// links added.
-    fn repair_reachability(&self, st: &Store, entry: u32, m0: usize, layer0: &mut [u32]) -> usize {
-        let n = layer0.len() / m0;
-        let mut reached = vec![false; n];
-        let mut stack = Vec::new();
-        let mut added = 0;
-        for _round in 0..4 {
-            reached.iter_mut().for_each(|r| *r = false);
-            mark_reachable(entry, m0, layer0, &mut reached, &mut stack);
-            let missing: Vec<u32> = (0..n as u32).filter(|&u| !reached[u as usize]).collect();
-            if missing.is_empty() {
-                break;
-            }
-            for u in missing {
-                if reached[u as usize] {
-                    continue; // reached through an earlier repair this round
-                }
-                let mut candidates: Vec<u32> = layer0[u as usize * m0..(u as usize + 1) * m0]
-                    .iter()
-                    .copied()
-                    .take_while(|&v| v != NO_NEIGHBOUR)
-                    .filter(|&v| reached[v as usize])
-                    .collect();
-                if candidates.is_empty() {
-                    let code = st.code(u);
-                    let ep = Scored {
-                        distance: self.dist(code, st.code(entry)),
-                        row: entry,
-                    };
-                    let found = with_scratch(|s| {
-                        self.beam(
-                            st,
-                            code,
-                            ep,
-                            64,
-                            0,
-                            s,
-                            |v| reached[v as usize] && v != u,
-                            u64::MAX,
-                        )
-                        .0
-                    });
-                    candidates = found.iter().map(|c| c.row).collect();
-                }
-                let Some(&first) = candidates.first() else {
-                    continue;
-                };
-                let target = candidates
-                    .iter()
-                    .copied()
-                    .find(|&v| layer0[(v as usize + 1) * m0 - 1] == NO_NEIGHBOUR)
-                    .unwrap_or(first);
-                let row = &mut layer0[target as usize * m0..(target as usize + 1) * m0];
-                let slot = row
-                    .iter()
-                    .position(|&v| v == NO_NEIGHBOUR)
-                    .unwrap_or(m0 - 1);
-                row[slot] = u;
-                added += 1;
-                mark_reachable(u, m0, layer0, &mut reached, &mut stack);
-            }
-        }
-        added
-    }
-
     /// Freezes and encodes the flat `graph.bin` image (see [`crate::index::flat_graph`]).
     pub fn export(&self) -> Result<Vec<u8>> {
         self.export_parts()?.encode()
     }
+}
+
+/// Makes every point reachable from `entry` on layer 0, so a search that runs out of
+/// candidates has really seen every point (what [`SearchOutput::complete`] relies on).
+/// Shrinking a full neighbour list drops its farthest link, which may have been some point's
+/// last in-link. Each such point is linked from the nearest reachable point among its own links
+/// (or, if none, among those `search(u, reached)` finds), into a free slot if there is one,
+/// else over that row's last link (the displaced point is rechecked in the next round).
+/// Returns the links added.
+pub(crate) fn repair_reachability(
+    entry: u32,
+    m0: usize,
+    layer0: &mut [u32],
+    mut search: impl FnMut(u32, &[bool]) -> Vec<u32>,
+) -> usize {
+    let n = layer0.len() / m0;
+    let mut reached = vec![false; n];
+    let mut stack = Vec::new();
+    let mut added = 0;
+    for _round in 0..4 {
+        reached.iter_mut().for_each(|r| *r = false);
+        mark_reachable(entry, m0, layer0, &mut reached, &mut stack);
+        let missing: Vec<u32> = (0..n as u32).filter(|&u| !reached[u as usize]).collect();
+        if missing.is_empty() {
+            break;
+        }
+        for u in missing {
+            if reached[u as usize] {
+                continue; // reached through an earlier repair this round
+            }
+            let mut candidates: Vec<u32> = layer0[u as usize * m0..(u as usize + 1) * m0]
+                .iter()
+                .copied()
+                .take_while(|&v| v != NO_NEIGHBOUR)
+                .filter(|&v| reached[v as usize])
+                .collect();
+            if candidates.is_empty() {
+                candidates = search(u, &reached)
+                    .into_iter()
+                    .filter(|&v| (v as usize) < n && v != u && reached[v as usize])
+                    .collect();
+            }
+            let Some(&first) = candidates.first() else {
+                continue;
+            };
+            let target = candidates
+                .iter()
+                .copied()
+                .find(|&v| layer0[(v as usize + 1) * m0 - 1] == NO_NEIGHBOUR)
+                .unwrap_or(first);
+            let row = &mut layer0[target as usize * m0..(target as usize + 1) * m0];
+            let slot = row
+                .iter()
+                .position(|&v| v == NO_NEIGHBOUR)
+                .unwrap_or(m0 - 1);
+            row[slot] = u;
+            added += 1;
+            mark_reachable(u, m0, layer0, &mut reached, &mut stack);
+        }
+    }
+    added
 }
 
 /// Marks everything reachable from `from` on layer 0 (iterative DFS; `reached` persists).

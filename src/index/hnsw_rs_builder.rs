@@ -26,7 +26,7 @@ use hnsw_rs::anndists::dist::distances::Distance;
 use hnsw_rs::hnsw::{Hnsw, Point};
 use parking_lot::{Mutex, RwLock};
 
-use crate::index::builder::{mark_reachable, BuildParams, MAX_EF};
+use crate::index::builder::{repair_reachability, BuildParams, MAX_EF};
 use crate::index::error::{IndexError, Result};
 use crate::index::flat_graph::{GraphParts, UpperLayer, MAX_LEVEL, NO_NEIGHBOUR};
 use crate::index::quant;
@@ -409,7 +409,15 @@ impl HnswRsBuilder {
                 "hnsw export dropped self, duplicate or off-layer links"
             );
         }
-        let repaired = self.repair_reachability(&points, entry, m0, &mut layer0);
+        // hnsw_rs can leave points with no in-links (its shrinking drops a list's farthest
+        // link); its own search finds a reachable neighbour for them.
+        let repaired = repair_reachability(entry, m0, &mut layer0, |u, _| {
+            self.hnsw
+                .search(points[u as usize].get_v(), 16, 64)
+                .iter()
+                .filter_map(|nb| u32::try_from(nb.d_id).ok())
+                .collect()
+        });
         if repaired > 0 {
             tracing::debug!(repaired, "hnsw export linked unreachable points");
         }
@@ -420,71 +428,6 @@ impl HnswRsBuilder {
             layer0,
             upper,
         })
-    }
-
-    /// Makes every point reachable from `entry` on layer 0, so a search that runs out of
-    /// candidates has really seen every point (what [`SearchOutput::complete`] relies on).
-    /// hnsw_rs can leave points with no in-links: shrinking a full neighbour list drops its
-    /// farthest link, which may have been some point's last one. Each such point is linked
-    /// from the nearest reachable point among its own links (or, if none, found by a graph
-    /// search), into a free slot if there is one, else over that row's farthest link (the
-    /// displaced point is rechecked in the next round). Returns the links added.
-    fn repair_reachability(
-        &self,
-        points: &[Arc<Point<'static, i8>>],
-        entry: u32,
-        m0: usize,
-        layer0: &mut [u32],
-    ) -> usize {
-        let n = points.len();
-        let mut reached = vec![false; n];
-        let mut stack = Vec::new();
-        let mut added = 0;
-        for _round in 0..4 {
-            reached.iter_mut().for_each(|r| *r = false);
-            mark_reachable(entry, m0, layer0, &mut reached, &mut stack);
-            let missing: Vec<u32> = (0..n as u32).filter(|&u| !reached[u as usize]).collect();
-            if missing.is_empty() {
-                break;
-            }
-            for u in missing {
-                if reached[u as usize] {
-                    continue; // reached through an earlier repair this round
-                }
-                let mut candidates: Vec<u32> = layer0[u as usize * m0..(u as usize + 1) * m0]
-                    .iter()
-                    .copied()
-                    .take_while(|&v| v != NO_NEIGHBOUR)
-                    .filter(|&v| reached[v as usize])
-                    .collect();
-                if candidates.is_empty() {
-                    candidates = self
-                        .hnsw
-                        .search(points[u as usize].get_v(), 16, 64)
-                        .iter()
-                        .filter_map(|nb| u32::try_from(nb.d_id).ok())
-                        .filter(|&v| (v as usize) < n && v != u && reached[v as usize])
-                        .collect();
-                }
-                let Some(&first) = candidates.first() else {
-                    continue;
-                };
-                let target = candidates
-                    .iter()
-                    .copied()
-                    .find(|&v| layer0[(v as usize + 1) * m0 - 1] == NO_NEIGHBOUR)
-                    .unwrap_or(first);
-                let row = &mut layer0[target as usize * m0..(target as usize + 1) * m0];
-                let slot = row
-                    .iter()
-                    .position(|&v| v == NO_NEIGHBOUR)
-                    .unwrap_or(m0 - 1);
-                row[slot] = u;
-                added += 1;
-                mark_reachable(u, m0, layer0, &mut reached, &mut stack);
-            }
-        }
-        added
     }
 
     /// Freezes and encodes the flat `graph.bin` image (see [`crate::index::flat_graph`]).

@@ -79,9 +79,12 @@ pub struct SearchOutput {
 pub struct SearchScratch {
     stamps: Vec<u16>,
     generation: u16,
-    candidates: BinaryHeap<Reverse<Scored>>,
-    results: BinaryHeap<Scored>,
-    fresh: Vec<u32>,
+    /// Frontier, nearest first (the graph builder walks with the same scratch).
+    pub(crate) candidates: BinaryHeap<Reverse<Scored>>,
+    /// Best accepted so far, farthest on top.
+    pub(crate) results: BinaryHeap<Scored>,
+    /// Neighbour ids being expanded.
+    pub(crate) fresh: Vec<u32>,
 }
 
 impl SearchScratch {
@@ -90,7 +93,8 @@ impl SearchScratch {
         SearchScratch::default()
     }
 
-    fn start(&mut self, n: usize) {
+    /// Starts a walk over `n` points: a new visit generation, empty heaps.
+    pub(crate) fn start(&mut self, n: usize) {
         if self.stamps.len() < n {
             self.stamps.resize(n, 0);
         }
@@ -106,7 +110,7 @@ impl SearchScratch {
 
     /// Marks `id` visited; `true` if it was not yet.
     #[inline]
-    fn visit(&mut self, id: u32) -> bool {
+    pub(crate) fn visit(&mut self, id: u32) -> bool {
         match self.stamps.get_mut(id as usize) {
             Some(s) if *s != self.generation => {
                 *s = self.generation;

@@ -1075,6 +1075,9 @@ impl Inner {
     }
 
     fn stats(&self) -> CollectionStats {
+        // The writer lock before the state lock, never inside it: `apply` takes them in that
+        // order, so holding the state while waiting for the writer could deadlock.
+        let wal_bytes = self.writer.lock().current_file_bytes();
         let state = self.state.read();
         let segments = state.segments();
         CollectionStats {
@@ -1094,7 +1097,7 @@ impl Inner {
             plan_exact: state.counters.plan_exact.load(Ordering::Relaxed),
             compactions: self.compactions.load(Ordering::Relaxed),
             compaction_micros: self.compaction_micros.load(Ordering::Relaxed),
-            wal_bytes: self.writer.lock().current_file_bytes(),
+            wal_bytes,
         }
     }
 }

@@ -704,13 +704,31 @@ fn failed_sync_recovers_in_place() {
         want.remove(&format!("r{n}"));
     }
     assert_holds(&c, &want, "after writes following recovery");
-    assert_eq!(c.stats().wal_recoveries, 3);
-    assert!(vectord::engine::wal_recoveries_total() >= recoveries_before + 3);
+
+    // A flush that failed after freezing the memtable leaves it frozen; the recovery freezes
+    // the rebuilt one at the same record, so the retried flush publishes exactly its rows.
+    fail::cfg("segment::write", "1*return").unwrap();
+    assert!(c.flush().is_err());
+    c.apply(add(300..305), None).unwrap();
+    want.extend((300..305).map(|n| (format!("r{n}"), matrix_record(n))));
+    fail::cfg("wal::sync", "1*return").unwrap();
+    let r = c.apply(add(310..315), None);
+    assert!(is_sync_failed(&r), "{r:?}");
+    fail::remove("wal::sync");
+    assert_holds(&c, &want, "after a failed sync with a frozen memtable");
+    assert!(c.flush().unwrap());
+    assert_holds(&c, &want, "after the retried flush");
+    assert_eq!(c.stats().wal_recoveries, 4);
+    assert!(vectord::engine::wal_recoveries_total() >= recoveries_before + 4);
 
     // The files agree: a reopen replays exactly the same, and so does one after a flush.
     drop(c);
     let c = Collection::open(&path).unwrap();
     assert_holds(&c, &want, "after reopen");
+    c.apply(delete_range(100, 103), None).unwrap();
+    for n in 100..103 {
+        want.remove(&format!("r{n}"));
+    }
     assert!(c.flush().unwrap());
     drop(c);
     let c = Collection::open(&path).unwrap();

@@ -486,16 +486,14 @@ fn background_loop(inner: Arc<Inner>) {
             st.recover_requested = false;
         }
         // A poisoned log comes first: until it recovers, flushes and writes are refused.
-        if inner.durability.failure().is_some() {
-            if inner.recover_log(false).is_err() {
-                let wait = inner.recovery_wait();
-                let mut st = inner.background.state.lock();
-                if !st.shutdown {
-                    inner.background.cv.wait_for(&mut st, wait);
-                    st.recover_requested = true;
-                }
-                continue;
+        if inner.durability.failure().is_some() && inner.recover_log(false).is_err() {
+            let wait = inner.recovery_wait();
+            let mut st = inner.background.state.lock();
+            if !st.shutdown {
+                inner.background.cv.wait_for(&mut st, wait);
+                st.recover_requested = true;
             }
+            continue;
         }
         // Build the memtable graphs behind the acknowledgements, a step at a time, so a
         // shutdown or a flush request is noticed between steps.
@@ -837,7 +835,7 @@ impl Inner {
                     let mut b = self.recovery.lock();
                     b.failures = b.failures.saturating_add(1);
                     let wait = RECOVERY_BACKOFF_MIN
-                        .saturating_mul(1u32 << b.failures.min(16))
+                        .saturating_mul(1u32 << (b.failures - 1).min(16))
                         .min(RECOVERY_BACKOFF_MAX);
                     b.next_try = Some(std::time::Instant::now() + wait);
                     wait
@@ -939,7 +937,16 @@ impl Inner {
         let mut writer = {
             let mut tries = 0;
             loop {
-                self.recover_log(false)?;
+                match self.recover_log(false) {
+                    Ok(_) | Err(EngineError::Poisoned(_)) => {}
+                    Err(e @ EngineError::NoSpace { .. }) => return Err(e),
+                    // This batch was not appended: say the log is refusing writes, with why.
+                    Err(e) => {
+                        return Err(EngineError::Poisoned(format!(
+                            "recovering the log failed: {e}"
+                        )))
+                    }
+                }
                 let writer = self.writer.lock();
                 match self.durability.failure() {
                     None => break writer,

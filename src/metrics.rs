@@ -128,6 +128,9 @@ pub struct Metrics {
     /// Query vectors answered per plan (mirrored from the engine's process-wide counts when
     /// `/metrics` is scraped).
     pub query_plans: Family<QueryPlanLabels, Counter>,
+    /// Collection logs recovered in place after a failed WAL sync (mirrored from the engine's
+    /// process-wide count when `/metrics` is scraped).
+    pub wal_recoveries: Counter,
     /// Resident memory of the process by kind (from /proc/self/status).
     pub process_resident_bytes: Family<MemoryLabels, Gauge>,
     /// Memory of the machine (or the cgroup limit, when lower), the base of memory alerts.
@@ -335,6 +338,12 @@ impl Metrics {
             "Query vectors answered, by plan (graph, exact, filtered-graph, filtered-exact)",
             query_plans.clone(),
         );
+        let wal_recoveries = Counter::default();
+        registry.register(
+            "wal_recoveries",
+            "Collection logs recovered in place after a failed WAL sync (records after the last durable one dropped, writes resumed)",
+            wal_recoveries.clone(),
+        );
         let process_resident_bytes = Family::<MemoryLabels, Gauge>::default();
         registry.register(
             "process_resident_bytes",
@@ -474,6 +483,7 @@ impl Metrics {
             collection_compaction_seconds,
             collection_query_plans,
             query_plans,
+            wal_recoveries,
             process_resident_bytes,
             memory_limit_bytes,
             data_volume_size_bytes,
@@ -517,6 +527,7 @@ impl Metrics {
         self.collection_compaction_seconds.clear();
         self.collection_query_plans.clear();
         self.observe_query_plans();
+        self.observe_wal_recoveries();
         let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         for (labels, s) in stats {
             let values = [
@@ -553,6 +564,17 @@ impl Metrics {
                     })
                     .set(clamp(v));
             }
+        }
+    }
+
+    /// Brings `vectord_wal_recoveries_total` up to the engine's count (it only grows).
+    pub fn observe_wal_recoveries(&self) {
+        let (now, have) = (
+            crate::engine::wal_recoveries_total(),
+            self.wal_recoveries.get(),
+        );
+        if now > have {
+            self.wal_recoveries.inc_by(now - have);
         }
     }
 

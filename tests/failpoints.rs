@@ -106,24 +106,19 @@ fn failures_leave_old_or_new_state() {
     c.apply(batch(23, 3), None).unwrap();
     fail::remove("wal::append");
 
-    // A sync that fails poisons writes (fsync-gate) but not reads; a reopen recovers.
-    fail::cfg("wal::sync", "return").unwrap();
+    // A sync that fails: that write is refused and dropped (the log is cut back to its last
+    // durable record, fsync-gate), and the next write goes through without a reopen.
+    fail::cfg("wal::sync", "1*return").unwrap();
     assert!(matches!(
         c.apply(batch(26, 2), None),
-        Err(EngineError::Poisoned(_))
+        Err(EngineError::SyncFailed(_))
     ));
     fail::remove("wal::sync");
-    assert!(matches!(
-        c.apply(batch(28, 1), None),
-        Err(EngineError::Poisoned(_))
-    ));
-    assert!(ids(&c).len() >= 26, "reads still work");
+    assert_eq!(ids(&c), expected(26));
+    c.apply(batch(26, 2), None).unwrap();
     drop(c);
     let c = Collection::open(&path).unwrap();
-    // The unacknowledged batch reached the page cache before the failed sync, so it may or may
-    // not be there; everything acknowledged is.
-    let got = ids(&c);
-    assert!(got.starts_with(&expected(26)), "{got:?}");
+    assert_eq!(ids(&c), expected(28));
     c.apply(batch(30, 1), None).unwrap();
 
     // A compaction that dies before its swap: the merged segment is an orphan, removed at the
@@ -188,6 +183,13 @@ const MATRIX: &[&str] = &[
     "collection::apply::checkpoint",
     "replace::catalog.json",
     "replace::catalog.json::renamed",
+];
+/// Failpoints reached only while recovering from a failed WAL sync: each case arms `wal::sync`
+/// to fail once (`trigger>failpoint`), so the workload's next sync fails and the recovery that
+/// follows hits the failpoint.
+const MATRIX_RECOVERY: &[&str] = &[
+    "wal::sync>wal::cut_back",
+    "wal::sync>collection::recover::rebuild",
 ];
 const MATRIX_CHILD_DIR: &str = "VECTORD_MATRIX_CHILD_DIR";
 const MATRIX_CHILD_FP: &str = "VECTORD_MATRIX_CHILD_FAILPOINT";
@@ -470,6 +472,24 @@ fn matrix_check(dir: &Path, fp: &str, mode: &str, acked: &[Step], attempted: &[S
         .unwrap_or_else(|e| panic!("{what}: flush after reopen: {e}"));
 }
 
+/// Sets `spec` (a failpoint, or `trigger>failpoint`: the trigger fails once first) to `action`.
+fn arm(spec: &str, action: &str) {
+    let fp = match spec.split_once('>') {
+        Some((trigger, fp)) => {
+            fail::cfg(trigger, "1*return").unwrap();
+            fp
+        }
+        None => spec,
+    };
+    fail::cfg(fp, action).unwrap();
+}
+
+fn disarm(spec: &str) {
+    for fp in spec.split('>') {
+        fail::remove(fp);
+    }
+}
+
 #[test]
 #[ignore = "child process of crash_matrix; it does nothing unless spawned by it"]
 fn crash_matrix_child() {
@@ -479,7 +499,7 @@ fn crash_matrix_child() {
     ) else {
         return;
     };
-    fail::cfg(&fp, "return(abort)").unwrap();
+    arm(&fp, "return(abort)");
     let say = |tag: &str, s: &Step| {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -497,17 +517,17 @@ fn crash_matrix() {
     let exe = std::env::current_exe().unwrap();
     // Failpoints are process-wide: hold the scenario lock so the other test's stay out.
     let scenario = fail::FailScenario::setup();
-    for fp in MATRIX {
+    for fp in MATRIX.iter().chain(MATRIX_RECOVERY) {
         // error mode: the site fails once, the process goes on, then reopens.
         {
             let dir = tempfile::tempdir().unwrap();
             matrix_setup(dir.path());
             let (mut acked, mut attempted) = (Vec::new(), Vec::new());
-            fail::cfg(*fp, "1*return").unwrap();
+            arm(fp, "1*return");
             matrix_workload(dir.path(), &mut |s| attempted.push(s.clone()), &mut |s| {
                 acked.push(s.clone())
             });
-            fail::remove(*fp);
+            disarm(fp);
             assert!(
                 acked.len() < attempted.len(),
                 "failpoint {fp} (error) was never reached"
@@ -555,6 +575,237 @@ fn crash_matrix() {
             matrix_check(dir.path(), fp, "abort", &acked, &attempted);
         }
     }
-    println!("crash matrix: {} failpoints x 2 modes passed", MATRIX.len());
+    println!(
+        "crash matrix: {} failpoints x 2 modes passed",
+        MATRIX.len() + MATRIX_RECOVERY.len()
+    );
+    scenario.teardown();
+}
+
+// ---- Recovery in place after a failed WAL sync -------------------------------------------------
+//
+// A failed `fdatasync` must not cost a restart: the write it covered fails, the log is cut back
+// to its last durable record, memory is rebuilt to match, and later writes go through. Every
+// acknowledged record survives bit for bit; no failed one shows up, before or after a reopen.
+
+/// Every live record of `c`, by id.
+fn read_all(c: &Collection) -> BTreeMap<String, Record> {
+    let got = c
+        .get(&GetRequest {
+            include: Include::ALL,
+            ..Default::default()
+        })
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for (i, id) in got.ids.iter().enumerate() {
+        out.insert(
+            id.clone(),
+            Record {
+                id: id.clone(),
+                embedding: got.embeddings.as_ref().unwrap()[i].clone(),
+                metadata: got.metadatas.as_ref().unwrap()[i].clone(),
+                document: got.documents.as_ref().unwrap()[i].clone(),
+                uri: None,
+            },
+        );
+    }
+    out
+}
+
+/// Asserts `c` holds exactly `want`, vectors compared bit for bit.
+fn assert_holds(c: &Collection, want: &BTreeMap<String, Record>, when: &str) {
+    let got = read_all(c);
+    let missing: Vec<&String> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+    let extra: Vec<&String> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{when}: missing {missing:?}, unexpected {extra:?}"
+    );
+    for (id, w) in want {
+        let g = &got[id];
+        assert!(
+            g.embedding.len() == w.embedding.len()
+                && g.embedding
+                    .iter()
+                    .zip(&w.embedding)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{when}: {id} has a different vector"
+        );
+        assert_eq!(g.document, w.document, "{when}: {id}");
+        assert_eq!(g.metadata, w.metadata, "{when}: {id}");
+    }
+}
+
+fn add(range: std::ops::Range<usize>) -> WriteBatch {
+    WriteBatch::Add(range.map(matrix_record).collect())
+}
+
+/// A collection with a flushed segment (some rows tombstoned) and WAL records after it, and
+/// what it holds.
+fn recovery_setup(path: &Path) -> (Collection, BTreeMap<String, Record>) {
+    let c = Collection::create(path, CollectionConfig::default()).unwrap();
+    c.set_memtable_rows(1_000_000);
+    c.apply(add(0..50), None).unwrap();
+    assert!(c.flush().unwrap());
+    c.apply(add(50..80), None).unwrap();
+    c.apply(delete_range(0, 5), None).unwrap();
+    let want = (5..80)
+        .map(|n| (format!("r{n}"), matrix_record(n)))
+        .collect();
+    (c, want)
+}
+
+fn is_sync_failed(r: &Result<vectord::types::ApplyOutcome, EngineError>) -> bool {
+    matches!(r, Err(EngineError::SyncFailed(why)) if why.contains("failpoint wal::sync"))
+}
+
+#[test]
+fn failed_sync_recovers_in_place() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c");
+    let (c, mut want) = recovery_setup(&path);
+    let recoveries_before = vectord::engine::wal_recoveries_total();
+
+    // An add whose sync fails: refused with the cause, and not visible afterwards.
+    fail::cfg("wal::sync", "1*return").unwrap();
+    let r = c.apply(add(100..110), None);
+    assert!(is_sync_failed(&r), "{r:?}");
+    assert_holds(&c, &want, "after a failed add");
+
+    // A delete of acknowledged rows (in the segment and in the memtable) whose sync fails:
+    // the rows stay, tombstones included.
+    fail::cfg("wal::sync", "1*return").unwrap();
+    let r = c.apply(delete_range(10, 60), None);
+    assert!(is_sync_failed(&r), "{r:?}");
+    assert_holds(&c, &want, "after a failed delete");
+
+    // An upsert over acknowledged rows whose sync fails: the old versions stay.
+    fail::cfg("wal::sync", "1*return").unwrap();
+    let changed: Vec<vectord::types::UpsertRecord> = (20..25)
+        .map(|n| vectord::types::UpsertRecord {
+            id: format!("r{n}"),
+            embedding: vec![0.5; 8],
+            metadata: None,
+            document: Some(format!("changed {n}")),
+            uri: None,
+        })
+        .collect();
+    let r = c.apply(WriteBatch::Upsert(changed), None);
+    assert!(is_sync_failed(&r), "{r:?}");
+    assert_holds(&c, &want, "after a failed upsert");
+    fail::remove("wal::sync");
+
+    // Writes go on in the same process, and the failed ids can be written again.
+    c.apply(add(100..110), None).unwrap();
+    c.apply(delete_range(60, 65), None).unwrap();
+    want.extend((100..110).map(|n| (format!("r{n}"), matrix_record(n))));
+    for n in 60..65 {
+        want.remove(&format!("r{n}"));
+    }
+    assert_holds(&c, &want, "after writes following recovery");
+
+    // A flush that failed after freezing the memtable leaves it frozen; the recovery freezes
+    // the rebuilt one at the same record, so the retried flush publishes exactly its rows.
+    fail::cfg("segment::write", "1*return").unwrap();
+    assert!(c.flush().is_err());
+    c.apply(add(300..305), None).unwrap();
+    want.extend((300..305).map(|n| (format!("r{n}"), matrix_record(n))));
+    fail::cfg("wal::sync", "1*return").unwrap();
+    let r = c.apply(add(310..315), None);
+    assert!(is_sync_failed(&r), "{r:?}");
+    fail::remove("wal::sync");
+    assert_holds(&c, &want, "after a failed sync with a frozen memtable");
+    assert!(c.flush().unwrap());
+    assert_holds(&c, &want, "after the retried flush");
+    assert_eq!(c.stats().wal_recoveries, 4);
+    assert!(vectord::engine::wal_recoveries_total() >= recoveries_before + 4);
+
+    // The files agree: a reopen replays exactly the same, and so does one after a flush.
+    drop(c);
+    let c = Collection::open(&path).unwrap();
+    assert_holds(&c, &want, "after reopen");
+    c.apply(delete_range(100, 103), None).unwrap();
+    for n in 100..103 {
+        want.remove(&format!("r{n}"));
+    }
+    assert!(c.flush().unwrap());
+    drop(c);
+    let c = Collection::open(&path).unwrap();
+    assert_holds(&c, &want, "after flush and reopen");
+    scenario.teardown();
+}
+
+#[test]
+fn failed_group_commit_fails_every_writer_it_covered() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c");
+    let (c, mut want) = recovery_setup(&path);
+    let c = std::sync::Arc::new(c);
+    fail::cfg("wal::sync", "1*return").unwrap();
+    // Four writers, each its own ids; whichever batches shared the failed sync must all fail.
+    let results: Vec<(usize, bool)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let c = &c;
+                s.spawn(move || {
+                    (0..5)
+                        .map(|b| {
+                            let from = 1000 + t * 100 + b * 3;
+                            let r = c.apply(add(from..from + 3), None);
+                            assert!(r.is_ok() || is_sync_failed(&r), "{r:?}");
+                            (from, r.is_ok())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    fail::remove("wal::sync");
+    let failed = results.iter().filter(|(_, ok)| !ok).count();
+    assert!(failed >= 1, "the failed sync covered no write");
+    for &(from, ok) in &results {
+        if ok {
+            want.extend((from..from + 3).map(|n| (format!("r{n}"), matrix_record(n))));
+        }
+    }
+    assert_holds(&c, &want, "after concurrent writes with a failed sync");
+    c.apply(add(2000..2003), None).unwrap();
+    want.extend((2000..2003).map(|n| (format!("r{n}"), matrix_record(n))));
+    drop(c);
+    let c = Collection::open(&path).unwrap();
+    assert_holds(&c, &want, "after reopen");
+    scenario.teardown();
+}
+
+#[test]
+fn failed_recovery_keeps_refusing_writes_until_retried() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c");
+    let (c, mut want) = recovery_setup(&path);
+    // The sync fails, then so does cutting the log back: the write's outcome is in doubt.
+    fail::cfg("wal::sync", "1*return").unwrap();
+    fail::cfg("wal::cut_back", "1*return").unwrap();
+    let r = c.apply(add(100..105), None);
+    assert!(matches!(r, Err(EngineError::Poisoned(_))), "{r:?}");
+    fail::remove("wal::sync");
+    fail::remove("wal::cut_back");
+    // Reads go on, with every acknowledged record.
+    let got = read_all(&c);
+    assert!(want.keys().all(|k| got.contains_key(k)));
+    // A retry (the background's, or this one) recovers; the write in doubt is gone.
+    c.recover_log().unwrap();
+    assert_holds(&c, &want, "after the retried recovery");
+    c.apply(add(105..110), None).unwrap();
+    want.extend((105..110).map(|n| (format!("r{n}"), matrix_record(n))));
+    drop(c);
+    let c = Collection::open(&path).unwrap();
+    assert_holds(&c, &want, "after reopen");
     scenario.teardown();
 }

@@ -65,7 +65,8 @@ pub enum ApiError {
     /// 502 `InternalError`: the embedding provider failed or answered nonsense.
     #[error("{0}")]
     BadGateway(String),
-    /// 503 `InternalError`: the embedding client is unavailable.
+    /// 503 `InternalError`: the embedding client is unavailable, or a collection's log is
+    /// recovering from a failed sync (retry).
     #[error("{0}")]
     ServiceUnavailable(String),
     /// 503 `NotReadyError`: readiness waits for something (sync jobs catching up).
@@ -173,8 +174,11 @@ fn engine_error(e: EngineError, collection: Option<String>) -> ApiError {
         EngineError::Corrupt { .. } => {
             ApiError::Internal(ctx(format!("collection data is corrupt: {e}")))
         }
-        EngineError::Poisoned(_)
-        | EngineError::Internal(_)
+        // Both pass: the log recovers in place and a retry succeeds.
+        EngineError::Poisoned(_) | EngineError::SyncFailed(_) => {
+            ApiError::ServiceUnavailable(ctx(e.to_string()))
+        }
+        EngineError::Internal(_)
         | EngineError::Io { .. }
         | EngineError::Locked { .. }
         | EngineError::Version { .. } => ApiError::Internal(ctx(e.to_string())),

@@ -10,6 +10,11 @@
 //! the segment files without locks, then under the writer lock install the segment, persist
 //! changed tombstones, replace the MANIFEST atomically, and delete the WAL files it covers.
 //! A crash at any point leaves either the old MANIFEST (and all WAL files) or the new one.
+//!
+//! Log recovery: a failed WAL sync poisons the log. The writer that hit it (or the next write,
+//! or the background thread, with backoff) then cuts the WAL files back to the last successful
+//! sync, rebuilds the memory from the files as an open would, swaps it in and accepts writes
+//! again — so memory matches disk, and no record whose write failed comes back on replay.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -30,7 +35,7 @@ use super::segment::records::RowIn;
 use super::segment::{self, Segment};
 use super::snapshot::{self, PendingSnapshot};
 use super::state::{SegmentSlot, State};
-use super::wal::{self, Durability, WalWriter, DEFAULT_ROTATE_BYTES};
+use super::wal::{self, Durability, DurablePoint, WalWriter, DEFAULT_ROTATE_BYTES};
 use super::{CollectionConfig, EngineError, HnswParams};
 use crate::index::{BuildParams, GraphBuilder};
 use crate::types::{
@@ -157,6 +162,8 @@ struct BackgroundState {
     shutdown: bool,
     flush_requested: bool,
     index_requested: bool,
+    /// The log is poisoned and a recovery attempt failed: retry after the backoff.
+    recover_requested: bool,
     /// Acknowledged writes so far (the idle flush looks for a quiet period).
     writes: u64,
 }
@@ -171,6 +178,31 @@ const IDLE_FLUSH_MIN_ROWS: usize = 1024;
 /// How far past its limit the memtable may grow while a background flush catches up before
 /// writers flush in the foreground (bounds memory when writes outpace flushes).
 const MEMTABLE_HARD_FACTOR: usize = 4;
+
+/// First wait before retrying a failed log recovery; doubled per failure up to
+/// [`RECOVERY_BACKOFF_MAX`], so a dead disk is not hammered by every write.
+const RECOVERY_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+/// Longest wait between log recovery attempts.
+const RECOVERY_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Log recoveries (after a failed WAL sync) in this process, all collections
+/// (`vectord_wal_recoveries_total`).
+static WAL_RECOVERIES: AtomicU64 = AtomicU64::new(0);
+
+/// Log recoveries that succeeded in this process, all collections: each cut a collection's
+/// WAL back to its last durable record after a failed sync and resumed writes without a restart.
+pub fn wal_recoveries_total() -> u64 {
+    WAL_RECOVERIES.load(Ordering::Relaxed)
+}
+
+/// When the next log recovery may be tried.
+#[derive(Debug, Default)]
+struct RecoveryBackoff {
+    /// Failed attempts since the last success.
+    failures: u32,
+    /// Not before this instant (`None`: now).
+    next_try: Option<std::time::Instant>,
+}
 
 impl Collection {
     /// Creates an empty collection in `dir` (created if missing; must not hold a collection).
@@ -251,6 +283,13 @@ impl Collection {
         st.filter_exact_rows.store(max_rows, Ordering::Relaxed);
         st.filter_exact_permille
             .store(max_permille, Ordering::Relaxed);
+    }
+
+    /// Recovers the log now if a failed WAL sync poisoned it, ignoring the retry backoff (the
+    /// next write and the background thread do this by themselves). Returns whether a recovery
+    /// ran; an error means the log is still refusing writes.
+    pub fn recover_log(&self) -> Result<bool, EngineError> {
+        self.inner.recover_log(true)
     }
 
     /// Replaces the HNSW parameters (the space never changes); persisted atomically.
@@ -425,7 +464,11 @@ fn background_loop(inner: Arc<Inner>) {
     loop {
         {
             let mut st = inner.background.state.lock();
-            while !st.shutdown && !st.flush_requested && !st.index_requested {
+            while !st.shutdown
+                && !st.flush_requested
+                && !st.index_requested
+                && !st.recover_requested
+            {
                 let quiet = inner
                     .background
                     .cv
@@ -440,6 +483,17 @@ fn background_loop(inner: Arc<Inner>) {
                 return;
             }
             st.index_requested = false;
+            st.recover_requested = false;
+        }
+        // A poisoned log comes first: until it recovers, flushes and writes are refused.
+        if inner.durability.failure().is_some() && inner.recover_log(false).is_err() {
+            let wait = inner.recovery_wait();
+            let mut st = inner.background.state.lock();
+            if !st.shutdown {
+                inner.background.cv.wait_for(&mut st, wait);
+                st.recover_requested = true;
+            }
+            continue;
         }
         // Build the memtable graphs behind the acknowledgements, a step at a time, so a
         // shutdown or a flush request is noticed between steps.
@@ -532,6 +586,116 @@ struct Inner {
     compactions: AtomicU64,
     /// Their total duration in microseconds.
     compaction_micros: AtomicU64,
+    /// Log recoveries since open. Bumped under the state write lock when recovery swaps in the
+    /// rebuilt state, so a compaction that read the old one knows not to swap its result in.
+    log_generation: AtomicU64,
+    /// Retry schedule of log recovery.
+    recovery: Mutex<RecoveryBackoff>,
+}
+
+/// What [`load`] rebuilt from a collection's files.
+struct Loaded {
+    state: State,
+    position: Option<SourcePosition>,
+    writer: WalWriter,
+    records: u64,
+}
+
+/// Rebuilds a collection's memory from its files, as an open does: the segments `manifest`
+/// names (reusing those already mapped in `reuse`) with their tombstone files, then the WAL
+/// records after its `flushed_seq`. `frozen` re-freezes, at the same record, a memtable that a
+/// failed flush left frozen (log recovery; an open has none).
+fn load(
+    dir: &Path,
+    manifest: &Manifest,
+    reuse: &[Arc<Segment>],
+    frozen: Option<(u64, Option<SourcePosition>)>,
+    build: BuildParams,
+) -> Result<Loaded, EngineError> {
+    let segments_dir = dir.join(SEGMENTS_DIR);
+    let mut slots = Vec::with_capacity(manifest.segments.len());
+    for entry in &manifest.segments {
+        let seg = match reuse.iter().find(|s| s.id() == entry.id) {
+            Some(seg) => Arc::clone(seg),
+            None => Arc::new(Segment::open(&segments_dir, entry.id)?),
+        };
+        if Some(seg.dim()) != manifest.dimension || seg.rows() != entry.rows {
+            return Err(EngineError::Corrupt {
+                file: seg.dir().join("vectors.bin"),
+                offset: 0,
+                reason: format!(
+                    "segment holds {} rows of dimension {}; the MANIFEST says {} rows of dimension {:?}",
+                    seg.rows(),
+                    seg.dim(),
+                    entry.rows,
+                    manifest.dimension
+                ),
+            });
+        }
+        let dead = match &entry.tombstones {
+            Some(name) => segment::read_tombstones(&seg.dir().join(name))?,
+            None => Default::default(),
+        };
+        slots.push(SegmentSlot {
+            seg,
+            dead,
+            dirty: false,
+            tombstone_file: entry.tombstones.clone(),
+        });
+    }
+    let mut state = State::new(
+        manifest.config.space,
+        manifest.dimension,
+        slots,
+        manifest.next_first_seq,
+        build,
+    )?;
+    let mut position = manifest.source_position.clone();
+    let mut records = 0u64;
+    let mut freeze_at = frozen;
+    let writer = wal::recover(
+        &dir.join(WAL_DIR),
+        DEFAULT_ROTATE_BYTES,
+        manifest.flushed_seq,
+        |seq, payload, file, offset| {
+            if freeze_at.as_ref().is_some_and(|(covers, _)| seq > *covers) {
+                if let Some((covers, at)) = freeze_at.take() {
+                    state.freeze(covers, at);
+                }
+            }
+            let corrupt = |reason: String| EngineError::Corrupt {
+                file: file.to_path_buf(),
+                offset,
+                reason,
+            };
+            let entry = LogEntry::decode(payload)
+                .map_err(|e| corrupt(format!("undecodable WAL record: {e}")))?;
+            for op in entry.ops {
+                state.apply(op).map_err(|e| match e {
+                    corrupt @ EngineError::Corrupt { .. } => corrupt,
+                    other => EngineError::Corrupt {
+                        file: file.to_path_buf(),
+                        offset,
+                        reason: format!("WAL record contradicts the collection: {other}"),
+                    },
+                })?;
+            }
+            if entry.source_position.is_some() {
+                position = entry.source_position;
+            }
+            records += 1;
+            Ok(())
+        },
+    )?;
+    if let Some((covers, at)) = freeze_at {
+        state.freeze(covers, at);
+    }
+    Ok(Loaded {
+        state,
+        position,
+        writer,
+        records,
+    })
 }
 
 impl Inner {
@@ -581,75 +745,16 @@ impl Inner {
             create_dir_durable(&segments_dir)?;
         }
         remove_unpublished(&segments_dir, &manifest)?;
-        let mut slots = Vec::with_capacity(manifest.segments.len());
-        for entry in &manifest.segments {
-            let seg = Segment::open(&segments_dir, entry.id)?;
-            if Some(seg.dim()) != manifest.dimension || seg.rows() != entry.rows {
-                return Err(EngineError::Corrupt {
-                    file: seg.dir().join("vectors.bin"),
-                    offset: 0,
-                    reason: format!(
-                        "segment holds {} rows of dimension {}; the MANIFEST says {} rows of dimension {:?}",
-                        seg.rows(),
-                        seg.dim(),
-                        entry.rows,
-                        manifest.dimension
-                    ),
-                });
-            }
-            let dead = match &entry.tombstones {
-                Some(name) => segment::read_tombstones(&seg.dir().join(name))?,
-                None => Default::default(),
-            };
-            slots.push(SegmentSlot {
-                seg: Arc::new(seg),
-                dead,
-                dirty: false,
-                tombstone_file: entry.tombstones.clone(),
-            });
-        }
         let build = BuildParams::from_hnsw(
             &manifest.config.hnsw,
             DEFAULT_MEMTABLE_ROWS * MEMTABLE_HARD_FACTOR,
         );
-        let mut state = State::new(
-            manifest.config.space,
-            manifest.dimension,
-            slots,
-            manifest.next_first_seq,
-            build,
-        )?;
-        let mut position = manifest.source_position.clone();
-        let mut records = 0u64;
-        let writer = wal::recover(
-            &dir.join(WAL_DIR),
-            DEFAULT_ROTATE_BYTES,
-            manifest.flushed_seq,
-            |_seq, payload, file, offset| {
-                let corrupt = |reason: String| EngineError::Corrupt {
-                    file: file.to_path_buf(),
-                    offset,
-                    reason,
-                };
-                let entry = LogEntry::decode(payload)
-                    .map_err(|e| corrupt(format!("undecodable WAL record: {e}")))?;
-                for op in entry.ops {
-                    state.apply(op).map_err(|e| match e {
-                        corrupt @ EngineError::Corrupt { .. } => corrupt,
-                        other => EngineError::Corrupt {
-                            file: file.to_path_buf(),
-                            offset,
-                            reason: format!("WAL record contradicts the collection: {other}"),
-                        },
-                    })?;
-                }
-                if entry.source_position.is_some() {
-                    position = entry.source_position;
-                }
-                records += 1;
-                Ok(())
-            },
-        )?;
+        let Loaded {
+            state,
+            position,
+            writer,
+            records,
+        } = load(dir, &manifest, &[], None, build)?;
         tracing::info!(
             collection = %dir.display(),
             segments = manifest.segments.len(),
@@ -676,7 +781,133 @@ impl Inner {
             damage: Mutex::new(None),
             compactions: AtomicU64::new(0),
             compaction_micros: AtomicU64::new(0),
+            log_generation: AtomicU64::new(0),
+            recovery: Mutex::new(RecoveryBackoff::default()),
         })
+    }
+
+    /// Recovers the log after a failed WAL sync: cuts the WAL files back to the last successful
+    /// sync, rebuilds the memory from the files (dropping every record in doubt — none was
+    /// acknowledged) and accepts writes again. Returns whether a recovery ran (`false`: the
+    /// log was healthy). Unless `now`, an attempt within the backoff after a failed one is
+    /// refused with `Poisoned`. On failure the log stays poisoned and the background retries.
+    fn recover_log(&self, now: bool) -> Result<bool, EngineError> {
+        let Some(why) = self.durability.failure() else {
+            return Ok(false);
+        };
+        if !now {
+            let b = self.recovery.lock();
+            if b.next_try.is_some_and(|t| std::time::Instant::now() < t) {
+                return Err(EngineError::Poisoned(why));
+            }
+        }
+        // No flush in flight (its frozen memtable and segment belong to the old state); no
+        // append or sync either (the writer lock, then the tracker's sync lock).
+        let _one = self.flushing.lock();
+        let mut writer = self.writer.lock();
+        let started = std::time::Instant::now();
+        let had = writer.last_seq();
+        let result = self
+            .durability
+            .recover_with(|point, epoch| self.rebuild(&mut writer, point, epoch));
+        drop(writer);
+        match result {
+            Ok(None) => Ok(false),
+            Ok(Some(kept)) => {
+                *self.recovery.lock() = RecoveryBackoff::default();
+                WAL_RECOVERIES.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    collection = %self.dir.display(),
+                    cause = %why,
+                    kept_seq = kept,
+                    dropped_records = had.saturating_sub(kept),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "WAL recovered in place after a failed sync: records after the last durable one dropped, writes resume"
+                );
+                // The rebuilt memtable has no graph yet.
+                let mut st = self.background.state.lock();
+                st.index_requested = true;
+                self.background.cv.notify_one();
+                Ok(true)
+            }
+            Err(e) => {
+                let wait = {
+                    let mut b = self.recovery.lock();
+                    b.failures = b.failures.saturating_add(1);
+                    let wait = RECOVERY_BACKOFF_MIN
+                        .saturating_mul(1u32 << (b.failures - 1).min(16))
+                        .min(RECOVERY_BACKOFF_MAX);
+                    b.next_try = Some(std::time::Instant::now() + wait);
+                    wait
+                };
+                tracing::error!(
+                    collection = %self.dir.display(),
+                    error = %e,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "WAL recovery after a failed sync failed; writes stay refused"
+                );
+                let mut st = self.background.state.lock();
+                st.recover_requested = true;
+                self.background.cv.notify_one();
+                Err(e)
+            }
+        }
+    }
+
+    /// How long until the next log recovery may be tried.
+    fn recovery_wait(&self) -> std::time::Duration {
+        self.recovery
+            .lock()
+            .next_try
+            .map(|t| t.saturating_duration_since(std::time::Instant::now()))
+            .unwrap_or(RECOVERY_BACKOFF_MIN)
+    }
+
+    /// The body of [`Inner::recover_log`], run with the writer lock held and no sync in
+    /// flight: cut the WAL back to `point`, rebuild state and writer from the files, swap them
+    /// in. Disk is made right before memory, so a crash in between loses only what was in doubt.
+    /// Returns the last kept record and the new durable point.
+    fn rebuild(
+        &self,
+        writer: &mut WalWriter,
+        point: DurablePoint,
+        epoch: u64,
+    ) -> Result<(u64, DurablePoint), EngineError> {
+        wal::cut_back(&self.dir.join(WAL_DIR), point)?;
+        crash_point!(
+            "collection::recover::rebuild",
+            Err(EngineError::Internal(
+                "failpoint collection::recover::rebuild".into()
+            ))
+        );
+        let manifest = self.manifest.lock().clone();
+        let (reuse, frozen, build) = {
+            let st = self.state.read();
+            let reuse: Vec<Arc<Segment>> =
+                st.segments().iter().map(|s| Arc::clone(&s.seg)).collect();
+            let frozen = st.frozen().map(|(_, seq, at)| (seq, at.cloned()));
+            (reuse, frozen, st.build_params())
+        };
+        let mut loaded = load(&self.dir, &manifest, &reuse, frozen, build)?;
+        if loaded.writer.last_seq() != point.seq {
+            return Err(EngineError::Internal(format!(
+                "the WAL was cut back to record {} but replay ends at {}",
+                point.seq,
+                loaded.writer.last_seq()
+            )));
+        }
+        let now = loaded
+            .writer
+            .continue_after_recovery(Arc::clone(&self.durability), epoch)?;
+        {
+            let mut state = self.state.write();
+            loaded.state.carry_over(&state);
+            *state = loaded.state;
+            self.log_generation.fetch_add(1, Ordering::Relaxed);
+        }
+        *self.source_position.write() = loaded.position;
+        *writer = loaded.writer;
+        Ok((point.seq, now))
     }
 
     fn set_hnsw(&self, hnsw: HnswParams) -> Result<(), EngineError> {
@@ -701,10 +932,29 @@ impl Inner {
         source_position: Option<SourcePosition>,
     ) -> Result<(ApplyOutcome, usize), EngineError> {
         batch.validate()?;
-        let mut writer = self.writer.lock();
-        if let Some(why) = self.durability.failure() {
-            return Err(EngineError::Poisoned(why));
-        }
+        // A poisoned log recovers on the next write (within the backoff this refuses). A sync
+        // failing between that check and the lock is recovered from once more.
+        let mut writer = {
+            let mut tries = 0;
+            loop {
+                match self.recover_log(false) {
+                    Ok(_) | Err(EngineError::Poisoned(_)) => {}
+                    Err(e @ EngineError::NoSpace { .. }) => return Err(e),
+                    // This batch was not appended: say the log is refusing writes, with why.
+                    Err(e) => {
+                        return Err(EngineError::Poisoned(format!(
+                            "recovering the log failed: {e}"
+                        )))
+                    }
+                }
+                let writer = self.writer.lock();
+                match self.durability.failure() {
+                    None => break writer,
+                    Some(why) if tries == 1 => return Err(EngineError::Poisoned(why)),
+                    Some(_) => tries += 1,
+                }
+            }
+        };
         let (ops, mut outcome) = {
             let state = self.state.read();
             if let (Some(expected), Some(got)) = (state.dimension(), batch.dimension()) {
@@ -717,10 +967,10 @@ impl Inner {
         if ops.is_empty() && source_position.is_none() {
             // Nothing to log, but what the caller observed (e.g. ids that made an add a no-op)
             // may come from a write still in its group commit: wait for it too.
-            let seq = writer.last_seq();
+            let ticket = writer.ticket();
             drop(writer);
-            self.durability.wait(seq, &self.writer)?;
-            outcome.seq = seq;
+            self.wait_durable(ticket)?;
+            outcome.seq = ticket.seq();
             return Ok((outcome, self.state.read().active_rows()));
         }
         let entry = LogEntry {
@@ -740,6 +990,7 @@ impl Inner {
             );
         }
         let seq = writer.append(&payload)?;
+        let ticket = writer.ticket();
         let memtable_rows = {
             let mut state = self.state.write();
             for op in entry.ops {
@@ -757,9 +1008,23 @@ impl Inner {
             *self.source_position.write() = entry.source_position;
         }
         drop(writer);
-        self.durability.wait(seq, &self.writer)?;
+        self.wait_durable(ticket)?;
         outcome.seq = seq;
         Ok((outcome, memtable_rows))
+    }
+
+    /// Waits for group commit to cover `ticket`. When a sync fails first, recovers the log
+    /// right away, so the caller learns the definite outcome (`SyncFailed`: not applied) rather
+    /// than "in doubt" (`Poisoned`, only while recovery fails).
+    fn wait_durable(&self, ticket: wal::Ticket) -> Result<(), EngineError> {
+        match self.durability.wait(ticket, &self.writer) {
+            Err(EngineError::Poisoned(_)) => {
+                // Failure is reported by the log itself (and retried in the background).
+                let _ = self.recover_log(false);
+                self.durability.wait(ticket, &self.writer)
+            }
+            other => other,
+        }
     }
 
     /// Writes the memtable out as a segment and drops the WAL it covers. Returns whether a
@@ -885,15 +1150,22 @@ impl Inner {
     /// its graph is extended with the other inputs' rows instead of rebuilt: a copy plus the
     /// other rows' inserts. Returns whether anything was rewritten.
     fn compact(&self, shutdown: &AtomicBool, plan: Option<&[u64]>) -> Result<bool, EngineError> {
-        let (inputs, space, dim, build) = {
+        let (inputs, space, dim, build, generation) = {
             let st = self.state.read();
+            let generation = self.log_generation.load(Ordering::Relaxed);
             let inputs: Vec<(Arc<Segment>, Bitset)> = st
                 .segments()
                 .iter()
                 .filter(|s| plan.is_none_or(|ids| ids.contains(&s.seg.id())))
                 .map(|s| (Arc::clone(&s.seg), s.dead.clone()))
                 .collect();
-            (inputs, st.space(), st.dimension(), st.build_params())
+            (
+                inputs,
+                st.space(),
+                st.dimension(),
+                st.build_params(),
+                generation,
+            )
         };
         let dead: usize = inputs.iter().map(|(_, d)| d.count()).sum();
         let Some(dim) = dim else { return Ok(false) };
@@ -1016,6 +1288,16 @@ impl Inner {
             ))
         );
         let _writer = self.writer.lock();
+        if self.log_generation.load(Ordering::Relaxed) != generation {
+            // A log recovery replaced the state since the merge read its tombstones: deletes it
+            // saw may have been dropped, so its result could lose rows. Leave it unpublished.
+            drop(_writer);
+            if let Some(seg) = &new_seg {
+                let _ = fs::remove_dir_all(seg.dir());
+            }
+            tracing::info!(collection = %self.dir.display(), "compaction abandoned: the log recovered meanwhile");
+            return Ok(false);
+        }
         let mut state = self.state.write();
         let input_ids: Vec<u64> = inputs.iter().map(|(s, _)| s.id()).collect();
         state.replace_segments(&input_ids, new_seg.clone(), &map)?;
@@ -1075,6 +1357,9 @@ impl Inner {
     }
 
     fn stats(&self) -> CollectionStats {
+        // The writer lock before the state lock, never inside it: `apply` takes them in that
+        // order, so holding the state while waiting for the writer could deadlock.
+        let wal_bytes = self.writer.lock().current_file_bytes();
         let state = self.state.read();
         let segments = state.segments();
         CollectionStats {
@@ -1094,7 +1379,8 @@ impl Inner {
             plan_exact: state.counters.plan_exact.load(Ordering::Relaxed),
             compactions: self.compactions.load(Ordering::Relaxed),
             compaction_micros: self.compaction_micros.load(Ordering::Relaxed),
-            wal_bytes: self.writer.lock().current_file_bytes(),
+            wal_bytes,
+            wal_recoveries: self.log_generation.load(Ordering::Relaxed),
         }
     }
 }
@@ -1138,6 +1424,8 @@ pub struct CollectionStats {
     pub compaction_micros: u64,
     /// Bytes in the current WAL file.
     pub wal_bytes: u64,
+    /// Log recoveries after a failed WAL sync since open.
+    pub wal_recoveries: u64,
 }
 
 /// Removes segment folders the MANIFEST does not name (a flush or compaction that crashed

@@ -50,10 +50,16 @@ pub enum EngineError {
         /// The lock file.
         path: PathBuf,
     },
-    /// A WAL sync failed after the write became visible; the collection refuses writes until it
-    /// is reopened, because the OS may have dropped the dirty pages (fsync-gate).
-    #[error("collection is read-only after a failed WAL sync: {0}")]
+    /// A WAL sync failed and the log has not recovered yet: writes are refused (the OS may
+    /// have dropped the dirty pages, fsync-gate) until the records after the last successful
+    /// sync are cut away, which is retried in the background. A write that gets this error
+    /// was not acknowledged and may or may not survive a crash before that recovery.
+    #[error("collection refuses writes after a failed WAL sync until its log recovers (retried in the background): {0}")]
     Poisoned(String),
+    /// The WAL sync covering this write failed; the log was cut back to its last durable
+    /// record and the write removed from memory, so it is not applied. Retrying is safe.
+    #[error("the write was not applied: the WAL sync failed ({0}); the log recovered, retry")]
+    SyncFailed(String),
     /// A bug: an internal invariant did not hold. The operation was not applied.
     #[error("internal error: {0}")]
     Internal(String),

@@ -19,7 +19,7 @@ mod wal;
 #[cfg(test)]
 mod filter_plan_tests;
 
-pub use collection::{Collection, CollectionStats, DEFAULT_MEMTABLE_ROWS};
+pub use collection::{wal_recoveries_total, Collection, CollectionStats, DEFAULT_MEMTABLE_ROWS};
 pub use config::{CollectionConfig, HnswParams, MAX_NEIGHBORS_LIMIT};
 pub use error::EngineError;
 pub use fsutil::{atomic_write, sync_dir, DirLock};

@@ -203,6 +203,32 @@ impl State {
         self.build = build;
     }
 
+    /// Takes over `old`'s cumulative counters and search settings, for a state rebuilt from
+    /// the files to replace it (log recovery): metrics stay monotonic, tuning stays as set.
+    pub(crate) fn carry_over(&mut self, old: &State) {
+        let c = (&self.counters, &old.counters);
+        for (to, from) in [
+            (&c.0.queries, &c.1.queries),
+            (&c.0.distance_computations, &c.1.distance_computations),
+            (&c.0.exact_fallbacks, &c.1.exact_fallbacks),
+            (&c.0.plan_graph, &c.1.plan_graph),
+            (&c.0.plan_filtered, &c.1.plan_filtered),
+            (&c.0.plan_exact, &c.1.plan_exact),
+        ] {
+            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        self.quantized
+            .store(old.quantized.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.filter_exact_rows.store(
+            old.filter_exact_rows.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        self.filter_exact_permille.store(
+            old.filter_exact_permille.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+    }
+
     /// The next step of graph building for the active and frozen memtables, if any rows wait.
     pub(crate) fn index_jobs(&self, max_rows: usize) -> Vec<IndexJob> {
         let frozen = self.frozen.as_ref().and_then(|f| f.mem.index_job(max_rows));

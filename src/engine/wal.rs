@@ -6,6 +6,10 @@
 //! implements group commit — one writer syncs for everyone who appended before it started —
 //! so concurrent writers share a sync instead of queueing one each.
 //!
+//! A failed sync poisons the log; the collection then recovers in place ([`cut_back`],
+//! [`Durability::recover_with`]): every file is cut back to the last durable record, a fresh
+//! file is started, and the records in doubt (none acknowledged) are dropped from memory too.
+//!
 //! Recovery replays every record and truncates a torn **tail** only: a bad record in the last
 //! file with no valid record after it. A bad record followed by a valid one, or a bad record in
 //! an older file, is corruption and recovery stops with the file and offset.
@@ -74,6 +78,41 @@ pub(crate) struct WalWriter {
     durability: Arc<Durability>,
     /// Older files and the last sequence number each holds, oldest first.
     sealed: Vec<(u64, u64)>,
+    /// Recoveries of this log so far (see [`Ticket`]).
+    epoch: u64,
+}
+
+/// Where the last successful sync left the log: records up to `seq` are durable, and the
+/// durable bytes end at offset `len` of file `file_no`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct DurablePoint {
+    pub(crate) seq: u64,
+    pub(crate) file_no: u64,
+    pub(crate) len: u64,
+}
+
+/// A record's claim on durability: its sequence number and the log epoch it was appended in.
+/// Recovery reuses the sequence numbers it drops, so a number alone cannot tell a dropped
+/// record from the one that replaced it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket {
+    seq: u64,
+    epoch: u64,
+}
+
+impl Ticket {
+    /// The record's sequence number.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// What a syncer captured under the writer lock: the file and how far it reaches.
+struct SyncTarget {
+    file: Arc<File>,
+    path: PathBuf,
+    point: DurablePoint,
+    epoch: u64,
 }
 
 impl WalWriter {
@@ -85,6 +124,47 @@ impl WalWriter {
     /// The group-commit tracker for this log.
     pub(crate) fn durability(&self) -> &Arc<Durability> {
         &self.durability
+    }
+
+    /// The ticket of the newest record, for [`Durability::wait`].
+    pub(crate) fn ticket(&self) -> Ticket {
+        Ticket {
+            seq: self.last_seq,
+            epoch: self.epoch,
+        }
+    }
+
+    fn sync_target(&self) -> SyncTarget {
+        SyncTarget {
+            file: Arc::clone(&self.file),
+            path: self.path.clone(),
+            point: DurablePoint {
+                seq: self.last_seq,
+                file_no: self.file_no,
+                len: self.len,
+            },
+            epoch: self.epoch,
+        }
+    }
+
+    /// Makes this writer (just reopened by [`recover`] after [`cut_back`]) continue the log of
+    /// `durability` in `epoch`, in a fresh file: the file that saw the failed sync is never
+    /// written again. Returns the new durable point (everything written so far).
+    pub(crate) fn continue_after_recovery(
+        &mut self,
+        durability: Arc<Durability>,
+        epoch: u64,
+    ) -> Result<DurablePoint, EngineError> {
+        let no = self.file_no + 1;
+        let (file, path) = create_file(&self.dir, no)?;
+        self.sealed.push((self.file_no, self.last_seq));
+        self.file = Arc::new(file);
+        self.path = path;
+        self.file_no = no;
+        self.len = FILE_HEADER_LEN;
+        self.durability = durability;
+        self.epoch = epoch;
+        Ok(self.sync_target().point)
     }
 
     /// Writes one record and returns its sequence number. Not yet durable: see
@@ -127,8 +207,8 @@ impl WalWriter {
         if self.len == FILE_HEADER_LEN {
             return Ok(());
         }
-        sync_file(&self.file).map_err(|e| EngineError::io("fsync WAL", &self.path, e))?;
-        self.durability.mark_durable(self.last_seq);
+        // Through the tracker, not directly: a sync after a failed one must not run (fsync-gate).
+        self.durability.sync_through(&self.sync_target())?;
         let no = self.file_no + 1;
         let (file, path) = create_file(&self.dir, no)?;
         self.sealed.push((self.file_no, self.last_seq));
@@ -212,35 +292,100 @@ fn create_file(dir: &Path, no: u64) -> Result<(File, PathBuf), EngineError> {
 
 #[derive(Debug, Default)]
 struct SyncState {
-    durable: u64,
+    durable: DurablePoint,
     syncing: bool,
     failed: Option<String>,
+    /// Recoveries so far; tickets from an older epoch are settled by `cuts`.
+    epoch: u64,
+    /// `cuts[e]`: the last record the recovery that ended epoch `e` kept, and why it ran.
+    cuts: Vec<(u64, String)>,
 }
 
 /// Group commit: tracks the highest durable sequence number and elects one syncing writer at
 /// a time. A failed sync poisons the log (fsync-gate: after a failed `fdatasync` the kernel may
-/// have dropped the dirty pages, so retrying could report success for lost data).
+/// have dropped the dirty pages, so retrying could report success for lost data) until
+/// [`Durability::recover_with`] has cut the records in doubt away.
 #[derive(Debug, Default)]
 pub(crate) struct Durability {
     state: Mutex<SyncState>,
     cv: Condvar,
+    /// Held around every fsync of the log and around recovery. Serialising them means no sync
+    /// starts after a failed one (it could falsely succeed) and no sync of a file recovery has
+    /// replaced records its success.
+    sync_lock: Mutex<()>,
 }
 
 impl Durability {
-    fn with_durable(seq: u64) -> Durability {
+    fn with_durable(point: DurablePoint) -> Durability {
         Durability {
             state: Mutex::new(SyncState {
-                durable: seq,
+                durable: point,
                 ..Default::default()
             }),
-            cv: Condvar::new(),
+            ..Default::default()
         }
     }
 
-    fn mark_durable(&self, seq: u64) {
+    /// Syncs `target`'s file and records how far it is durable; a failure poisons the log.
+    /// Refuses (without syncing) once the log is poisoned.
+    fn sync_through(&self, target: &SyncTarget) -> Result<(), EngineError> {
+        let _one = self.sync_lock.lock();
+        {
+            let st = self.state.lock();
+            if let Some(why) = &st.failed {
+                return Err(EngineError::Poisoned(why.clone()));
+            }
+            if st.epoch != target.epoch {
+                // Captured before a recovery replaced the file: nothing to record.
+                return Ok(());
+            }
+        }
+        let result = sync_file(&target.file);
         let mut st = self.state.lock();
-        st.durable = st.durable.max(seq);
+        match &result {
+            Ok(()) if target.point.seq >= st.durable.seq => st.durable = target.point,
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!(
+                    file = %target.path.display(),
+                    error = %e,
+                    durable_seq = st.durable.seq,
+                    "WAL fdatasync failed; writes are refused until the log is cut back to its last durable record"
+                );
+                st.failed
+                    .get_or_insert(format!("fdatasync {}: {e}", target.path.display()));
+            }
+        }
         self.cv.notify_all();
+        result.map_err(|e| EngineError::io("fsync WAL", &target.path, e))
+    }
+
+    /// Recovers a poisoned log: runs `f(durable point, next epoch)` — which must cut the files
+    /// back to that point and reopen the log in the next epoch, returning the new durable
+    /// point — with no sync in flight, then accepts writes again. Waiters on dropped records
+    /// get [`EngineError::SyncFailed`]. `Ok(None)` when the log was not poisoned; when `f`
+    /// fails the log stays poisoned.
+    pub(crate) fn recover_with<T>(
+        &self,
+        f: impl FnOnce(DurablePoint, u64) -> Result<(T, DurablePoint), EngineError>,
+    ) -> Result<Option<T>, EngineError> {
+        let _one = self.sync_lock.lock();
+        let (point, epoch, why) = {
+            let st = self.state.lock();
+            match &st.failed {
+                None => return Ok(None),
+                Some(why) => (st.durable, st.epoch, why.clone()),
+            }
+        };
+        let (out, now) = f(point, epoch + 1)?;
+        let mut st = self.state.lock();
+        debug_assert_eq!(st.cuts.len() as u64, epoch);
+        st.cuts.push((point.seq, why));
+        st.epoch = epoch + 1;
+        st.durable = now;
+        st.failed = None;
+        self.cv.notify_all();
+        Ok(Some(out))
     }
 
     /// Marks the log unusable for writes; reads are unaffected.
@@ -255,11 +400,28 @@ impl Durability {
         self.state.lock().failed.clone()
     }
 
-    /// Returns once record `seq` is durable. The caller must not hold `writer`'s lock.
-    pub(crate) fn wait(&self, seq: u64, writer: &Mutex<WalWriter>) -> Result<(), EngineError> {
+    /// Returns once the record of `ticket` is durable. Fails with `Poisoned` when a sync failed
+    /// before covering it (the record is in doubt until a recovery), and with `SyncFailed` once
+    /// a recovery dropped it. The caller must not hold `writer`'s lock.
+    pub(crate) fn wait(
+        &self,
+        ticket: Ticket,
+        writer: &Mutex<WalWriter>,
+    ) -> Result<(), EngineError> {
         let mut st = self.state.lock();
         loop {
-            if st.durable >= seq {
+            if st.epoch != ticket.epoch {
+                // A recovery ran since the record was appended: it kept records up to its cut.
+                return match st.cuts.get(ticket.epoch as usize) {
+                    Some((kept, _)) if ticket.seq <= *kept => Ok(()),
+                    Some((_, why)) => Err(EngineError::SyncFailed(why.clone())),
+                    None => Err(EngineError::Internal(format!(
+                        "WAL ticket from unknown epoch {}",
+                        ticket.epoch
+                    ))),
+                };
+            }
+            if st.durable.seq >= ticket.seq {
                 return Ok(());
             }
             if let Some(why) = &st.failed {
@@ -271,24 +433,61 @@ impl Durability {
             }
             st.syncing = true;
             drop(st);
-            // Everything appended up to now rides on this one sync.
-            let (file, path, upto) = {
-                let w = writer.lock();
-                (Arc::clone(&w.file), w.path.clone(), w.last_seq)
-            };
-            let result = sync_file(&file);
+            // Everything appended up to now rides on this one sync. Its outcome is recorded by
+            // `sync_through`; the loop reads it from the state.
+            let target = writer.lock().sync_target();
+            let _ = self.sync_through(&target);
             st = self.state.lock();
             st.syncing = false;
-            match result {
-                Ok(()) => st.durable = st.durable.max(upto),
-                Err(e) => {
-                    st.failed
-                        .get_or_insert(format!("fdatasync {}: {e}", path.display()));
-                }
-            }
             self.cv.notify_all();
         }
     }
+}
+
+/// Recovery after a failed sync, first step: cuts every WAL file in `dir` back to `point` (the
+/// last successful sync) — the file holding it to its durable length, later files to their
+/// bare header — and fsyncs them and the folder. Nothing cut was acknowledged. Idempotent, so
+/// a failed attempt is simply retried.
+pub(crate) fn cut_back(dir: &Path, point: DurablePoint) -> Result<(), EngineError> {
+    crash_point!(
+        "wal::cut_back",
+        Err(EngineError::Internal("failpoint wal::cut_back".into()))
+    );
+    for no in list_files(dir)? {
+        let keep = match no.cmp(&point.file_no) {
+            std::cmp::Ordering::Less => continue,
+            std::cmp::Ordering::Equal => point.len,
+            std::cmp::Ordering::Greater => FILE_HEADER_LEN,
+        };
+        let path = dir.join(file_name(no));
+        // A fresh descriptor: the one that saw the failed sync has its error consumed.
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| EngineError::io("open WAL to cut it back", &path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| EngineError::io("stat WAL", &path, e))?
+            .len();
+        if len < keep {
+            if no == point.file_no {
+                return Err(EngineError::Corrupt {
+                    file: path,
+                    offset: len,
+                    reason: format!("WAL file ends before its durable length {keep}"),
+                });
+            }
+            // A later file whose creation failed part way: replay treats it as a torn header.
+            continue;
+        }
+        if len > keep {
+            file.set_len(keep)
+                .map_err(|e| EngineError::io("cut back WAL", &path, e))?;
+        }
+        file.sync_all()
+            .map_err(|e| EngineError::io("fsync cut-back WAL", &path, e))?;
+    }
+    sync_dir(dir)
 }
 
 /// Opens the log in `dir` (creating it when absent), calling `replay(seq, payload, file,
@@ -393,7 +592,6 @@ pub(crate) fn recover(
         }
     }
 
-    let durability = Arc::new(Durability::with_durable(last_seq));
     match tail {
         Some((no, path, len)) if len >= FILE_HEADER_LEN => {
             let file = OpenOptions::new()
@@ -411,6 +609,11 @@ pub(crate) fn recover(
                     .and_then(|_| file.sync_all())
                     .map_err(|e| EngineError::io("truncate WAL tail", &path, e))?;
             }
+            let point = DurablePoint {
+                seq: last_seq,
+                file_no: no,
+                len,
+            };
             Ok(WalWriter {
                 dir: dir.to_path_buf(),
                 file: Arc::new(file),
@@ -419,13 +622,19 @@ pub(crate) fn recover(
                 len,
                 last_seq,
                 rotate_bytes,
-                durability,
+                durability: Arc::new(Durability::with_durable(point)),
                 sealed,
+                epoch: 0,
             })
         }
         other => {
             let no = other.map(|(no, _, _)| no).unwrap_or(1);
             let (file, path) = create_file(dir, no)?;
+            let point = DurablePoint {
+                seq: last_seq,
+                file_no: no,
+                len: FILE_HEADER_LEN,
+            };
             Ok(WalWriter {
                 dir: dir.to_path_buf(),
                 file: Arc::new(file),
@@ -434,8 +643,9 @@ pub(crate) fn recover(
                 len: FILE_HEADER_LEN,
                 last_seq,
                 rotate_bytes,
-                durability,
+                durability: Arc::new(Durability::with_durable(point)),
                 sealed,
+                epoch: 0,
             })
         }
     }
@@ -499,10 +709,11 @@ mod tests {
     fn write_n(dir: &Path, n: usize, rotate: u64) -> WalWriter {
         let mut w = recover(dir, rotate, 0, |_, _, _, _| Ok(())).unwrap();
         for i in 0..n {
-            let seq = w.append(format!("record-{i}").as_bytes()).unwrap();
+            w.append(format!("record-{i}").as_bytes()).unwrap();
+            let ticket = w.ticket();
             let lock = Mutex::new(w);
             let d = Arc::clone(lock.lock().durability());
-            d.wait(seq, &lock).unwrap();
+            d.wait(ticket, &lock).unwrap();
             w = lock.into_inner();
         }
         w
@@ -638,8 +849,12 @@ mod tests {
                 let (lock, d) = (Arc::clone(&lock), Arc::clone(&d));
                 std::thread::spawn(move || {
                     for i in 0..50 {
-                        let seq = lock.lock().append(format!("{t}-{i}").as_bytes()).unwrap();
-                        d.wait(seq, &lock).unwrap();
+                        let ticket = {
+                            let mut w = lock.lock();
+                            w.append(format!("{t}-{i}").as_bytes()).unwrap();
+                            w.ticket()
+                        };
+                        d.wait(ticket, &lock).unwrap();
                     }
                 })
             })

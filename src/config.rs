@@ -69,6 +69,9 @@ pub struct RunArgs {
     /// Server-side embedding settings.
     #[command(flatten)]
     pub embed: EmbedArgs,
+    /// Timeouts, backpressure and size caps (`src/limits.rs`).
+    #[command(flatten)]
+    pub limits: crate::limits::LimitArgs,
 }
 
 /// Flags of the server-side embedder (`src/embed`). The API key comes from
@@ -172,6 +175,8 @@ pub struct Settings {
     pub audit_log: Option<PathBuf>,
     /// pgvector sync job file, if any.
     pub sync_config: Option<PathBuf>,
+    /// Timeouts, backpressure and size caps.
+    pub limits: crate::limits::Limits,
 }
 
 impl Default for Settings {
@@ -192,6 +197,7 @@ impl Default for Settings {
             snapshot_keep: DEFAULT_SNAPSHOT_KEEP,
             audit_log: None,
             sync_config: None,
+            limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -223,6 +229,9 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// A limit flag (timeouts, counts) out of range.
+    #[error("{0}")]
+    InvalidLimit(String),
     /// A `--snapshot-every` value that is not a positive interval.
     #[error("--snapshot-every {0:?} is not an interval like 30m, 6h or 1d (at least 1m)")]
     InvalidInterval(String),
@@ -320,6 +329,7 @@ impl Settings {
             },
         };
         let embed = resolve_embed(args.embed, &env)?;
+        let limits = crate::limits::Limits::resolve(args.limits, &env)?;
         let snapshot_dir = match args.snapshot_dir {
             Some(d) => d,
             None => first(&["VECTORD_SNAPSHOT_DIR"])
@@ -367,6 +377,7 @@ impl Settings {
             snapshot_keep,
             audit_log,
             sync_config,
+            limits,
         })
     }
 

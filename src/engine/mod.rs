@@ -4,6 +4,7 @@
 //! The public surface is [`Collection`] (create/open, `apply`, `get`, `query`, `count`) plus
 //! [`DirLock`] for the one-process-per-folder rule.
 
+mod background;
 mod bitset;
 mod collection;
 mod config;
@@ -16,6 +17,7 @@ mod snapshot;
 mod state;
 mod wal;
 
+pub use background::pool_threads;
 pub use collection::{Collection, CollectionStats, DEFAULT_MEMTABLE_ROWS};
 pub use config::{CollectionConfig, HnswParams, MAX_NEIGHBORS_LIMIT};
 pub use error::EngineError;

@@ -574,7 +574,7 @@ async fn secrets_never_reach_the_logs_or_the_audit_log() {
     )
     .unwrap();
     let port = free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vectord"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_vectord"))
         .args(["run", "--host", "127.0.0.1", "--port", &port.to_string()])
         .arg("--path")
         .arg(&data)

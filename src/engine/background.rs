@@ -196,8 +196,16 @@ fn worker(p: &'static Pool) {
             st.woken = false;
         }
         let wake_at = match item.work.upgrade() {
-            // The strong handle lives only inside this block.
-            Some(work) => work.turn(),
+            // The strong handle lives only inside this block. A panicking turn must not take
+            // the worker with it, nor leave `running` set (the collection's drop would wait
+            // for it forever); the collection gets its next turn on its next write.
+            Some(work) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.turn()))
+                .unwrap_or_else(|_| {
+                    tracing::error!(
+                        "a background turn panicked; its collection resumes on its next write"
+                    );
+                    None
+                }),
             None => None,
         };
         let mut st = item.bg.state.lock();
@@ -218,5 +226,52 @@ fn worker(p: &'static Pool) {
             drop(st);
             enqueue(item, None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// Counts its turns; the first asks for a wake-up, later ones do not.
+    struct Counter {
+        turns: AtomicUsize,
+    }
+
+    impl Turn for Counter {
+        fn turn(&self) -> Option<Instant> {
+            let n = self.turns.fetch_add(1, Ordering::SeqCst);
+            (n == 0).then(|| Instant::now() + Duration::from_millis(20))
+        }
+    }
+
+    fn wait_for_turns(c: &Counter, n: usize) -> usize {
+        // Polls, but asserts no timing: the bound only keeps a lost wake-up from hanging.
+        let give_up = Instant::now() + Duration::from_secs(120);
+        while c.turns.load(Ordering::SeqCst) < n && Instant::now() < give_up {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        c.turns.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_requested_wake_up_runs_another_turn_and_shutdown_stops_them() {
+        let bg = Arc::new(Background::default());
+        let work = Arc::new(Counter {
+            turns: AtomicUsize::new(0),
+        });
+        let weak: Weak<dyn Turn> = Arc::downgrade(&work) as Weak<dyn Turn>;
+        schedule(&bg, weak.clone());
+        // The second turn comes from the wake-up alone: nothing else was scheduled.
+        assert_eq!(wait_for_turns(&work, 2), 2);
+        shutdown(&bg);
+        let st = bg.state.lock();
+        assert!(!st.running && st.shutdown);
+        drop(st);
+        // Closing: a new request is ignored.
+        schedule(&bg, weak);
+        assert!(!bg.state.lock().queued);
     }
 }

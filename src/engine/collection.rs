@@ -1439,6 +1439,35 @@ mod tests {
         check(&c);
     }
 
+    /// The idle flush runs on the shared pool: no flush is asked for (the memtable is far below
+    /// its limit), yet once writes stop the pool's wake-up writes the memtable out.
+    #[test]
+    fn an_idle_memtable_is_flushed_by_the_pool() {
+        let (_d, c) = open(Space::L2);
+        let rows = IDLE_FLUSH_MIN_ROWS + 100;
+        for from in (0..rows).step_by(100) {
+            c.apply(
+                WriteBatch::Add(
+                    (from..from + 100)
+                        .map(|i| rec(&format!("r{i}"), &[i as f32, 1.0, 2.0], &[], None))
+                        .collect(),
+                ),
+                None,
+            )
+            .unwrap();
+        }
+        assert_eq!(c.segment_count(), 0);
+        // Polls, but asserts no timing: the bound only keeps a broken wake-up from hanging.
+        let give_up = Instant::now() + Duration::from_secs(300);
+        while c.segment_count() == 0 && Instant::now() < give_up {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(c.segment_count(), 1, "the idle memtable was never flushed");
+        let st = c.stats();
+        assert_eq!((st.memtable_rows, st.segment_rows), (0, rows));
+        assert_eq!(c.count(), rows as u64);
+    }
+
     #[test]
     fn compaction_policy_is_size_tiered() {
         // One segment, or a small newcomer next to a big base: nothing to do.

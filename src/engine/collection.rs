@@ -1066,6 +1066,10 @@ impl Inner {
     }
 
     fn stats(&self) -> CollectionStats {
+        // The WAL size first, and alone: writers take `writer` then `state`, so holding `state`
+        // while waiting for `writer` deadlocks against a write (or flush) that holds `writer`
+        // and waits for `state` — every later reader then queues behind that write.
+        let wal_bytes = self.writer.lock().current_file_bytes();
         let state = self.state.read();
         let segments = state.segments();
         CollectionStats {
@@ -1085,7 +1089,7 @@ impl Inner {
             plan_exact: state.counters.plan_exact.load(Ordering::Relaxed),
             compactions: self.compactions.load(Ordering::Relaxed),
             compaction_micros: self.compaction_micros.load(Ordering::Relaxed),
-            wal_bytes: self.writer.lock().current_file_bytes(),
+            wal_bytes,
         }
     }
 }

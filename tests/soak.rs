@@ -1,8 +1,9 @@
 //! Load and soak over loopback against the real server binary: concurrent upserts, queries,
 //! gets and deletes on a bounded id space, so memtables flush, tombstones pile up and
 //! compaction runs, for a configurable duration. Reports p50/p99 latency per operation, the
-//! error count (must be 0), and RSS (anon/file), open descriptors and disk use sampled over
-//! time (must plateau). Ignored by default (it is a measurement, not a CI test):
+//! error count (must be 0), RSS (anon/file), open descriptors, disk use, memtable rows and
+//! segments sampled over time (must plateau), and how long the graceful stop took. Ignored by
+//! default (it is a measurement, not a CI test):
 //!
 //! ```bash
 //! cargo build --release --bin vectord
@@ -94,6 +95,21 @@ struct Sample {
     fds: usize,
     disk_mb: f64,
     ops: u64,
+    /// Rows in the collections' active memtables and their segment count (from `/metrics`):
+    /// what RSS should track.
+    memtable_rows: f64,
+    segments: f64,
+    /// Memtable rows not yet in a graph (a backlog the next flush must index first).
+    unindexed_rows: f64,
+}
+
+/// Sum of a per-collection gauge in the Prometheus text of `/metrics`.
+fn gauge_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 fn proc_status(pid: u32, key: &str) -> f64 {
@@ -294,6 +310,10 @@ async fn soak() {
         let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .map(|d| d.count())
             .unwrap_or(0);
+        let metrics = match c.get(format!("{base}/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
         let s = Sample {
             t: started.elapsed().as_secs_f64(),
             rss_anon_mb: proc_status(pid, "RssAnon:"),
@@ -301,15 +321,21 @@ async fn soak() {
             fds,
             disk_mb: disk_bytes(&data) as f64 / 1e6,
             ops: ops.load(Ordering::Relaxed),
+            memtable_rows: gauge_sum(&metrics, "vectord_collection_memtable_rows"),
+            segments: gauge_sum(&metrics, "vectord_collection_segments"),
+            unindexed_rows: gauge_sum(&metrics, "vectord_collection_unindexed_rows"),
         };
         eprintln!(
-            "t={:>6.0}s ops={:>8} rss_anon={:>7.1}MB rss_file={:>7.1}MB fds={:>4} disk={:>8.1}MB errors={}",
+            "t={:>6.0}s ops={:>8} rss_anon={:>7.1}MB rss_file={:>7.1}MB fds={:>4} disk={:>8.1}MB memtable_rows={:>7} unindexed={:>7} segments={:>3} errors={}",
             s.t,
             s.ops,
             s.rss_anon_mb,
             s.rss_file_mb,
             s.fds,
             s.disk_mb,
+            s.memtable_rows,
+            s.unindexed_rows,
+            s.segments,
             stats.errors.load(Ordering::Relaxed)
         );
         samples.push(s);
@@ -325,10 +351,13 @@ async fn soak() {
         let r = c.get(format!("{coll}/count")).send().await.unwrap();
         live += r.text().await.unwrap().trim().parse::<u64>().unwrap_or(0);
     }
+    // The graceful stop: drain connections, flush memtables, close collections.
+    let stopping = Instant::now();
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
     let exit = child.wait().unwrap();
+    let shutdown_secs = stopping.elapsed().as_secs_f64();
     let mut lat = std::mem::take(&mut *stats.lat.lock());
     let mut per_op = serde_json::Map::new();
     for (op, v) in lat.iter_mut() {
@@ -350,19 +379,21 @@ async fn soak() {
     let report = json!({
         "seconds": elapsed, "dim": dim, "collections": COLLECTIONS, "id_space": id_space,
         "ops": per_op, "errors": errors, "first_errors": *stats.first_errors.lock(),
-        "live_records_at_end": live, "server_exit": exit.to_string(),
+        "live_records_at_end": live, "server_exit": exit.to_string(), "shutdown_secs": shutdown_secs,
         "rss_anon_mb": {"middle_third_max": max_of(mid, |s| s.rss_anon_mb), "last_third_max": max_of(last, |s| s.rss_anon_mb)},
         "rss_file_mb": {"middle_third_max": max_of(mid, |s| s.rss_file_mb), "last_third_max": max_of(last, |s| s.rss_file_mb)},
         "fds": {"middle_third_max": max_of(mid, |s| s.fds as f64), "last_third_max": max_of(last, |s| s.fds as f64)},
         "disk_mb": {"middle_third_max": max_of(mid, |s| s.disk_mb), "last_third_max": max_of(last, |s| s.disk_mb),
                     "end": samples.last().map_or(0.0, |s| s.disk_mb)},
-        "samples": samples.iter().map(|s| json!([s.t, s.rss_anon_mb, s.rss_file_mb, s.fds, s.disk_mb, s.ops])).collect::<Vec<_>>(),
+        "memtable_rows": {"middle_third_max": max_of(mid, |s| s.memtable_rows), "last_third_max": max_of(last, |s| s.memtable_rows)},
+        "sample_columns": ["t", "rss_anon_mb", "rss_file_mb", "fds", "disk_mb", "ops", "memtable_rows", "segments", "unindexed_rows"],
+        "samples": samples.iter().map(|s| json!([s.t, s.rss_anon_mb, s.rss_file_mb, s.fds, s.disk_mb, s.ops, s.memtable_rows, s.segments, s.unindexed_rows])).collect::<Vec<_>>(),
     });
     let text = serde_json::to_string_pretty(&report).unwrap();
     std::fs::write(&out_path, &text).unwrap();
     eprintln!("{}", serde_json::to_string_pretty(&report["ops"]).unwrap());
     eprintln!(
-        "errors={errors} rss_anon={} rss_file={} fds={} disk={} report={}",
+        "errors={errors} shutdown={shutdown_secs:.1}s rss_anon={} rss_file={} fds={} disk={} report={}",
         report["rss_anon_mb"],
         report["rss_file_mb"],
         report["fds"],
@@ -370,6 +401,7 @@ async fn soak() {
         out_path.display()
     );
     assert_eq!(errors, 0, "{:?}", stats.first_errors.lock());
+    assert!(exit.success(), "the server's graceful stop failed: {exit}");
     if secs >= 120 {
         // Plateau: the last third grows at most 25% (+64 MB) over the middle third.
         for key in ["rss_anon_mb", "fds", "disk_mb"] {

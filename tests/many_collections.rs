@@ -1,19 +1,31 @@
 //! 1,000+ collections: created through the catalog with a few rows each (a third flushed to
 //! segments, the rest still in their WAL), then the catalog is closed and reopened (a server
 //! restart) and must open them all, answer queries on a sample, and stay within bounded file
-//! descriptors and threads: mapped segment files hold no descriptor, and background work runs
-//! on the shared pool, not one thread per collection. Its own test binary, so no other test's
-//! files or threads are counted.
+//! descriptors, maps, memtables and threads: mapped segment files hold no descriptor, and
+//! background work runs on the shared pool, not one thread per collection. Finally the API
+//! refuses one collection more than `--max-collections` with a clear 400. Its own test binary,
+//! so no other test's files or threads are counted.
+//!
+//! The data folder is on tmpfs (`/dev/shm`) when there is one: this test is about descriptors,
+//! maps and threads, not durability, and on a disk its ~3,000 fsyncs alone took 90 s in CI.
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{json, Map, Value};
+use tower::ServiceExt as _;
+use vectord::api::{app, AppState};
 use vectord::catalog::{Catalog, NewCollection};
+use vectord::config::Settings;
 use vectord::engine::{Collection, CollectionConfig};
+use vectord::limits::Limits;
 use vectord::types::{Columns, Include, QueryRequest, WriteBatch};
 
-const COLLECTIONS: usize = 1_000;
-const ROWS: usize = 4;
+const COLLECTIONS: usize = 1_024;
+const ROWS: usize = 2;
+/// Creating threads: the catalog serialises creation itself, but writes and flushes overlap.
+const CREATORS: usize = 4;
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
@@ -52,26 +64,48 @@ fn create(catalog: &Catalog, i: usize) -> Arc<Collection> {
     Arc::clone(entry.engine().expect("engine"))
 }
 
-#[test]
-fn a_thousand_collections_reopen_with_bounded_fds_and_threads() {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog = Catalog::open(dir.path()).unwrap();
-    let threads_before = threads();
-    for i in 0..COLLECTIONS {
-        let c = create(&catalog, i);
-        let batch = WriteBatch::add(Columns {
-            ids: (0..ROWS).map(|r| format!("r{r}")).collect(),
-            embeddings: Some((0..ROWS).map(|r| vector(i, r)).collect()),
-            metadatas: None,
-            documents: Some((0..ROWS).map(|r| Some(format!("doc {i} {r}"))).collect()),
-            uris: None,
-        })
-        .unwrap();
-        c.apply(batch, None).unwrap();
-        if i % 3 == 0 {
-            assert!(c.flush().unwrap(), "collection {i} wrote no segment");
+/// A temporary folder on tmpfs if the machine has one (see the file's doc).
+fn scratch_dir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = tempfile::tempdir_in(shm) {
+            return d;
         }
     }
+    tempfile::tempdir().unwrap()
+}
+
+fn fill(catalog: &Catalog, i: usize) {
+    let c = create(catalog, i);
+    let batch = WriteBatch::add(Columns {
+        ids: (0..ROWS).map(|r| format!("r{r}")).collect(),
+        embeddings: Some((0..ROWS).map(|r| vector(i, r)).collect()),
+        metadatas: None,
+        documents: Some((0..ROWS).map(|r| Some(format!("doc {i} {r}"))).collect()),
+        uris: None,
+    })
+    .unwrap();
+    c.apply(batch, None).unwrap();
+    if i % 3 == 0 {
+        assert!(c.flush().unwrap(), "collection {i} wrote no segment");
+    }
+}
+
+#[test]
+fn a_thousand_collections_reopen_with_bounded_fds_and_threads() {
+    let dir = scratch_dir();
+    let catalog = Catalog::open(dir.path()).unwrap();
+    let threads_before = threads();
+    std::thread::scope(|s| {
+        for t in 0..CREATORS {
+            let catalog = &catalog;
+            s.spawn(move || {
+                for i in (t..COLLECTIONS).step_by(CREATORS) {
+                    fill(catalog, i);
+                }
+            });
+        }
+    });
     // Every write asked the background pool for indexing: still no thread per collection.
     let grown = threads().saturating_sub(threads_before);
     assert!(
@@ -125,12 +159,69 @@ fn a_thousand_collections_reopen_with_bounded_fds_and_threads() {
             Some(format!("doc {i} 2").as_str())
         );
     }
+    // Memtables: the 2/3 never flushed hold their rows (replayed from the WAL), nothing more.
+    let unflushed = COLLECTIONS - COLLECTIONS.div_ceil(3);
+    let (mut memtable_rows, mut memtable_bytes) = (0, 0);
+    for e in &all {
+        let st = e.engine().unwrap().stats();
+        memtable_rows += st.memtable_rows;
+        memtable_bytes += st.memtable_bytes;
+    }
+    assert_eq!(memtable_rows, unflushed * ROWS);
+    assert!(
+        memtable_bytes <= unflushed * 4096,
+        "{memtable_bytes} memtable bytes for {unflushed} memtables of {ROWS} rows"
+    );
     let grown = threads().saturating_sub(threads_before);
     assert!(
         grown <= vectord::engine::pool_threads() + 4,
         "{grown} new threads after reopening {COLLECTIONS} collections"
     );
     eprintln!(
-        "{COLLECTIONS} collections: {fds} fds, {mapped} mapped files, {grown} new threads after reopen"
+        "{COLLECTIONS} collections: {fds} fds, {mapped} mapped files, {memtable_bytes} memtable bytes, {grown} new threads after reopen"
     );
+    drop(all);
+    at_the_limit_one_more_is_refused(catalog, dir.path());
+}
+
+/// Through the real router, with `--max-collections` equal to what the catalog holds: a new
+/// name gets Chroma's 400 naming the flag, `get_or_create` of an existing one still answers.
+fn at_the_limit_one_more_is_refused(catalog: Catalog, dir: &std::path::Path) {
+    #[allow(clippy::needless_update)]
+    let settings = Settings {
+        path: dir.to_path_buf(),
+        limits: Limits {
+            max_collections: COLLECTIONS,
+            ..Default::default()
+        },
+        ..Settings::default()
+    };
+    let router = app(AppState::new(catalog, settings).unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let create = |body: Value| {
+        let req =
+            Request::post("/api/v2/tenants/default_tenant/databases/default_database/collections")
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+        rt.block_on(async {
+            let resp = router.clone().oneshot(req).await.unwrap();
+            let status = resp.status();
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        })
+    };
+    let (status, body) = create(json!({"name": "one_too_many"}));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body.contains("InvalidArgumentError") && body.contains("--max-collections"),
+        "{body}"
+    );
+    let (status, body) = create(json!({"name": "c00007", "get_or_create": true}));
+    assert_eq!(status, StatusCode::OK, "{body}");
 }

@@ -190,6 +190,7 @@ fn at_the_limit_one_more_is_refused(catalog: Catalog, dir: &std::path::Path) {
     #[allow(clippy::needless_update)]
     let settings = Settings {
         path: dir.to_path_buf(),
+        snapshot_dir: dir.join("snapshots"),
         limits: Limits {
             max_collections: COLLECTIONS,
             ..Default::default()

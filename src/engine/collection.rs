@@ -1448,7 +1448,8 @@ mod tests {
     #[test]
     fn an_idle_memtable_is_flushed_by_the_pool() {
         let (_d, c) = open(Space::L2);
-        let rows = IDLE_FLUSH_MIN_ROWS + 100;
+        // Whole batches of 100, at least IDLE_FLUSH_MIN_ROWS in all.
+        let rows = (IDLE_FLUSH_MIN_ROWS / 100 + 2) * 100;
         for from in (0..rows).step_by(100) {
             c.apply(
                 WriteBatch::Add(
@@ -1470,6 +1471,27 @@ mod tests {
         let st = c.stats();
         assert_eq!((st.memtable_rows, st.segment_rows), (0, rows));
         assert_eq!(c.count(), rows as u64);
+    }
+
+    /// `stats` (metrics, scrub, the shutdown flush) must wait for the writer lock without
+    /// holding the state lock: a write holds writer then waits for state, so the reverse order
+    /// deadlocked. Here a "write" holds the writer lock while `stats` runs, then takes the state
+    /// lock as `apply` does; with the old order this blocks forever (the test hangs, it cannot
+    /// pass), with the new one `stats` completes once the writer lock is released.
+    #[test]
+    fn stats_does_not_hold_the_state_lock_while_waiting_for_the_writer() {
+        let (_d, c) = open(Space::L2);
+        for _ in 0..20 {
+            let w = c.inner.writer.lock();
+            std::thread::scope(|s| {
+                let stats = s.spawn(|| c.stats().records);
+                // Gives `stats` time to reach its wait; a slow start only makes the round weaker.
+                std::thread::sleep(Duration::from_millis(2));
+                drop(c.inner.state.write());
+                drop(w);
+                assert_eq!(stats.join().unwrap(), 0);
+            });
+        }
     }
 
     #[test]

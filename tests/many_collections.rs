@@ -146,17 +146,21 @@ fn a_thousand_collections_reopen_with_bounded_fds_and_threads() {
         assert_eq!(c.count(), ROWS as u64);
         let res = c
             .query(&QueryRequest {
-                embeddings: vec![vector(i, 2)],
+                embeddings: vec![vector(i, ROWS - 1)],
                 n_results: 2,
                 ids: None,
                 filter: None,
                 include: Include::QUERY_DEFAULT,
             })
             .unwrap();
-        assert_eq!(res.results[0].ids[0], "r2", "collection {i}");
+        assert_eq!(
+            res.results[0].ids[0],
+            format!("r{}", ROWS - 1),
+            "collection {i}"
+        );
         assert_eq!(
             res.results[0].documents.as_ref().unwrap()[0].as_deref(),
-            Some(format!("doc {i} 2").as_str())
+            Some(format!("doc {i} {}", ROWS - 1).as_str())
         );
     }
     // Memtables: the 2/3 never flushed hold their rows (replayed from the WAL), nothing more.

@@ -87,6 +87,9 @@ pub struct RunArgs {
     /// Server-side embedding settings.
     #[command(flatten)]
     pub embed: EmbedArgs,
+    /// Timeouts, backpressure and size caps (`src/limits.rs`).
+    #[command(flatten)]
+    pub limits: crate::limits::LimitArgs,
 }
 
 /// Where an S3-compatible bucket lives (shared by `run`, `snapshot` and `restore`). Credentials
@@ -266,6 +269,8 @@ pub struct Settings {
     pub snapshot_s3: Option<S3Settings>,
     /// Whether readiness waits for every sync job to catch up once.
     pub ready_after_sync: bool,
+    /// Timeouts, backpressure and size caps.
+    pub limits: crate::limits::Limits,
 }
 
 impl Default for Settings {
@@ -289,6 +294,7 @@ impl Default for Settings {
             sync_config: None,
             snapshot_s3: None,
             ready_after_sync: false,
+            limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -320,6 +326,9 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// A limit flag (timeouts, counts) out of range.
+    #[error("{0}")]
+    InvalidLimit(String),
     /// A `--snapshot-every` value that is not a positive interval.
     #[error("--snapshot-every {0:?} is not an interval like 30m, 6h or 1d (at least 1m)")]
     InvalidInterval(String),
@@ -417,6 +426,7 @@ impl Settings {
             },
         };
         let embed = resolve_embed(args.embed, &env)?;
+        let limits = crate::limits::Limits::resolve(args.limits, &env)?;
         let snapshot_dir = match args.snapshot_dir {
             Some(d) => d,
             None => first(&["VECTORD_SNAPSHOT_DIR"])
@@ -489,6 +499,7 @@ impl Settings {
             sync_config,
             snapshot_s3,
             ready_after_sync,
+            limits,
         })
     }
 

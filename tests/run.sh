@@ -51,6 +51,14 @@ if [ "${VECTORD_TEST_SKIP_INSTALL:-0}" != 1 ] || [ ! -x "$CACHE/moto-venv/bin/mo
 fi
 export VECTORD_TEST_MOTO_BIN="$CACHE/moto-venv/bin/moto_server"
 
+# schemathesis for the API fuzz run against the running server below (tests/schemathesis.sh
+# pins the version and would install it itself; done here so installs happen in one place).
+if [ "${VECTORD_TEST_SKIP_INSTALL:-0}" != 1 ] || [ ! -x "$CACHE/schemathesis-venv/bin/schemathesis" ]; then
+  log "API fuzzer (schemathesis 4.32.5) in $CACHE/schemathesis-venv"
+  [ -x "$CACHE/schemathesis-venv/bin/python" ] || python3 -m venv "$CACHE/schemathesis-venv"
+  "$CACHE/schemathesis-venv/bin/pip" install -q --disable-pip-version-check "schemathesis==4.32.5"
+fi
+
 # One real PostgreSQL 16 + pgvector for the sync tests (PyPI pgserver bundles both), on a free
 # port, stopped on exit. The tests read VECTORD_TEST_PG_URL (and fail under CI without it).
 PGPY="$CACHE/pg-venv/bin/python"
@@ -118,6 +126,11 @@ done
 
 log "LangChain (langchain-chroma) scenario"
 ANONYMIZED_TELEMETRY=False "$CACHE/venv-full/bin/python" tests/python/langchain_scenario.py 127.0.0.1 "$PORT"
+
+# Last on this server: generated requests may reset it (--allow-reset). Any 5xx other than the
+# documented 501s fails the run (tests/schemathesis.toml); RELIABILITY.md section 4.
+log "API fuzz: schemathesis from /openapi.json, 10 examples per operation"
+VECTORD_URL="http://127.0.0.1:$PORT" bash tests/schemathesis.sh 10
 
 # A second server with auth on: a token file (sha256 of each token) and Chroma's admin token env.
 AUTH_DATA=$(mktemp -d)

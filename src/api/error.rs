@@ -75,6 +75,12 @@ pub enum ApiError {
     /// 503 `RateLimitError`: the embedding provider is still rate limiting after the retries.
     #[error("{0}")]
     UpstreamRateLimited(String),
+    /// 429 `RateLimitError`: too many requests in flight; the caller should retry later.
+    #[error("{0}")]
+    Overloaded(String),
+    /// 408 `ChromaError`: the request body did not arrive in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 504 `InternalError`: the embedding provider did not answer in time.
     #[error("{0}")]
     GatewayTimeout(String),
@@ -104,6 +110,8 @@ impl ApiError {
             ApiError::UpstreamRateLimited(_) => (StatusCode::SERVICE_UNAVAILABLE, "RateLimitError"),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "NotReadyError"),
             ApiError::GatewayTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "InternalError"),
+            ApiError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "RateLimitError"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "ChromaError"),
         }
     }
 }
@@ -286,12 +294,28 @@ where
         let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
             if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge(limit)
+            } else if let Some(t) = find_source::<super::guard::BodyTimedOut>(&rej) {
+                ApiError::RequestTimeout(t.to_string())
             } else {
                 ApiError::InvalidArgument(format!("Failed to read the request body: {rej}"))
             }
         })?;
         Ok(JsonBytes(bytes))
     }
+}
+
+/// The first error of type `T` in `e`'s source chain.
+fn find_source<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// Path parameters whose rejection is a JSON 400.

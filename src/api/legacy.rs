@@ -101,6 +101,19 @@ async fn translate_inner(
     let (mut parts, body) = req.into_parts();
     let query = parse_query(parts.uri.query());
     let v2_path = if v1 {
+        // v1 names the tenant and database in the query; they are spliced into the v2 path,
+        // so anything that could change the path's shape (separators, `?`, `#`, `..`) is
+        // refused here rather than routed somewhere unexpected.
+        for (k, v) in &query {
+            if k == "tenant" || k == "database" {
+                crate::catalog::check_safe_name(v)?;
+                if v.contains(['?', '#', '%']) {
+                    return Err(ApiError::InvalidArgument(format!(
+                        "Validation error: {k}: contains '?', '#' or '%'"
+                    )));
+                }
+            }
+        }
         match v1_to_v2(st, &parts.method, parts.uri.path(), &query) {
             Some(p) => p,
             None => {

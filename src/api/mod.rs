@@ -14,9 +14,11 @@ pub mod collection_json;
 mod collections;
 mod embedding;
 pub mod error;
+pub mod guard;
 pub mod legacy;
 pub mod openapi;
 mod records;
+mod server;
 mod sync;
 mod system;
 pub mod wire;
@@ -444,11 +446,18 @@ pub fn route_docs() -> Vec<RouteDoc> {
 }
 
 /// Builds the router with every v2 route, the JSON 404/405 fallbacks, the body limit, auth, and
-/// the legacy translation (v1 routes and old formats) in front of it all.
+/// the legacy translation (v1 routes and old formats) in front of it all; outermost, the cap
+/// on requests in flight and the body deadline (so they also cover the legacy translation,
+/// which reads bodies).
 pub fn app(state: AppState) -> Router {
     let limit = state.settings.max_body_bytes;
+    let limits = state.settings.limits;
+    let admission = guard::Admission::new(limits.max_concurrent_requests, limits.queue_timeout);
     let v2 = routes()
         .router
+        // Runs after auth (route layers added later run first): unsafe names are refused only
+        // for callers allowed to use the route.
+        .route_layer(middleware::from_fn(guard::check_names))
         // After routing, so the access rule is looked up by the matched route template.
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require))
         .fallback(not_found)
@@ -462,6 +471,11 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .fallback_service(v2)
         .layer(middleware::from_fn_with_state(state, legacy::translate))
+        .layer(middleware::from_fn_with_state(
+            limits.body_read_timeout,
+            guard::body_deadline,
+        ))
+        .layer(middleware::from_fn_with_state(admission, guard::admit))
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -560,9 +574,8 @@ where
     if let Some(auth) = &state.auth {
         auth.spawn_reloader();
     }
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let header_timeout = state.settings.limits.header_read_timeout;
+    server::run(listener, app(state), header_timeout, shutdown).await
 }
 
 /// The router of the separate metrics listener (`--metrics-port`): `/metrics` only, never
@@ -584,7 +597,6 @@ pub async fn serve_metrics<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    axum::serve(listener, metrics_app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let header_timeout = state.settings.limits.header_read_timeout;
+    server::run(listener, metrics_app(state), header_timeout, shutdown).await
 }

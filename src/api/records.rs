@@ -160,6 +160,62 @@ fn update_columns(
     })
 }
 
+/// Refuses a request with more rows than `--max-batch-rows` (400, before any work).
+fn check_rows(what: &str, rows: usize, max: usize) -> Result<(), ApiError> {
+    if rows > max {
+        return Err(ApiError::InvalidArgument(format!(
+            "Batch too large: {rows} {what}, the server accepts at most {max} (--max-batch-rows)"
+        )));
+    }
+    Ok(())
+}
+
+/// Approximate JSON size of a metadata value (strings by length, numbers 8 bytes each).
+fn value_bytes(v: &crate::types::MetadataValue) -> usize {
+    use crate::types::MetadataValue as V;
+    match v {
+        V::Str(s) => s.len() + 2,
+        V::StrArray(a) => a.iter().map(|s| s.len() + 3).sum(),
+        V::BoolArray(a) => a.len() * 6,
+        V::IntArray(a) => a.len() * 8,
+        V::FloatArray(a) => a.len() * 8,
+        V::SparseVector(sv) => {
+            sv.indices.len() * 16
+                + sv.tokens
+                    .as_ref()
+                    .map_or(0, |t| t.iter().map(|s| s.len() + 3).sum())
+        }
+        V::Bool(_) | V::Int(_) | V::Float(_) => 8,
+    }
+}
+
+/// Refuses records whose metadata is larger than `--max-metadata-bytes` (400).
+fn check_metadata_sizes(
+    metadatas: Option<&Vec<Option<super::wire::WireMetadata>>>,
+    max: usize,
+) -> Result<(), ApiError> {
+    for (i, m) in metadatas.into_iter().flatten().enumerate() {
+        let Some(m) = m else { continue };
+        let size: usize = m
+            .iter()
+            .map(|(k, v)| {
+                k.len()
+                    + 4
+                    + match v {
+                        super::wire::WireValue::Value(v) => value_bytes(v),
+                        super::wire::WireValue::Null => 4,
+                    }
+            })
+            .sum();
+        if size > max {
+            return Err(ApiError::InvalidArgument(format!(
+                "Metadata of record {i} is about {size} bytes; the server accepts at most {max} (--max-metadata-bytes)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Whether a write's documents must be embedded before it is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Embed {
@@ -236,8 +292,12 @@ pub async fn add(
     AppPath(path): CollPath,
     body: JsonBytes,
 ) -> Result<Response, ApiError> {
-    let n = write(st, path, body, |b| {
-        let (cols, embed) = add_columns(b.parse()?)?;
+    let lim = st.settings.limits;
+    let n = write(st, path, body, move |b| {
+        let req: AddRequest = b.parse()?;
+        check_rows("ids", req.ids.len(), lim.max_batch_rows)?;
+        check_metadata_sizes(req.metadatas.as_ref(), lim.max_metadata_bytes)?;
+        let (cols, embed) = add_columns(req)?;
         Ok((WriteBatch::add(cols)?, embed))
     })
     .await?;
@@ -250,8 +310,12 @@ pub async fn upsert(
     AppPath(path): CollPath,
     body: JsonBytes,
 ) -> Result<Response, ApiError> {
-    let n = write(st, path, body, |b| {
-        let (cols, embed) = upsert_columns(b.parse()?)?;
+    let lim = st.settings.limits;
+    let n = write(st, path, body, move |b| {
+        let req: AddRequest = b.parse()?;
+        check_rows("ids", req.ids.len(), lim.max_batch_rows)?;
+        check_metadata_sizes(req.metadatas.as_ref(), lim.max_metadata_bytes)?;
+        let (cols, embed) = upsert_columns(req)?;
         Ok((WriteBatch::upsert(cols)?, embed))
     })
     .await?;
@@ -264,8 +328,11 @@ pub async fn update(
     AppPath(path): CollPath,
     body: JsonBytes,
 ) -> Result<Response, ApiError> {
-    let n = write(st, path, body, |b| {
+    let lim = st.settings.limits;
+    let n = write(st, path, body, move |b| {
         let req: UpdateRequest = b.parse()?;
+        check_rows("ids", req.ids.len(), lim.max_batch_rows)?;
+        check_metadata_sizes(req.metadatas.as_ref(), lim.max_metadata_bytes)?;
         let embed = if req.embeddings.is_none() && req.documents.is_some() {
             Embed::DocumentsIfAvailable
         } else {
@@ -285,12 +352,14 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let (entry, coll) = lookup(&st, &path)?;
     check_writable(&st, &entry)?;
+    let max_rows = st.settings.limits.max_batch_rows;
     let deleted = blocking(move || {
         let req: DeleteRequest = if body.0.is_empty() {
             DeleteRequest::default()
         } else {
             body.parse()?
         };
+        check_rows("ids", req.ids.as_ref().map_or(0, Vec::len), max_rows)?;
         let filter = parse_filter(req.where_.as_ref(), req.where_document.as_ref())?;
         check_filter_indexes(entry.record.schema.as_ref(), filter.as_ref())?;
         if filter.is_none() {
@@ -334,12 +403,14 @@ pub async fn get(
     body: JsonBytes,
 ) -> Result<Response, ApiError> {
     let (entry, coll) = lookup(&st, &path)?;
+    let max_rows = st.settings.limits.max_batch_rows;
     blocking(move || {
         let req: GetRecordsRequest = if body.0.is_empty() {
             GetRecordsRequest::default()
         } else {
             body.parse()?
         };
+        check_rows("ids", req.ids.as_ref().map_or(0, Vec::len), max_rows)?;
         let include: Vec<IncludeField> =
             req.include.unwrap_or_else(|| GET_INCLUDE_DEFAULT.to_vec());
         let filter = parse_filter(req.where_.as_ref(), req.where_document.as_ref())?;
@@ -379,8 +450,22 @@ pub async fn query(
     let (entry, coll) = lookup(&st, &path)?;
     // The common case (vectors in the body) stays one blocking hop: parse and search.
     let (e, c) = (entry.clone(), Arc::clone(&coll));
+    let lim = st.settings.limits;
     let texts = blocking(move || {
         let mut req: QueryRecordsRequest = body.parse()?;
+        let queries = req.query_embeddings.as_ref().map_or(0, Vec::len)
+            + req.query_texts.as_ref().map_or(0, Vec::len);
+        check_rows("query embeddings", queries, lim.max_batch_rows)?;
+        // Asking for more than the collection holds means "all" (Chroma clients do this), so
+        // the cap applies to what would be returned.
+        let wanted = req.n_results.unwrap_or(10);
+        let held = u32::try_from(c.count()).unwrap_or(u32::MAX);
+        if wanted.min(held) > lim.max_n_results {
+            return Err(ApiError::InvalidArgument(format!(
+                "n_results {wanted} is above the server's limit of {} (--max-n-results)",
+                lim.max_n_results
+            )));
+        }
         match (req.query_embeddings.take(), req.query_texts.take()) {
             (Some(vectors), None) => run_query(&e, &c, req, vectors).map(Ok),
             (None, Some(texts)) => {

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::engine::{Collection, CollectionConfig, DirLock, EngineError, PendingSnapshot};
 
-pub use names::{validate_database_segment, validate_name, validate_tenant_name};
+pub use names::{check_safe_name, validate_database_segment, validate_name, validate_tenant_name};
 pub use store::{CatalogFile, CollectionRecord, DatabaseRecord, TenantRecord, CATALOG_FILE};
 
 /// The tenant every server has.

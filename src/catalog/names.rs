@@ -25,12 +25,60 @@ pub fn validate_name(name: &str) -> Result<(), CatalogError> {
     if ok {
         Ok(())
     } else {
-        Err(CatalogError::InvalidName(name.to_string()))
+        // Chroma echoes the name; a huge one is cut so errors and logs stay small.
+        let shown = if name.len() > MAX_NAME_LEN {
+            let cut: String = name.chars().take(64).collect();
+            format!("{cut}… ({} bytes)", name.len())
+        } else {
+            name.to_string()
+        };
+        Err(CatalogError::InvalidName(shown))
     }
 }
 
-/// Checks a tenant name (Chroma only asks for 3 characters).
+/// Characters that reorder or hide text (bidirectional overrides and isolates, zero-width
+/// marks): a name holding one displays as something it is not in logs and listings.
+fn is_deceptive(c: char) -> bool {
+    matches!(c,
+        '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{2069}' | '\u{061C}' | '\u{FEFF}')
+}
+
+/// Refuses any tenant, database or collection name (or a `{crn}`/`{job}` path segment) that
+/// holds `/`, `\\`, `..`, a control character (NUL included), a bidirectional override or
+/// zero-width character, or is longer than [`MAX_NAME_LEN`] bytes. Applied to every route's
+/// path parameters and to created tenants, on top of Chroma's own rules.
+pub fn check_safe_name(name: &str) -> Result<(), CatalogError> {
+    let why = if name.len() > MAX_NAME_LEN {
+        Some(format!(
+            "longer than {MAX_NAME_LEN} bytes ({} bytes)",
+            name.len()
+        ))
+    } else if name.contains('/') || name.contains('\\') {
+        Some("contains a path separator".to_string())
+    } else if name.contains("..") {
+        Some("contains '..'".to_string())
+    } else if name.chars().any(char::is_control) {
+        Some("contains a control character".to_string())
+    } else if name.chars().any(is_deceptive) {
+        Some("contains a bidirectional-override or zero-width character".to_string())
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => {
+            // Never echo the name itself: it may be 10 KB or carry terminal controls.
+            Err(CatalogError::InvalidArgument(format!(
+                "Validation error: name: {why}"
+            )))
+        }
+    }
+}
+
+/// Checks a tenant name (Chroma only asks for 3 characters; [`check_safe_name`] on top).
 pub fn validate_tenant_name(name: &str) -> Result<(), CatalogError> {
+    check_safe_name(name)?;
     if name.chars().count() < MIN_NAME_LEN {
         return Err(CatalogError::InvalidArgument(format!(
             "Validation error: name: length must be at least min {MIN_NAME_LEN}, got {name:?}"
@@ -78,5 +126,25 @@ mod tests {
             "Validation error: name: Expected a name containing 3-512 characters from [a-zA-Z0-9._-], \
              starting and ending with a character in [a-zA-Z0-9]. Got: ab"
         );
+    }
+
+    #[test]
+    fn unsafe_names_are_refused() {
+        for bad in [
+            "../etc",
+            "a/b/c",
+            "a\\b",
+            "ab\0c",
+            "ab\ncd",
+            "ab\u{202E}cd",
+            "ab\u{200B}cd",
+            &"x".repeat(10 * 1024),
+        ] {
+            assert!(check_safe_name(bad).is_err(), "{bad:?}");
+            assert!(validate_tenant_name(bad).is_err(), "{bad:?}");
+        }
+        // Homoglyphs (Cyrillic а) are allowed for tenants: they are just other letters.
+        assert!(validate_tenant_name("\u{0430}cme").is_ok());
+        assert!(check_safe_name("default_tenant").is_ok());
     }
 }

@@ -4,6 +4,7 @@
 //! The public surface is [`Collection`] (create/open, `apply`, `get`, `query`, `count`) plus
 //! [`DirLock`] for the one-process-per-folder rule.
 
+mod background;
 mod bitset;
 mod collection;
 mod config;
@@ -19,6 +20,7 @@ mod wal;
 #[cfg(test)]
 mod filter_plan_tests;
 
+pub use background::pool_threads;
 pub use collection::{wal_recoveries_total, Collection, CollectionStats, DEFAULT_MEMTABLE_ROWS};
 pub use config::{CollectionConfig, HnswParams, MAX_NEIGHBORS_LIMIT};
 pub use error::EngineError;

@@ -34,6 +34,7 @@ pub struct Opts {
     pub admin_token: Option<String>,
     pub token_header: vectord::config::TokenHeader,
     pub embed: vectord::embed::EmbedSettings,
+    pub limits: vectord::limits::Limits,
 }
 
 impl Default for Opts {
@@ -45,6 +46,7 @@ impl Default for Opts {
             admin_token: None,
             token_header: Default::default(),
             embed: Default::default(),
+            limits: Default::default(),
         }
     }
 }
@@ -76,6 +78,7 @@ pub async fn start_in(dir: &Path, opts: Opts) -> Server {
         token_header: opts.token_header,
         embed: opts.embed,
         snapshot_dir: dir.join("snapshots"),
+        limits: opts.limits,
         ..Settings::default()
     };
     let d = dir.to_path_buf();

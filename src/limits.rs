@@ -1,0 +1,240 @@
+//! Server limits that protect the process from one caller: connection timeouts (slow clients),
+//! a cap on requests in flight (backpressure), and per-request size caps that Chroma leaves to
+//! its clients (batch rows, `n_results`) or does not have (number of collections).
+//!
+//! Each limit is a `vectord run` flag with a `VECTORD_*` variable; the record-level caps that
+//! never change (id, document, dimension) stay constants in [`crate::types`].
+
+use std::time::Duration;
+
+use crate::config::ConfigError;
+
+/// Default time a client has to send a request's headers (also closes idle keep-alive
+/// connections): long enough for any real client, short enough that slowloris cannot pin
+/// connections.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a client has to send a request's whole body once its headers arrived (40 MiB
+/// at ~1 MB/s fits).
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default cap on API requests being served at once (beyond it they queue).
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 256;
+/// Default time a request may wait for a slot before it is refused with 429.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default cap on rows of one write (ids) or query (embeddings/texts) — above Chroma's
+/// advertised `max_batch_size`, which clients already respect.
+pub const DEFAULT_MAX_BATCH_ROWS: usize = 100_000;
+/// Default cap on `n_results` of one query.
+pub const DEFAULT_MAX_N_RESULTS: u32 = 100_000;
+/// Default cap on collections in the whole server (each holds a lock file, a WAL file and maps).
+pub const DEFAULT_MAX_COLLECTIONS: usize = 100_000;
+/// Default cap on one record's metadata, as its JSON size in bytes.
+pub const DEFAULT_MAX_METADATA_BYTES: usize = 4 * 1024 * 1024;
+
+/// `vectord run` flags for the limits; `None` means "not given".
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LimitArgs {
+    /// Seconds a client has to send request headers; also closes idle keep-alive connections
+    /// (env `VECTORD_HEADER_READ_TIMEOUT_SECS`) [default: 30]
+    #[arg(long)]
+    pub header_read_timeout_secs: Option<f64>,
+    /// Seconds a client has to send the whole request body (env `VECTORD_BODY_READ_TIMEOUT_SECS`)
+    /// [default: 60]
+    #[arg(long)]
+    pub body_read_timeout_secs: Option<f64>,
+    /// API requests served at once; more wait in a queue (env `VECTORD_MAX_CONCURRENT_REQUESTS`)
+    /// [default: 256]
+    #[arg(long)]
+    pub max_concurrent_requests: Option<usize>,
+    /// Seconds a queued request waits for a slot before a 429 `RateLimitError`
+    /// (env `VECTORD_QUEUE_TIMEOUT_SECS`) [default: 5]
+    #[arg(long)]
+    pub queue_timeout_secs: Option<f64>,
+    /// Rows of one add/upsert/update/delete (ids) or query (embeddings) (env `VECTORD_MAX_BATCH_ROWS`)
+    /// [default: 100000]
+    #[arg(long)]
+    pub max_batch_rows: Option<usize>,
+    /// Largest `n_results` of a query (env `VECTORD_MAX_N_RESULTS`) [default: 100000]
+    #[arg(long)]
+    pub max_n_results: Option<u32>,
+    /// Collections in the whole server (env `VECTORD_MAX_COLLECTIONS`) [default: 100000]
+    #[arg(long)]
+    pub max_collections: Option<usize>,
+    /// Bytes of one record's metadata, as JSON (env `VECTORD_MAX_METADATA_BYTES`) [default: 4194304]
+    #[arg(long)]
+    pub max_metadata_bytes: Option<usize>,
+}
+
+/// The limits the server runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Time to receive a request's headers (hyper closes the connection after it).
+    pub header_read_timeout: Duration,
+    /// Time to receive a request's body (408 after it).
+    pub body_read_timeout: Duration,
+    /// Requests served at once (open routes — heartbeat, version, healthcheck — are not counted).
+    pub max_concurrent_requests: usize,
+    /// Time a request waits for a slot before 429.
+    pub queue_timeout: Duration,
+    /// Rows in one write or query.
+    pub max_batch_rows: usize,
+    /// Largest `n_results`.
+    pub max_n_results: u32,
+    /// Collections in the server.
+    pub max_collections: usize,
+    /// Bytes of one record's metadata as JSON.
+    pub max_metadata_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            queue_timeout: DEFAULT_QUEUE_TIMEOUT,
+            max_batch_rows: DEFAULT_MAX_BATCH_ROWS,
+            max_n_results: DEFAULT_MAX_N_RESULTS,
+            max_collections: DEFAULT_MAX_COLLECTIONS,
+            max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// Resolves the flags against an environment lookup; every value must be positive.
+    pub fn resolve(
+        args: LimitArgs,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Limits, ConfigError> {
+        let d = Limits::default();
+        let secs = |flag: Option<f64>, var: &'static str, default: Duration| {
+            let v = pick(flag, env, var, "expected seconds, e.g. 30 or 0.5")?;
+            match v {
+                None => Ok(default),
+                Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => {
+                    Ok(Duration::from_secs_f64(s))
+                }
+                Some(s) => Err(ConfigError::InvalidLimit(format!(
+                    "{var}: must be between 0 and 86400 seconds, got {s}"
+                ))),
+            }
+        };
+        let count = |flag: Option<usize>, var: &'static str, default: usize| match pick(
+            flag,
+            env,
+            var,
+            "expected a positive count",
+        )? {
+            None => Ok(default),
+            Some(0) => Err(ConfigError::InvalidLimit(format!(
+                "{var}: must be at least 1"
+            ))),
+            Some(n) => Ok(n),
+        };
+        Ok(Limits {
+            header_read_timeout: secs(
+                args.header_read_timeout_secs,
+                "VECTORD_HEADER_READ_TIMEOUT_SECS",
+                d.header_read_timeout,
+            )?,
+            body_read_timeout: secs(
+                args.body_read_timeout_secs,
+                "VECTORD_BODY_READ_TIMEOUT_SECS",
+                d.body_read_timeout,
+            )?,
+            max_concurrent_requests: count(
+                args.max_concurrent_requests,
+                "VECTORD_MAX_CONCURRENT_REQUESTS",
+                d.max_concurrent_requests,
+            )?,
+            queue_timeout: secs(
+                args.queue_timeout_secs,
+                "VECTORD_QUEUE_TIMEOUT_SECS",
+                d.queue_timeout,
+            )?,
+            max_batch_rows: count(
+                args.max_batch_rows,
+                "VECTORD_MAX_BATCH_ROWS",
+                d.max_batch_rows,
+            )?,
+            max_n_results: u32::try_from(count(
+                args.max_n_results.map(|n| n as usize),
+                "VECTORD_MAX_N_RESULTS",
+                d.max_n_results as usize,
+            )?)
+            .unwrap_or(u32::MAX),
+            max_collections: count(
+                args.max_collections,
+                "VECTORD_MAX_COLLECTIONS",
+                d.max_collections,
+            )?,
+            max_metadata_bytes: count(
+                args.max_metadata_bytes,
+                "VECTORD_MAX_METADATA_BYTES",
+                d.max_metadata_bytes,
+            )?,
+        })
+    }
+}
+
+/// The flag, else the variable parsed, else `None`.
+fn pick<T: std::str::FromStr>(
+    flag: Option<T>,
+    env: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    reason: &'static str,
+) -> Result<Option<T>, ConfigError> {
+    if flag.is_some() {
+        return Ok(flag);
+    }
+    match env(var).filter(|v| !v.trim().is_empty()) {
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| ConfigError::InvalidEnv {
+                var,
+                value: v,
+                reason,
+            }),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_then_env_then_defaults() {
+        let env = |k: &str| match k {
+            "VECTORD_MAX_N_RESULTS" => Some("50".to_string()),
+            "VECTORD_QUEUE_TIMEOUT_SECS" => Some("0.25".to_string()),
+            _ => None,
+        };
+        let l = Limits::resolve(
+            LimitArgs {
+                max_batch_rows: Some(7),
+                ..Default::default()
+            },
+            &env,
+        )
+        .unwrap();
+        assert_eq!(l.max_batch_rows, 7);
+        assert_eq!(l.max_n_results, 50);
+        assert_eq!(l.queue_timeout, Duration::from_millis(250));
+        assert_eq!(l.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+        let zero = Limits::resolve(
+            LimitArgs {
+                max_concurrent_requests: Some(0),
+                ..Default::default()
+            },
+            &|_: &str| None,
+        );
+        assert!(zero.is_err());
+        let bad = Limits::resolve(LimitArgs::default(), &|k: &str| {
+            (k == "VECTORD_BODY_READ_TIMEOUT_SECS").then(|| "soon".to_string())
+        });
+        assert!(matches!(bad, Err(ConfigError::InvalidEnv { .. })));
+    }
+}

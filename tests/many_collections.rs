@@ -86,7 +86,7 @@ fn fill(catalog: &Catalog, i: usize) {
     })
     .unwrap();
     c.apply(batch, None).unwrap();
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         assert!(c.flush().unwrap(), "collection {i} wrote no segment");
     }
 }

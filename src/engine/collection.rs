@@ -1783,7 +1783,11 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
         }
         let st = c.stats();
-        assert_eq!(c.segment_count(), 1, "the replayed memtable was never flushed");
+        assert_eq!(
+            c.segment_count(),
+            1,
+            "the replayed memtable was never flushed"
+        );
         assert_eq!((st.memtable_rows, st.unindexed_rows), (0, 0));
         assert_eq!(c.count(), rows as u64);
     }

@@ -261,7 +261,9 @@ async fn corrupted_synced_collection_is_rebuilt_from_postgres() {
     bytes[at] ^= 0xff;
     std::fs::write(&vectors, &bytes).unwrap();
     {
-        let cat = vectord::catalog::Catalog::open(&data).unwrap();
+        // The stopped job's last blocking tasks can still hold the catalog (and its folder
+        // lock) for a moment on a loaded machine; a new process would not see this.
+        let cat = open_when_unlocked(&data).await;
         let entry = cat
             .collection_by_name("default_tenant", "default_database", "rebuilt")
             .unwrap();
@@ -303,4 +305,18 @@ async fn corrupted_synced_collection_is_rebuilt_from_postgres() {
     let want = expected(&c).await;
     let have = actual(&coll);
     assert_eq!(diff(&want, &have), None, "rebuilt collection != table");
+}
+
+/// Opens the catalog once the previous in-process owner has let go of its folder lock.
+async fn open_when_unlocked(data: &std::path::Path) -> vectord::catalog::Catalog {
+    let give_up = Instant::now() + Duration::from_secs(30);
+    loop {
+        match vectord::catalog::Catalog::open(data) {
+            Ok(c) => return c,
+            Err(e) if Instant::now() < give_up && e.to_string().contains("lock") => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("opening the catalog: {e}"),
+        }
+    }
 }

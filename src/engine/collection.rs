@@ -1673,11 +1673,12 @@ mod tests {
             let now = all(c);
             assert_eq!(now.ids, before.ids);
             assert_eq!(now.embeddings, before.embeddings);
-            // The moved r7 itself, [100, 100, 0.5], is left out of the exact-neighbour check: a
-            // far outlier inserted by the graph extension is sometimes reachable only through a
-            // distant node, so a walk misses it (seen in CI; tracked as a graph defect, to be
-            // fixed in the extension's back-links, not hidden here). Its survival is checked by
-            // the `get` above.
+            // The moved r7 itself, [100, 100, 0.5], is left out of the exact-neighbour check:
+            // after the merge the walk sometimes misses it (seen in CI, flaky). The likely cause
+            // is the int8 codes' resolution on uncentred L2 data like this (every coordinate
+            // positive, far from the origin), which branch `engq` fixes by centring the codes;
+            // until that lands this is a known defect, not hidden here. Its survival is checked
+            // by the `get` above.
             for q in [
                 vec![3.0, 2.0, 0.1],
                 vec![36.0, 14.0, 0.9],

@@ -1730,12 +1730,8 @@ mod tests {
         check(&c);
     }
 
-    /// The idle flush runs on the shared pool: no flush is asked for (the memtable is far below
-    /// its limit), yet once writes stop the pool's wake-up writes the memtable out.
-    #[test]
-    fn an_idle_memtable_is_flushed_by_the_pool() {
-        let (_d, c) = open(Space::L2);
-        // Whole batches of 100, at least IDLE_FLUSH_MIN_ROWS in all.
+    /// Adds whole batches of 100 rows, at least `IDLE_FLUSH_MIN_ROWS` in all; returns the count.
+    fn add_idle_flush_rows(c: &Collection) -> usize {
         let rows = (IDLE_FLUSH_MIN_ROWS / 100 + 2) * 100;
         for from in (0..rows).step_by(100) {
             c.apply(
@@ -1748,12 +1744,26 @@ mod tests {
             )
             .unwrap();
         }
-        assert_eq!(c.segment_count(), 0);
-        // Polls, but asserts no timing: the bound only keeps a broken wake-up from hanging.
+        rows
+    }
+
+    /// Polls until a segment appears, but asserts no timing: the bound only keeps a broken
+    /// wake-up from hanging the run.
+    fn wait_for_a_segment(c: &Collection) {
         let give_up = Instant::now() + Duration::from_secs(300);
         while c.segment_count() == 0 && Instant::now() < give_up {
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The idle flush runs on the shared pool: no flush is asked for (the memtable is far below
+    /// its limit), yet once writes stop the pool's wake-up writes the memtable out.
+    #[test]
+    fn an_idle_memtable_is_flushed_by_the_pool() {
+        let (_d, c) = open(Space::L2);
+        let rows = add_idle_flush_rows(&c);
+        assert_eq!(c.segment_count(), 0);
+        wait_for_a_segment(&c);
         assert_eq!(c.segment_count(), 1, "the idle memtable was never flushed");
         let st = c.stats();
         assert_eq!((st.memtable_rows, st.segment_rows), (0, rows));
@@ -1766,28 +1776,14 @@ mod tests {
     #[test]
     fn a_replayed_memtable_is_indexed_and_flushed_without_a_new_write() {
         let (d, c) = open(Space::L2);
-        let rows = (IDLE_FLUSH_MIN_ROWS / 100 + 2) * 100;
-        for from in (0..rows).step_by(100) {
-            c.apply(
-                WriteBatch::Add(
-                    (from..from + 100)
-                        .map(|i| rec(&format!("r{i}"), &[i as f32, 1.0, 2.0], &[], None))
-                        .collect(),
-                ),
-                None,
-            )
-            .unwrap();
-        }
+        let rows = add_idle_flush_rows(&c);
         // Dropping does not flush: the rows live only in the WAL (what a crash, or a graceful
         // stop that did not wait for the graph, leaves).
         assert_eq!(c.segment_count(), 0);
         drop(c);
         let c = Collection::open(&d.path().join("c")).unwrap();
         assert_eq!(c.count(), rows as u64);
-        let give_up = Instant::now() + Duration::from_secs(300);
-        while c.segment_count() == 0 && Instant::now() < give_up {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_a_segment(&c);
         let st = c.stats();
         assert_eq!(
             c.segment_count(),

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::bitset::Bitset;
 use super::fsutil::{atomic_write, create_dir_durable, DirLock};
 use super::log::{LogEntry, LogOp};
-use super::memtable::INDEX_STEP_ROWS;
+use super::memtable::{on_build_pool, INDEX_STEP_ROWS};
 use super::segment::records::Fields;
 use super::segment::records::RowIn;
 use super::segment::{self, Segment};
@@ -32,10 +32,10 @@ use super::snapshot::{self, PendingSnapshot};
 use super::state::{SegmentSlot, State};
 use super::wal::{self, Durability, WalWriter, DEFAULT_ROTATE_BYTES};
 use super::{CollectionConfig, EngineError, HnswParams};
-use crate::index::{BuildParams, GraphBuilder};
+use crate::index::{quant, BuildParams, GraphBuilder};
 use crate::types::{
     ApplyOutcome, GetRequest, GetResult, InputError, Metadata, MetadataPatch, QueryRequest,
-    QueryResult, SourcePosition, WriteBatch,
+    QueryResult, SourcePosition, Space, WriteBatch,
 };
 
 const MANIFEST: &str = "MANIFEST";
@@ -513,8 +513,11 @@ struct Inner {
     state: RwLock<State>,
     writer: Mutex<WalWriter>,
     durability: Arc<Durability>,
-    /// Everything the next MANIFEST needs that the state does not hold; guarded by `writer`.
+    /// Everything the next MANIFEST needs that the state does not hold. Every MANIFEST write
+    /// happens under this lock (taken after `writer` and `state` where those are held too).
     manifest: Mutex<Manifest>,
+    /// The state's graph parameters for new memtables ([`State::build_handle`]).
+    build: Arc<Mutex<BuildParams>>,
     source_position: RwLock<Option<SourcePosition>>,
     /// One flush at a time.
     flushing: Mutex<()>,
@@ -659,6 +662,7 @@ impl Inner {
             "collection opened"
         );
         let durability = Arc::clone(writer.durability());
+        let build = state.build_handle();
         Ok(Inner {
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -666,6 +670,7 @@ impl Inner {
             writer: Mutex::new(writer),
             durability,
             manifest: Mutex::new(manifest),
+            build,
             source_position: RwLock::new(position),
             flushing: Mutex::new(()),
             memtable_rows: AtomicUsize::new(DEFAULT_MEMTABLE_ROWS),
@@ -679,18 +684,21 @@ impl Inner {
         })
     }
 
+    /// Takes only the MANIFEST lock (never held across a graph build, nor while waiting for
+    /// one) and the build parameters' own lock: not the WAL writer, which a writer can hold
+    /// while it waits for the state lock, nor the state lock, which readers hold for the whole
+    /// of a query. New parameters apply to the next query (`ef_search`) or the next memtable
+    /// and rebuilt graph (`M`, `ef_construction`); graphs being built keep theirs.
     fn set_hnsw(&self, hnsw: HnswParams) -> Result<(), EngineError> {
         hnsw.validate()?;
-        let _w = self.writer.lock();
         let mut m = self.manifest.lock();
         let mut next = m.clone();
         next.config.hnsw = hnsw;
         write_manifest(&self.dir, &next)?;
         *m = next;
+        drop(m);
         let rows = self.memtable_rows.load(Ordering::Relaxed);
-        self.state
-            .write()
-            .set_build_params(BuildParams::from_hnsw(&hnsw, rows * MEMTABLE_HARD_FACTOR));
+        *self.build.lock() = BuildParams::from_hnsw(&hnsw, rows * MEMTABLE_HARD_FACTOR);
         Ok(())
     }
 
@@ -959,8 +967,12 @@ impl Inner {
         } else {
             let builder = match base_builder {
                 Some(b) => b,
-                None => GraphBuilder::new(
-                    space,
+                None => GraphBuilder::with_coder(
+                    mean_coder(
+                        space,
+                        dim,
+                        live.iter().map(|&(_, i, r)| inputs[i].0.vector(r)),
+                    )?,
                     dim,
                     BuildParams {
                         capacity_hint: live.len(),
@@ -979,7 +991,7 @@ impl Inner {
                         Ok((inputs[i].0.vector(r)?, (kept + c * 1024 + j) as u32))
                     })
                     .collect::<Result<Vec<_>, EngineError>>()?;
-                builder.insert_batch(&items)?;
+                on_build_pool(|| builder.insert_batch(&items))?;
             }
             let fields = live
                 .iter()
@@ -1075,6 +1087,9 @@ impl Inner {
     }
 
     fn stats(&self) -> CollectionStats {
+        // Before the state lock: `apply` and `flush` take the writer, then the state; holding
+        // a read of the state while waiting for the writer would deadlock with them.
+        let wal_bytes = self.writer.lock().current_file_bytes();
         let state = self.state.read();
         let segments = state.segments();
         CollectionStats {
@@ -1094,7 +1109,7 @@ impl Inner {
             plan_exact: state.counters.plan_exact.load(Ordering::Relaxed),
             compactions: self.compactions.load(Ordering::Relaxed),
             compaction_micros: self.compaction_micros.load(Ordering::Relaxed),
-            wal_bytes: self.writer.lock().current_file_bytes(),
+            wal_bytes,
         }
     }
 }
@@ -1138,6 +1153,31 @@ pub struct CollectionStats {
     pub compaction_micros: u64,
     /// Bytes in the current WAL file.
     pub wal_bytes: u64,
+}
+
+/// The coder of a graph rebuilt over `vectors`: for l2 and ip, codes centred on their mean
+/// (see [`quant`]); cosine codes have no centre.
+fn mean_coder<'a>(
+    space: Space,
+    dim: usize,
+    vectors: impl Iterator<Item = Result<&'a [f32], EngineError>>,
+) -> Result<quant::Coder, EngineError> {
+    if space == Space::Cosine {
+        return Ok(quant::Coder::plain(space));
+    }
+    let mut sum = vec![0f64; dim];
+    let mut n = 0usize;
+    for v in vectors {
+        for (s, x) in sum.iter_mut().zip(v?) {
+            *s += f64::from(*x);
+        }
+        n += 1;
+    }
+    if n == 0 {
+        return Ok(quant::Coder::plain(space));
+    }
+    let mean: Vec<f32> = sum.iter().map(|s| (s / n as f64) as f32).collect();
+    Ok(quant::Coder::centred(space, &mean))
 }
 
 /// Removes segment folders the MANIFEST does not name (a flush or compaction that crashed

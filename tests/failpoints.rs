@@ -809,3 +809,122 @@ fn failed_recovery_keeps_refusing_writes_until_retried() {
     assert_holds(&c, &want, "after reopen");
     scenario.teardown();
 }
+
+/// A configuration change, a write and a multi-vector query all complete while a graph build
+/// is paused mid-insert: none of them waits for a build. Before, a `PUT` changing `ef_search`
+/// right after a bulk load waited ~40 s for a 70k-row flush's build: a two-vector query queued
+/// on rayon's pool behind the build held the state's read lock, and `set_hnsw` (WAL writer,
+/// then the state's write lock) waited for it, as did every later write.
+#[test]
+fn config_change_does_not_wait_for_a_graph_build() {
+    use std::sync::{mpsc, Arc, Condvar, Mutex};
+    use std::time::{Duration, Instant};
+    use vectord::engine::HnswParams;
+    use vectord::types::QueryRequest;
+
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let c =
+        Arc::new(Collection::create(&dir.path().join("c"), CollectionConfig::default()).unwrap());
+    c.set_memtable_rows(1_000_000);
+    // Every build worker reaching the failpoint reports it, then blocks until the gate opens.
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let (hit_tx, hit_rx) = mpsc::channel();
+    let hit_tx = Mutex::new(hit_tx);
+    let g = Arc::clone(&gate);
+    fail::cfg_callback("graph::insert", move || {
+        let _ = hit_tx.lock().unwrap().send(());
+        let (open, cv) = &*g;
+        let mut open = open.lock().unwrap();
+        while !*open {
+            open = cv.wait(open).unwrap();
+        }
+    })
+    .unwrap();
+    let release = || {
+        let (open, cv) = &*gate;
+        *open.lock().unwrap() = true;
+        cv.notify_all();
+    };
+    c.apply(batch(0, 600), None).unwrap();
+    let paused = hit_rx.recv_timeout(Duration::from_secs(120));
+    if paused.is_err() {
+        release();
+    }
+    paused.expect("the background build reached the failpoint");
+
+    let (done_tx, done_rx) = mpsc::channel::<(&str, Result<(), String>)>();
+    let spawn = |what: &'static str, f: Box<dyn FnOnce() -> Result<(), String> + Send>| {
+        let tx = done_tx.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((what, f()));
+        });
+    };
+    let q = Arc::clone(&c);
+    spawn(
+        "two-vector query",
+        Box::new(move || {
+            let req = QueryRequest {
+                embeddings: vec![vec![3.0, 1.0, -1.0], vec![300.0, 1.0, -1.0]],
+                n_results: 3,
+                ids: None,
+                filter: None,
+                include: Include::default(),
+            };
+            let got = q.query(&req).map_err(|e| e.to_string())?;
+            match got.results[0].ids == ["r3", "r2", "r4"] {
+                true => Ok(()),
+                false => Err(format!("wrong answer {:?}", got.results[0].ids)),
+            }
+        }),
+    );
+    // A head start for the query: before the fix it then held the state lock while it waited.
+    std::thread::sleep(Duration::from_millis(300));
+    let h = Arc::clone(&c);
+    spawn(
+        "set_hnsw",
+        Box::new(move || {
+            let hnsw = HnswParams {
+                ef_search: 7,
+                ..h.config().hnsw
+            };
+            h.set_hnsw(hnsw).map_err(|e| e.to_string())
+        }),
+    );
+    let w = Arc::clone(&c);
+    spawn(
+        "apply",
+        Box::new(move || {
+            w.apply(batch(600, 5), None)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }),
+    );
+    let mut done = Vec::new();
+    while done.len() < 3 {
+        match done_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(d) => done.push(d),
+            Err(_) => break,
+        }
+    }
+    // Open the gate before asserting, so a failure does not leave the build blocked.
+    release();
+    fail::remove("graph::insert");
+    assert_eq!(
+        done.len(),
+        3,
+        "still waiting for the paused build; finished: {done:?}"
+    );
+    for (what, r) in &done {
+        assert!(r.is_ok(), "{what}: {r:?}");
+    }
+    assert_eq!(c.config().hnsw.ef_search, 7);
+    assert_eq!(c.count(), 605);
+    // The build resumes and completes.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while c.stats().unindexed_rows > 0 {
+        assert!(Instant::now() < deadline, "indexing did not resume");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    scenario.teardown();
+}

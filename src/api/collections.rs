@@ -274,8 +274,15 @@ pub async fn update_collection(
         None => None,
     };
     blocking(move || {
-        st.catalog
-            .update_collection(&tenant, &database, id, update)?;
+        // A search-parameter change alone leaves the catalog as it is: no catalog.json
+        // rewrite, and no wait for the catalog lock (a snapshot holds it while it links files).
+        let catalog_change = update.new_name.is_some()
+            || update.new_metadata.is_some()
+            || update.new_embedding_function.is_some();
+        if catalog_change {
+            st.catalog
+                .update_collection(&tenant, &database, id, update)?;
+        }
         if let Some((engine, params)) = new_hnsw {
             engine.set_hnsw(params).map_err(|e| entry.engine_error(e))?;
         }

@@ -31,7 +31,7 @@ use super::background::{self, Background};
 use super::bitset::Bitset;
 use super::fsutil::{atomic_write, create_dir_durable, DirLock};
 use super::log::{LogEntry, LogOp};
-use super::memtable::INDEX_STEP_ROWS;
+use super::memtable::{on_build_pool, INDEX_STEP_ROWS};
 use super::segment::records::Fields;
 use super::segment::records::RowIn;
 use super::segment::{self, Segment};
@@ -39,10 +39,10 @@ use super::snapshot::{self, PendingSnapshot};
 use super::state::{SegmentSlot, State};
 use super::wal::{self, Durability, DurablePoint, WalWriter, DEFAULT_ROTATE_BYTES};
 use super::{CollectionConfig, EngineError, HnswParams};
-use crate::index::{BuildParams, GraphBuilder};
+use crate::index::{quant, BuildParams, GraphBuilder};
 use crate::types::{
     ApplyOutcome, GetRequest, GetResult, InputError, Metadata, MetadataPatch, QueryRequest,
-    QueryResult, SourcePosition, WriteBatch,
+    QueryResult, SourcePosition, Space, WriteBatch,
 };
 
 const MANIFEST: &str = "MANIFEST";
@@ -546,8 +546,11 @@ struct Inner {
     state: RwLock<State>,
     writer: Mutex<WalWriter>,
     durability: Arc<Durability>,
-    /// Everything the next MANIFEST needs that the state does not hold; guarded by `writer`.
+    /// Everything the next MANIFEST needs that the state does not hold. Every MANIFEST write
+    /// happens under this lock (taken after `writer` and `state` where those are held too).
     manifest: Mutex<Manifest>,
+    /// The state's graph parameters for new memtables ([`State::build_handle`]).
+    build: Arc<Mutex<BuildParams>>,
     source_position: RwLock<Option<SourcePosition>>,
     /// One flush at a time.
     flushing: Mutex<()>,
@@ -752,6 +755,7 @@ impl Inner {
             "collection opened"
         );
         let durability = Arc::clone(writer.durability());
+        let build = state.build_handle();
         Ok(Inner {
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -759,6 +763,7 @@ impl Inner {
             writer: Mutex::new(writer),
             durability,
             manifest: Mutex::new(manifest),
+            build,
             source_position: RwLock::new(position),
             flushing: Mutex::new(()),
             memtable_rows: AtomicUsize::new(DEFAULT_MEMTABLE_ROWS),
@@ -897,18 +902,21 @@ impl Inner {
         Ok((point.seq, now))
     }
 
+    /// Takes only the MANIFEST lock (never held across a graph build, nor while waiting for
+    /// one) and the build parameters' own lock: not the WAL writer, which a writer can hold
+    /// while it waits for the state lock, nor the state lock, which readers hold for the whole
+    /// of a query. New parameters apply to the next query (`ef_search`) or the next memtable
+    /// and rebuilt graph (`M`, `ef_construction`); graphs being built keep theirs.
     fn set_hnsw(&self, hnsw: HnswParams) -> Result<(), EngineError> {
         hnsw.validate()?;
-        let _w = self.writer.lock();
         let mut m = self.manifest.lock();
         let mut next = m.clone();
         next.config.hnsw = hnsw;
         write_manifest(&self.dir, &next)?;
         *m = next;
+        drop(m);
         let rows = self.memtable_rows.load(Ordering::Relaxed);
-        self.state
-            .write()
-            .set_build_params(BuildParams::from_hnsw(&hnsw, rows * MEMTABLE_HARD_FACTOR));
+        *self.build.lock() = BuildParams::from_hnsw(&hnsw, rows * MEMTABLE_HARD_FACTOR);
         Ok(())
     }
 
@@ -1218,8 +1226,12 @@ impl Inner {
         } else {
             let builder = match base_builder {
                 Some(b) => b,
-                None => GraphBuilder::new(
-                    space,
+                None => GraphBuilder::with_coder(
+                    mean_coder(
+                        space,
+                        dim,
+                        live.iter().map(|&(_, i, r)| inputs[i].0.vector(r)),
+                    )?,
                     dim,
                     BuildParams {
                         capacity_hint: live.len(),
@@ -1238,7 +1250,7 @@ impl Inner {
                         Ok((inputs[i].0.vector(r)?, (kept + c * 1024 + j) as u32))
                     })
                     .collect::<Result<Vec<_>, EngineError>>()?;
-                builder.insert_batch(&items)?;
+                on_build_pool(|| builder.insert_batch(&items))?;
             }
             let fields = live
                 .iter()
@@ -1414,6 +1426,31 @@ pub struct CollectionStats {
     pub wal_bytes: u64,
     /// Log recoveries after a failed WAL sync since open.
     pub wal_recoveries: u64,
+}
+
+/// The coder of a graph rebuilt over `vectors`: for l2 and ip, codes centred on their mean
+/// (see [`quant`]); cosine codes have no centre.
+fn mean_coder<'a>(
+    space: Space,
+    dim: usize,
+    vectors: impl Iterator<Item = Result<&'a [f32], EngineError>>,
+) -> Result<quant::Coder, EngineError> {
+    if space == Space::Cosine {
+        return Ok(quant::Coder::plain(space));
+    }
+    let mut sum = vec![0f64; dim];
+    let mut n = 0usize;
+    for v in vectors {
+        for (s, x) in sum.iter_mut().zip(v?) {
+            *s += f64::from(*x);
+        }
+        n += 1;
+    }
+    if n == 0 {
+        return Ok(quant::Coder::plain(space));
+    }
+    let mean: Vec<f32> = sum.iter().map(|s| (s / n as f64) as f32).collect();
+    Ok(quant::Coder::centred(space, &mean))
 }
 
 /// Removes segment folders the MANIFEST does not name (a flush or compaction that crashed

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use parking_lot::Mutex;
 
@@ -19,6 +19,29 @@ use crate::types::Space;
 /// Rows inserted into the graph per indexing step: large enough for rayon to spread over the
 /// cores, small enough that new rows leave the exact-scan tail quickly.
 pub(crate) const INDEX_STEP_ROWS: usize = 512;
+
+/// Graph builds (memtable indexing, flush, compaction) run their parallel inserts on this pool,
+/// not rayon's global one. A build keeps every worker of its pool busy for as long as it runs
+/// (minutes for ~100k rows), and rayon serves work injected from outside a pool only when its
+/// workers run dry: a multi-vector query's fan-out on the same pool waited for the whole
+/// build while holding the state's read lock, and every writer, flush and config change
+/// queued behind it. `None` if the threads could not be started (builds then use the caller's
+/// pool, as before).
+static BUILD_POOL: LazyLock<Option<rayon::ThreadPool>> = LazyLock::new(|| {
+    rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("vectord-build-{i}"))
+        .build()
+        .map_err(|e| tracing::error!(error = %e, "no graph build pool; builds share rayon's global pool"))
+        .ok()
+});
+
+/// Runs `f` (a graph build step) on the build pool, so its `rayon` work stays there.
+pub(crate) fn on_build_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    match BUILD_POOL.as_ref() {
+        Some(pool) => pool.install(f),
+        None => f(),
+    }
+}
 
 /// The memtable's HNSW graph, built behind the acknowledgement: rows `0..indexed` are in it,
 /// later rows are scanned exactly until the indexer reaches them.
@@ -63,7 +86,7 @@ impl IndexJob {
             .enumerate()
             .map(|(i, v)| (v, (self.start + i) as u32))
             .collect();
-        self.graph.builder.insert_batch(&items)?;
+        on_build_pool(|| self.graph.builder.insert_batch(&items))?;
         self.graph.indexed.store(self.start + n, Ordering::Release);
         Ok(n)
     }
@@ -90,33 +113,75 @@ pub(crate) struct Memtable {
     /// Newest row per id (it may be tombstoned; callers check).
     newest: HashMap<String, u32>,
     graph: Option<Arc<MemGraph>>,
-    /// The space codes are made for (`None`: no graph, so no codes either).
-    space: Option<Space>,
+    /// The graph still to be made (l2/ip without a known centre): the first row pushed
+    /// becomes the centre of its codes.
+    pending: Option<(Space, BuildParams)>,
+    /// Componentwise sum of the rows' vectors (l2/ip), for [`Self::mean`].
+    sum: Vec<f64>,
     /// Metadata postings of the rows, extended on every append (the filter planner's input).
     payload: PayloadIndex,
 }
 
+impl MemGraph {
+    fn new(
+        space: Space,
+        dim: usize,
+        params: BuildParams,
+        centre: Option<&[f32]>,
+    ) -> Result<MemGraph, EngineError> {
+        let coder = match centre {
+            Some(c) => quant::Coder::centred(space, c),
+            None => quant::Coder::plain(space),
+        };
+        Ok(MemGraph {
+            builder: GraphBuilder::with_coder(coder, dim, params)?,
+            indexed: AtomicUsize::new(0),
+            indexing: Mutex::new(()),
+        })
+    }
+}
+
 impl Memtable {
-    /// An empty memtable; with `build`, rows are also indexed into an HNSW graph.
+    /// An empty memtable; with `build`, rows are also indexed into an HNSW graph. For l2 and
+    /// ip the graph's codes are centred on `centre` (the previous memtable's mean), or without
+    /// one on the first row pushed; cosine codes have no centre.
     pub(crate) fn new(
         dim: usize,
         build: Option<(Space, BuildParams)>,
+        centre: Option<Vec<f32>>,
     ) -> Result<Memtable, EngineError> {
-        let space = build.map(|(s, _)| s);
-        let graph = match build {
-            Some((space, params)) if dim > 0 => Some(Arc::new(MemGraph {
-                builder: GraphBuilder::new(space, dim, params)?,
-                indexed: AtomicUsize::new(0),
-                indexing: Mutex::new(()),
-            })),
-            _ => None,
+        let centre = centre.filter(|c| c.len() == dim);
+        let (graph, pending) = match build {
+            Some((space, params)) if dim > 0 => match (space, centre) {
+                (Space::Cosine, _) => (Some(MemGraph::new(space, dim, params, None)?), None),
+                (_, Some(c)) => (Some(MemGraph::new(space, dim, params, Some(&c))?), None),
+                (_, None) => {
+                    params.validate()?;
+                    (None, Some((space, params)))
+                }
+            },
+            _ => (None, None),
         };
+        let centred = dim > 0 && matches!(build, Some((Space::L2 | Space::Ip, _)));
         Ok(Memtable {
             dim,
-            graph,
-            space,
+            graph: graph.map(Arc::new),
+            pending,
+            sum: if centred { vec![0.0; dim] } else { Vec::new() },
             ..Default::default()
         })
+    }
+
+    /// The mean of the rows' vectors (l2/ip memtables with rows; `None` otherwise).
+    pub(crate) fn mean(&self) -> Option<Vec<f32>> {
+        let n = self.rows.len();
+        (n > 0 && self.sum.len() == self.dim)
+            .then(|| self.sum.iter().map(|s| (s / n as f64) as f32).collect())
+    }
+
+    /// How the rows' codes are made (`None`: no graph, so no codes).
+    pub(crate) fn coder(&self) -> Option<&quant::Coder> {
+        self.graph.as_ref().map(|g| g.builder.coder())
     }
 
     /// The graph over the first [`MemGraph::indexed`] rows.
@@ -159,10 +224,25 @@ impl Memtable {
     ) -> u32 {
         debug_assert_eq!(vector.len(), self.dim);
         let r = self.rows.len() as u32;
+        if let Some((space, params)) = self.pending.take() {
+            // Validated in `new`, so this cannot fail; if it did, the rows would be scanned
+            // exactly, never answered wrong.
+            match MemGraph::new(space, self.dim, params, Some(vector)) {
+                Ok(g) => self.graph = Some(Arc::new(g)),
+                Err(e) => {
+                    tracing::error!(error = %e, "memtable graph not created; rows are scanned exactly")
+                }
+            }
+        }
         self.vectors.extend_from_slice(vector);
         self.inv_norms.push(inverse_norm(vector));
-        if let Some(space) = self.space {
-            quant::encode_into(space, vector, &mut self.codes);
+        if let Some(g) = &self.graph {
+            g.builder.coder().encode_into(vector, &mut self.codes);
+        }
+        if self.sum.len() == vector.len() {
+            for (s, x) in self.sum.iter_mut().zip(vector) {
+                *s += f64::from(*x);
+            }
         }
         self.newest.insert(id.clone(), r);
         self.payload

@@ -42,6 +42,15 @@ const TAIL_SHORTLIST_MIN: usize = 128;
 /// `n_results` above which a query scans exactly instead of widening graph beams to k.
 const EXACT_ABOVE_K: usize = 4096;
 
+/// The centre of the largest segment's codes, if it has one.
+fn largest_centre(segments: &[SegmentSlot]) -> Option<Vec<f32>> {
+    segments
+        .iter()
+        .max_by_key(|s| s.seg.rows())
+        .and_then(|s| s.seg.centre())
+        .map(<[f32]>::to_vec)
+}
+
 /// Where a row lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Loc {
@@ -85,8 +94,9 @@ pub(crate) struct State {
     segments: Vec<SegmentSlot>,
     next_first_seq: u64,
     live: usize,
-    /// Parameters for the graphs of new memtables.
-    build: BuildParams,
+    /// Parameters for the graphs of new memtables. Shared with the collection, which changes
+    /// them without the state lock: a config change must not wait for readers or writers.
+    build: Arc<Mutex<BuildParams>>,
     /// Search work, cumulative (exported as metrics).
     pub(crate) counters: QueryCounters,
     /// Segment graphs are walked over int8 codes (then rescored in f32); off: walked in f32.
@@ -133,13 +143,17 @@ impl State {
         Ok(State {
             space,
             dim,
-            active: Memtable::new(dim.unwrap_or(0), Some((space, build)))?,
+            active: Memtable::new(
+                dim.unwrap_or(0),
+                Some((space, build)),
+                largest_centre(&segments),
+            )?,
             active_dead: Bitset::default(),
             frozen: None,
             segments,
             next_first_seq,
             live,
-            build,
+            build: Arc::new(Mutex::new(build)),
             counters: QueryCounters::default(),
             quantized: AtomicBool::new(true),
             filter_exact_rows: AtomicUsize::new(FILTER_EXACT_MAX_ROWS),
@@ -152,7 +166,12 @@ impl State {
     }
 
     pub(crate) fn build_params(&self) -> BuildParams {
-        self.build
+        *self.build.lock()
+    }
+
+    /// The parameters new memtables are built with, to change them without the state lock.
+    pub(crate) fn build_handle(&self) -> Arc<Mutex<BuildParams>> {
+        Arc::clone(&self.build)
     }
 
     /// Swaps compacted input segments (by id) for their merged replacement (`None` when no row
@@ -198,14 +217,12 @@ impl State {
         Ok(())
     }
 
-    /// Graph parameters for memtables created from now on.
-    pub(crate) fn set_build_params(&mut self, build: BuildParams) {
-        self.build = build;
-    }
-
     /// Takes over `old`'s cumulative counters and search settings, for a state rebuilt from
-    /// the files to replace it (log recovery): metrics stay monotonic, tuning stays as set.
+    /// the files to replace it (log recovery): metrics stay monotonic, tuning stays as set, and
+    /// the collection's handle on the build parameters stays the one in use.
     pub(crate) fn carry_over(&mut self, old: &State) {
+        // The collection changes build parameters through `old`'s handle: keep sharing it.
+        self.build = Arc::clone(&old.build);
         let c = (&self.counters, &old.counters);
         for (to, from) in [
             (&c.0.queries, &c.1.queries),
@@ -407,7 +424,11 @@ impl State {
                     }
                 } else {
                     self.dim = Some(embedding.len());
-                    self.active = Memtable::new(embedding.len(), Some((self.space, self.build)))?;
+                    self.active = Memtable::new(
+                        embedding.len(),
+                        Some((self.space, self.build_params())),
+                        None,
+                    )?;
                 }
                 if let Some(old) = self.lookup(&id)? {
                     self.kill(old);
@@ -446,8 +467,12 @@ impl State {
         }
         // A builder that cannot be created (it validates what config already validated) leaves
         // the new memtable without a graph: exact-scanned, never wrong.
-        let next = Memtable::new(self.dim.unwrap_or(0), Some((self.space, self.build)))
-            .or_else(|_| Memtable::new(self.dim.unwrap_or(0), None))
+        // The new memtable's codes are centred on this one's mean: the best guess at where
+        // the next rows lie.
+        let centre = self.active.mean();
+        let build = self.build_params();
+        let next = Memtable::new(self.dim.unwrap_or(0), Some((self.space, build)), centre)
+            .or_else(|_| Memtable::new(self.dim.unwrap_or(0), None, None))
             .unwrap_or_default();
         let mem = Arc::new(std::mem::replace(&mut self.active, next));
         let dead = std::mem::take(&mut self.active_dead);
@@ -994,6 +1019,7 @@ impl State {
         let coded = set.count() > shortlist && rows.has_codes(self.space);
         if coded {
             let mut coarse = TopK::new(shortlist);
+            let qcode = rows.query_code(self.space, q);
             for r in set.iter() {
                 if !check(r) {
                     continue;
@@ -1001,7 +1027,7 @@ impl State {
                 *work += 1;
                 if let Some(c) = rows.code(self.space, r) {
                     coarse.push(Scored {
-                        distance: quant::approx_distance(self.space, q.code(), c?),
+                        distance: quant::approx_distance(self.space, &qcode, c?),
                         row: r,
                     });
                 }
@@ -1089,6 +1115,10 @@ impl State {
                         mem.inv_norm(r),
                     )
                 };
+                let qcode = match mem.coder() {
+                    Some(c) if exact_from < mem.len() => q.code_for(c),
+                    _ => Cow::Borrowed(q.code()),
+                };
                 for r in exact_from as u32..mem.len() as u32 {
                     if dead.get(r) || !passes(make(r)) {
                         continue;
@@ -1096,7 +1126,7 @@ impl State {
                     work += 1;
                     match mem.code(r) {
                         Some(c) => coarse.push(Scored {
-                            distance: quant::approx_distance(self.space, q.code(), c),
+                            distance: quant::approx_distance(self.space, &qcode, c),
                             row: r,
                         }),
                         None => push_bounded(
@@ -1215,6 +1245,18 @@ impl<'a> RowsOf<'a> {
         match self {
             RowsOf::Mem(m) => m.code(0).is_some(),
             RowsOf::Seg(s) => s.code(space, 0).is_some(),
+        }
+    }
+
+    /// The query coded like these rows' codes (see [`PreparedQuery::code_for`]).
+    fn query_code<'q>(&self, space: Space, q: &'q PreparedQuery) -> Cow<'q, [i8]> {
+        let coder = match self {
+            RowsOf::Mem(m) => m.coder(),
+            RowsOf::Seg(s) => s.coder(space),
+        };
+        match coder {
+            Some(c) => q.code_for(c),
+            None => Cow::Borrowed(q.code()),
         }
     }
 

@@ -174,7 +174,8 @@ fn with_scratch<T>(f: impl FnOnce(&mut SearchScratch) -> T) -> T {
 /// everywhere). [`freeze`](Self::freeze) waits for in-flight inserts and refuses later ones;
 /// [`export`](Self::export) then produces the flat graph.
 pub struct GraphBuilder {
-    space: Space,
+    /// How vectors (inserted and queries) become codes.
+    coder: quant::Coder,
     dim: usize,
     params: BuildParams,
     store: RwLock<Store>,
@@ -196,7 +197,7 @@ pub struct GraphBuilder {
 impl std::fmt::Debug for GraphBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GraphBuilder")
-            .field("space", &self.space)
+            .field("space", &self.coder.space())
             .field("dim", &self.dim)
             .field("params", &self.params)
             .field("len", &self.len())
@@ -205,14 +206,29 @@ impl std::fmt::Debug for GraphBuilder {
 }
 
 impl GraphBuilder {
-    /// An empty graph for `dim`-dimensional vectors in `space`.
+    /// An empty graph for `dim`-dimensional vectors in `space`, coded without a centre.
     pub fn new(space: Space, dim: usize, params: BuildParams) -> Result<GraphBuilder> {
+        GraphBuilder::with_coder(quant::Coder::plain(space), dim, params)
+    }
+
+    /// An empty graph whose codes `coder` makes (e.g. centred on the data's mean).
+    pub fn with_coder(
+        coder: quant::Coder,
+        dim: usize,
+        params: BuildParams,
+    ) -> Result<GraphBuilder> {
         params.validate()?;
         if dim == 0 || dim > crate::types::MAX_DIMENSION {
             return Err(IndexError::InvalidParams(format!(
                 "dimension must be between 1 and {}, got {dim}",
                 crate::types::MAX_DIMENSION
             )));
+        }
+        if coder.centre().is_some_and(|c| c.len() != dim) {
+            return Err(IndexError::Dimension {
+                expected: dim,
+                got: coder.centre().map_or(0, |c| c.len()),
+            });
         }
         let m = params.max_neighbors;
         let code_len = quant::code_len(dim);
@@ -228,7 +244,7 @@ impl GraphBuilder {
             upper: Vec::with_capacity(reserve),
         };
         Ok(GraphBuilder {
-            space,
+            coder,
             dim,
             params,
             store: RwLock::new(store),
@@ -243,11 +259,12 @@ impl GraphBuilder {
     }
 
     /// A builder holding an existing flat graph — its links, levels and entry point — over
-    /// the codes `code(row)` returns, ready for more points (ids `graph.n()..`). Extending a
-    /// segment's graph this way costs a copy, not the distance computations of a rebuild.
-    /// The graph must have been built with `params.max_neighbors`.
+    /// the codes `code(row)` returns (made by `coder`, which codes the points added later),
+    /// ready for more points (ids `graph.n()..`). Extending a segment's graph this way costs a
+    /// copy, not the distance computations of a rebuild. The graph must have been built with
+    /// `params.max_neighbors`.
     pub fn from_graph<'c, B, E>(
-        space: Space,
+        coder: quant::Coder,
         dim: usize,
         params: BuildParams,
         graph: &FlatGraph<B>,
@@ -268,8 +285,8 @@ impl GraphBuilder {
             .into());
         }
         let n = graph.n();
-        let b = GraphBuilder::new(
-            space,
+        let b = GraphBuilder::with_coder(
+            coder,
             dim,
             BuildParams {
                 capacity_hint: params.capacity_hint.max(n),
@@ -346,7 +363,12 @@ impl GraphBuilder {
 
     /// Distance space.
     pub fn space(&self) -> Space {
-        self.space
+        self.coder.space()
+    }
+
+    /// How this graph's codes are made (a segment written from it stores the same codes).
+    pub fn coder(&self) -> &quant::Coder {
+        &self.coder
     }
 
     /// Vector dimension.
@@ -405,7 +427,7 @@ impl GraphBuilder {
 
     #[inline]
     fn dist(&self, a: &[i8], b: &[i8]) -> f32 {
-        let d = quant::approx_distance(self.space, a, b);
+        let d = quant::approx_distance(self.coder.space(), a, b);
         if d.is_nan() {
             f32::INFINITY
         } else {
@@ -441,7 +463,7 @@ impl GraphBuilder {
         }
         let codes: Vec<Vec<i8>> = items
             .par_iter()
-            .map(|(v, _)| quant::encode(self.space, v))
+            .map(|(v, _)| self.coder.encode(v))
             .collect();
         {
             let mut st = self.store.write();
@@ -478,7 +500,11 @@ impl GraphBuilder {
             let first = ids.remove(0);
             self.store_top(first, st.levels[first as usize] as usize);
         }
-        ids.par_iter().for_each(|&id| self.insert_one(&st, id));
+        ids.par_iter().for_each(|&id| {
+            // Tests pause builds here to check nothing else waits for one.
+            fail::fail_point!("graph::insert");
+            self.insert_one(&st, id)
+        });
         drop(frozen);
         Ok(())
     }
@@ -730,7 +756,7 @@ impl GraphBuilder {
                 "ef must be at most {MAX_EF}, got {ef}"
             )));
         }
-        let q = PreparedQuery::new(self.space, query)?;
+        let q = PreparedQuery::new(self.coder.space(), query)?;
         let mut stats = SearchStats::default();
         let st = self.store.read();
         let n = self.len();
@@ -742,7 +768,8 @@ impl GraphBuilder {
                 complete: true,
             });
         };
-        let code = q.code();
+        let qcode = q.code_for(&self.coder);
+        let code: &[i8] = &qcode;
         let (found, evals, exhausted, visited) = with_scratch(|s| {
             let mut ep = Scored {
                 distance: self.dist(code, st.code(entry)),
@@ -1123,17 +1150,25 @@ mod tests {
         let parts = first.export_parts().unwrap();
         let graph = FlatGraph::from_bytes("g", parts.encode().unwrap()).unwrap();
         let codes: Vec<Vec<i8>> = v.chunks(dim).map(|r| quant::encode(Space::L2, r)).collect();
-        let ext = GraphBuilder::from_graph(Space::L2, dim, params(8, 48), &graph, |i| {
-            Ok::<_, IndexError>(codes[i as usize].as_slice())
-        })
+        let ext = GraphBuilder::from_graph(
+            quant::Coder::plain(Space::L2),
+            dim,
+            params(8, 48),
+            &graph,
+            |i| Ok::<_, IndexError>(codes[i as usize].as_slice()),
+        )
         .unwrap();
         assert_eq!(ext.len(), 1200);
         // The copied graph is the exported one, link for link.
         let again = ext.export_parts().unwrap();
         assert_eq!(again, parts);
-        let ext = GraphBuilder::from_graph(Space::L2, dim, params(8, 48), &graph, |i| {
-            Ok::<_, IndexError>(codes[i as usize].as_slice())
-        })
+        let ext = GraphBuilder::from_graph(
+            quant::Coder::plain(Space::L2),
+            dim,
+            params(8, 48),
+            &graph,
+            |i| Ok::<_, IndexError>(codes[i as usize].as_slice()),
+        )
         .unwrap();
         ext.insert_batch(&rows[1200..]).unwrap();
         assert_eq!(ext.len(), n);
@@ -1158,12 +1193,14 @@ mod tests {
             hits as f64 / 500.0
         );
         // Wrong M is refused.
-        assert!(
-            GraphBuilder::from_graph(Space::L2, dim, params(9, 48), &graph, |i| {
-                Ok::<_, IndexError>(codes[i as usize].as_slice())
-            })
-            .is_err()
-        );
+        assert!(GraphBuilder::from_graph(
+            quant::Coder::plain(Space::L2),
+            dim,
+            params(9, 48),
+            &graph,
+            |i| { Ok::<_, IndexError>(codes[i as usize].as_slice()) }
+        )
+        .is_err());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! that scores it against a stored row. Distances are Chroma's, computed by
 //! [`distance::distance`], so graph search, exact scan and the memtable agree bit for bit.
 
+use std::borrow::Cow;
+
 use crate::index::distance;
 use crate::index::error::{IndexError, Result};
 use crate::index::quant;
@@ -58,6 +60,16 @@ impl PreparedQuery {
     #[inline]
     pub fn code(&self) -> &[i8] {
         &self.code
+    }
+
+    /// The query's code against codes made by `coder`: [`Self::code`] when it has no centre
+    /// (no work), else coded relative to the centre (once per source searched).
+    pub fn code_for(&self, coder: &quant::Coder) -> Cow<'_, [i8]> {
+        if coder.centre().is_none() && coder.space() == self.space {
+            Cow::Borrowed(&self.code)
+        } else {
+            Cow::Owned(coder.encode(&self.vector))
+        }
     }
 }
 

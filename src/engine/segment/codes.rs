@@ -2,6 +2,11 @@
 //! stride, in a [`BlockedFile`] (per-block CRCs checked on first touch). Graph traversal reads
 //! these (a quarter of the f32 bytes); the final candidates are rescored from `vectors.bin`.
 //! Written alongside the graph: a segment without a graph has no codes.
+//!
+//! Version 2 (l2/ip) adds the centre the codes are taken relative to ([`quant::Coder`]) as a
+//! section of `dim` f32 after the codes, so it is block-checksummed like them. Codes without a
+//! centre (cosine) are still written as version 1, byte for byte as before; version-1 files
+//! open as codes without a centre, which is what they are.
 
 use std::path::Path;
 
@@ -14,8 +19,11 @@ use crate::types::Space;
 
 pub(crate) const KIND_CODES: u32 = 4;
 
-/// Format of the codes themselves (bump when `quant`'s encoding changes).
+/// Format of the codes themselves (bump when `quant`'s encoding changes): codes without a
+/// centre.
 const CODES_VERSION: u32 = 1;
+/// Codes relative to a centre stored at `centre_at`.
+const CODES_VERSION_CENTRED: u32 = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct CodesMeta {
@@ -25,6 +33,9 @@ struct CodesMeta {
     dim: usize,
     stride: usize,
     codes_at: usize,
+    /// Version 2: offset of the centre (`dim` little-endian f32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    centre_at: Option<usize>,
 }
 
 /// Bytes per row: the code rounded up to a cache line, so a code never straddles one more
@@ -36,7 +47,7 @@ fn stride(dim: usize) -> usize {
 /// Streams codes into a new `codes.bin`.
 pub(crate) struct CodesWriter {
     w: BlockedWriter,
-    space: Space,
+    coder: quant::Coder,
     dim: usize,
     rows: usize,
     codes_at: usize,
@@ -44,17 +55,23 @@ pub(crate) struct CodesWriter {
 }
 
 impl CodesWriter {
-    /// Creates `path` for `dim`-d codes in `space`.
+    /// Creates `path` for `dim`-d codes made by `coder`.
     pub(crate) fn create(
         path: &Path,
-        space: Space,
+        coder: &quant::Coder,
         dim: usize,
     ) -> Result<CodesWriter, EngineError> {
+        if coder.centre().is_some_and(|c| c.len() != dim) {
+            return Err(EngineError::Internal(format!(
+                "a centre of dimension {:?} for codes of dimension {dim}",
+                coder.centre().map(<[f32]>::len)
+            )));
+        }
         let mut w = BlockedWriter::create(path)?;
         let codes_at = w.align()?;
         Ok(CodesWriter {
             w,
-            space,
+            coder: coder.clone(),
             dim,
             rows: 0,
             codes_at,
@@ -72,7 +89,7 @@ impl CodesWriter {
             )));
         }
         self.row.clear();
-        quant::encode_into(self.space, v, &mut self.row);
+        self.coder.encode_into(v, &mut self.row);
         self.row.resize(stride(self.dim), 0);
         self.w.write(bytemuck::cast_slice(&self.row))?;
         self.rows += 1;
@@ -81,14 +98,28 @@ impl CodesWriter {
 
     /// Writes the section table and footer, fsynced.
     pub(crate) fn finish(mut self) -> Result<(), EngineError> {
-        self.w.align()?;
+        let end = self.w.align()?;
+        let centre_at = match self.coder.centre() {
+            Some(centre) => {
+                let bytes: Vec<u8> = centre.iter().flat_map(|x| x.to_le_bytes()).collect();
+                self.w.write(&bytes)?;
+                self.w.align()?;
+                Some(end)
+            }
+            None => None,
+        };
         let meta = serde_json::to_vec(&CodesMeta {
-            version: CODES_VERSION,
-            space: self.space.as_str().to_string(),
+            version: if centre_at.is_some() {
+                CODES_VERSION_CENTRED
+            } else {
+                CODES_VERSION
+            },
+            space: self.coder.space().as_str().to_string(),
             rows: self.rows,
             dim: self.dim,
             stride: stride(self.dim),
             codes_at: self.codes_at,
+            centre_at,
         })
         .map_err(|e| EngineError::Internal(format!("encoding codes meta: {e}")))?;
         self.w.finish(KIND_CODES, &meta)
@@ -99,7 +130,7 @@ impl CodesWriter {
 #[derive(Debug)]
 pub(crate) struct SegmentCodes {
     file: BlockedFile,
-    space: Space,
+    coder: quant::Coder,
     rows: usize,
     dim: usize,
     stride: usize,
@@ -117,13 +148,17 @@ impl SegmentCodes {
         };
         let meta: CodesMeta = serde_json::from_slice(file.meta())
             .map_err(|e| corrupt(format!("unreadable section table: {e}")))?;
-        if meta.version != CODES_VERSION {
-            return Err(EngineError::Version {
-                path: path.to_path_buf(),
-                found: meta.version,
-                expected: CODES_VERSION,
-            });
-        }
+        let centred = match meta.version {
+            CODES_VERSION => false,
+            CODES_VERSION_CENTRED => true,
+            found => {
+                return Err(EngineError::Version {
+                    path: path.to_path_buf(),
+                    found,
+                    expected: CODES_VERSION_CENTRED,
+                })
+            }
+        };
         let space = Space::parse(&meta.space)
             .ok_or_else(|| corrupt(format!("unknown space {:?}", meta.space)))?;
         let fits = meta.dim > 0
@@ -134,13 +169,49 @@ impl SegmentCodes {
                 .checked_mul(meta.stride)
                 .and_then(|b| b.checked_add(meta.codes_at))
                 .is_some_and(|end| end <= file.data_len());
-        if !fits {
+        let centre_fits = match (centred, meta.centre_at) {
+            (false, None) => true,
+            (true, Some(at)) => {
+                at.is_multiple_of(64)
+                    && meta
+                        .rows
+                        .checked_mul(meta.stride)
+                        .and_then(|b| b.checked_add(meta.codes_at))
+                        .is_some_and(|codes_end| at >= codes_end)
+                    && meta
+                        .dim
+                        .checked_mul(4)
+                        .and_then(|b| b.checked_add(at))
+                        .is_some_and(|end| end <= file.data_len())
+            }
+            _ => false,
+        };
+        if !fits || !centre_fits {
             return Err(corrupt(format!(
                 "section table does not fit the file: {meta:?}"
             )));
         }
+        let coder = match meta.centre_at.filter(|_| centred) {
+            // Read (and its blocks verified) once: every query is coded against it.
+            Some(at) => {
+                let bytes = file.bytes(at..at + meta.dim * 4)?;
+                let centre: Vec<f32> = bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                let coder = quant::Coder::centred(space, &centre);
+                if coder.centre().is_none() {
+                    return Err(corrupt(format!(
+                        "the codes' centre is unusable for {}",
+                        space.as_str()
+                    )));
+                }
+                coder
+            }
+            None => quant::Coder::plain(space),
+        };
         Ok(SegmentCodes {
-            space,
+            coder,
             rows: meta.rows,
             dim: meta.dim,
             stride: meta.stride,
@@ -161,7 +232,12 @@ impl SegmentCodes {
 
     /// The space the codes were made for.
     pub(crate) fn space(&self) -> Space {
-        self.space
+        self.coder.space()
+    }
+
+    /// How the codes were made (queries are coded the same way).
+    pub(crate) fn coder(&self) -> &quant::Coder {
+        &self.coder
     }
 
     /// Row `row`'s code (components + trailer), its blocks verified.
@@ -206,6 +282,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn centred_codes_round_trip_and_plain_ones_stay_version_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows: Vec<Vec<f32>> = (0..200)
+            .map(|i| {
+                (0..19)
+                    .map(|d| 50.0 + ((i * 19 + d) as f32).sin())
+                    .collect()
+            })
+            .collect();
+        let centre = vec![50.0f32; 19];
+        for (space, centred) in [(Space::L2, true), (Space::Ip, true), (Space::Cosine, false)] {
+            let p = dir.path().join(format!("{}.bin", space.as_str()));
+            let coder = quant::Coder::centred(space, &centre);
+            let mut w = CodesWriter::create(&p, &coder, 19).unwrap();
+            for r in &rows {
+                w.push(r).unwrap();
+            }
+            w.finish().unwrap();
+            let c = SegmentCodes::open(&p).unwrap();
+            assert_eq!(c.coder(), &coder);
+            assert_eq!(c.coder().centre().is_some(), centred);
+            let meta: CodesMeta =
+                serde_json::from_slice(BlockedFile::open(&p, KIND_CODES).unwrap().meta()).unwrap();
+            assert_eq!(meta.version, if centred { 2 } else { 1 });
+            for (i, r) in rows.iter().enumerate() {
+                assert_eq!(c.code(i as u32).unwrap(), coder.encode(r).as_slice());
+            }
+            c.verify_all().unwrap();
+        }
+        // A centre of the wrong length is refused before anything is written.
+        let p = dir.path().join("bad.bin");
+        assert!(CodesWriter::create(&p, &quant::Coder::centred(Space::L2, &[1.0; 3]), 19).is_err());
+    }
+
+    #[test]
     fn round_trip_and_strict_open() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("codes.bin");
@@ -216,7 +327,7 @@ mod tests {
                     .collect()
             })
             .collect();
-        let mut w = CodesWriter::create(&p, Space::Cosine, 37).unwrap();
+        let mut w = CodesWriter::create(&p, &quant::Coder::plain(Space::Cosine), 37).unwrap();
         for r in &rows {
             w.push(r).unwrap();
         }

@@ -114,7 +114,7 @@ impl Segment {
             fs::create_dir_all(&tmp)
                 .map_err(|e| EngineError::io("create segment folder", &tmp, e))?;
             let mut codes = match graph {
-                Some(g) => Some(CodesWriter::create(&tmp.join("codes.bin"), g.space(), dim)?),
+                Some(g) => Some(CodesWriter::create(&tmp.join("codes.bin"), g.coder(), dim)?),
                 None => None,
             };
             vectors::write(
@@ -296,6 +296,7 @@ impl Segment {
             Some(codes) => {
                 let coded = SegmentCodeStore {
                     codes,
+                    query: query.code_for(codes.coder()),
                     error: Mutex::new(None),
                 };
                 let out = search_rescored(graph, &coded, &store, query, params, accept)?;
@@ -329,7 +330,14 @@ impl Segment {
         {
             return Ok(None);
         }
-        GraphBuilder::from_graph(space, self.dim(), params, graph, |r| codes.code(r)).map(Some)
+        let coder = codes.coder().clone();
+        GraphBuilder::from_graph(coder, self.dim(), params, graph, |r| codes.code(r)).map(Some)
+    }
+
+    /// The centre this segment's codes are taken relative to, if any (a new memtable starts
+    /// from it rather than from its first row).
+    pub(crate) fn centre(&self) -> Option<&[f32]> {
+        self.codes.as_ref().and_then(|c| c.coder().centre())
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -339,6 +347,15 @@ impl Segment {
     /// The payload index, when the segment has one (decoded on first use).
     pub(crate) fn payload(&self) -> Result<Option<&PayloadIndex>, EngineError> {
         self.payload.as_ref().map(|p| p.index()).transpose()
+    }
+
+    /// How the codes are made, when the segment has codes in `space` (a scan over
+    /// [`Self::code`] codes its query with it).
+    pub(crate) fn coder(&self, space: crate::types::Space) -> Option<&quant::Coder> {
+        self.codes
+            .as_ref()
+            .filter(|c| c.space() == space)
+            .map(|c| c.coder())
     }
 
     /// Row `r`'s int8 code, when the segment has codes in `space`.
@@ -463,6 +480,8 @@ impl VectorStore for SegmentStore<'_> {
 /// scores infinity and fails the search afterwards.
 struct SegmentCodeStore<'a> {
     codes: &'a SegmentCodes,
+    /// The query coded the way these codes were (relative to their centre, if any).
+    query: std::borrow::Cow<'a, [i8]>,
     error: Mutex<Option<EngineError>>,
 }
 
@@ -478,7 +497,7 @@ impl VectorStore for SegmentCodeStore<'_> {
     #[inline]
     fn distance(&self, q: &PreparedQuery, id: u32) -> f32 {
         match self.codes.code(id) {
-            Ok(c) => quant::approx_distance(q.space(), q.code(), c),
+            Ok(c) => quant::approx_distance(q.space(), &self.query, c),
             Err(e) => {
                 self.error.lock().get_or_insert(e);
                 f32::INFINITY
@@ -541,7 +560,7 @@ mod tests {
             ef_construction: 32,
             capacity_hint: 128,
         };
-        let mut mem = Memtable::new(3, Some((crate::types::Space::L2, params))).unwrap();
+        let mut mem = Memtable::new(3, Some((crate::types::Space::L2, params)), None).unwrap();
         for i in 0..100u32 {
             let fields = Fields {
                 document: Some(format!("d{i}")),
@@ -576,11 +595,63 @@ mod tests {
         assert_eq!(reopened.id_of(99).unwrap(), "id99");
         assert!(!dir.path().join("00000007.tmp").exists());
 
+        // l2 codes are centred on the memtable's first row, and the centre travels with them.
+        assert_eq!(seg.centre(), Some(&[0.0, 1.0, 2.0][..]));
+        assert_eq!(reopened.centre(), seg.centre());
+
         let mut bits = Bitset::default();
         bits.set(5);
         bits.set(99);
         let p = seg.dir().join("tombstones-1.bin");
         write_tombstones(&p, &bits).unwrap();
         assert_eq!(read_tombstones(&p).unwrap(), bits);
+    }
+
+    /// Segments written before codes were centred (l2 codes without a centre, version 1) still
+    /// open, search over their codes, and seed a builder that extends them the same way.
+    #[test]
+    fn l2_codes_without_a_centre_still_open_and_search() {
+        let dir = tempfile::tempdir().unwrap();
+        let params = crate::index::BuildParams {
+            max_neighbors: 8,
+            ef_construction: 32,
+            capacity_hint: 128,
+        };
+        let vectors: Vec<Vec<f32>> = (0..100).map(|i| vec![i as f32, 1.0, 2.0]).collect();
+        let plain = GraphBuilder::new(Space::L2, 3, params).unwrap();
+        let rows: Vec<(&[f32], u32)> = vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.as_slice(), i as u32))
+            .collect();
+        plain.insert_batch(&rows).unwrap();
+        let fields = Fields::default();
+        let ids: Vec<String> = (0..100).map(|i| format!("id{i}")).collect();
+        let records: Vec<RowIn> = ids
+            .iter()
+            .map(|id| RowIn {
+                id,
+                first_seq: 1,
+                fields: &fields,
+            })
+            .collect();
+        let vs = vectors.iter().map(|v| Ok(v.as_slice()));
+        Segment::write(dir.path(), 3, 3, vs, &records, Some(&plain)).unwrap();
+        let seg = Segment::open(dir.path(), 3).unwrap();
+        assert_eq!(seg.centre(), None);
+        let meta = BlockedFile::open(&seg.dir().join("codes.bin"), codes::KIND_CODES).unwrap();
+        assert!(std::str::from_utf8(meta.meta())
+            .unwrap()
+            .contains("\"version\":1"));
+        let q = PreparedQuery::new(Space::L2, &[42.2, 1.0, 2.0]).unwrap();
+        let out = seg
+            .search(&q, &SearchParams::new(3, 16), true, |_| true)
+            .unwrap()
+            .unwrap();
+        let found: Vec<u32> = out.results.iter().map(|s| s.row).collect();
+        assert_eq!(found, vec![42, 43, 41]);
+        let ext = seg.extend_graph(Space::L2, params).unwrap().unwrap();
+        assert_eq!(ext.coder().centre(), None);
+        assert_eq!(ext.len(), 100);
     }
 }

@@ -1706,21 +1706,26 @@ mod tests {
         assert!(c.flush().unwrap());
         assert_eq!(c.segment_count(), 3);
         let before = all(&c);
-        let check = |c: &Collection| {
+        let check = |c: &Collection, outlier: bool| {
             let now = all(c);
             assert_eq!(now.ids, before.ids);
             assert_eq!(now.embeddings, before.embeddings);
-            // The moved r7 itself, [100, 100, 0.5], is left out of the exact-neighbour check:
-            // after the merge the walk sometimes misses it (seen in CI, flaky). The likely cause
-            // is the int8 codes' resolution on uncentred L2 data like this (every coordinate
-            // positive, far from the origin), which branch `engq` fixes by centring the codes;
-            // until that lands this is a known defect, not hidden here. Its survival is checked
-            // by the `get` above.
+            // Exact neighbours on a grid full of near-ties: a miss here was a real defect of the
+            // concurrent build (a new point that started a level at a point still being linked,
+            // whose own list then overwrote the back-link), seen in CI about one run in ten.
+            // The moved outlier r7 is checked where the merge inserts it after the grid; a
+            // rebuild inserts it early (it keeps its first sequence), before the grid's far
+            // corner exists, and HNSW then has no link to it from there (a known limit for an
+            // outlier this far from everything: ARCHITECTURE.md, "Graph quality").
             for q in [
                 vec![3.0, 2.0, 0.1],
+                vec![100.0, 100.0, 0.5],
                 vec![36.0, 14.0, 0.9],
                 vec![30.0, 9.0, -0.5],
-            ] {
+            ]
+            .into_iter()
+            .filter(|q| outlier || q[0] < 100.0)
+            {
                 let got = c
                     .query(&QueryRequest {
                         embeddings: vec![q.clone()],
@@ -1758,13 +1763,13 @@ mod tests {
         // 400 base rows kept as they were (20 + 1 dead among them), then 150 + 1 live ones.
         let rows = c.inner.state.read().segments()[0].seg.rows();
         assert_eq!(rows, 400 + 150 + 1);
-        check(&c);
+        check(&c, true);
         assert!(c.compact().unwrap());
         assert_eq!(c.inner.state.read().segments()[0].seg.rows(), 550 - 20);
-        check(&c);
+        check(&c, false);
         drop(c);
         let c = Collection::open(&_d.path().join("c")).unwrap();
-        check(&c);
+        check(&c, false);
     }
 
     /// Adds whole batches of 100 rows, at least `IDLE_FLUSH_MIN_ROWS` in all; returns the count.

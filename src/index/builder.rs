@@ -21,7 +21,7 @@
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
@@ -101,6 +101,10 @@ struct Store {
     levels: Vec<u8>,
     /// Whether the id has been inserted (its code written).
     assigned: Vec<bool>,
+    /// Whether the point is fully linked on every level it has (its insert returned). A walk
+    /// only *starts* a level from a ready point: one still being linked may have no list yet
+    /// on the levels below, and a new point that starts there finds only it.
+    ready: Vec<AtomicBool>,
     /// `row0` words per point id.
     layer0: Vec<AtomicU32>,
     /// For points of level ≥ 1: `level × row_up` words (layer `l` at row `l − 1`).
@@ -132,6 +136,14 @@ impl Store {
         }
     }
 
+    /// Whether point `id` is fully linked (see [`Store::ready`]).
+    #[inline]
+    fn is_ready(&self, id: u32) -> bool {
+        self.ready
+            .get(id as usize)
+            .is_some_and(|r| r.load(Ordering::Acquire))
+    }
+
     /// Copies point `id`'s neighbours on `level` into `out` (cleared first).
     #[inline]
     fn neighbours_into(&self, id: u32, level: usize, out: &mut Vec<u32>) {
@@ -151,6 +163,7 @@ impl Store {
         self.codes.resize(n * self.code_len, 0);
         self.levels.resize(n, 0);
         self.assigned.resize(n, false);
+        self.ready.resize_with(n, || AtomicBool::new(false));
         self.layer0.resize_with(n * self.row0, || AtomicU32::new(0));
         self.upper.resize_with(n, || None);
     }
@@ -240,6 +253,7 @@ impl GraphBuilder {
             codes: Vec::with_capacity(reserve * code_len),
             levels: Vec::with_capacity(reserve),
             assigned: Vec::with_capacity(reserve),
+            ready: Vec::with_capacity(reserve),
             layer0: Vec::with_capacity(reserve * (2 * m + 1)),
             upper: Vec::with_capacity(reserve),
         };
@@ -309,6 +323,7 @@ impl GraphBuilder {
                 let at = i as usize * code_len;
                 st.codes[at..at + code_len].copy_from_slice(c);
                 st.assigned[i as usize] = true;
+                st.ready[i as usize].store(true, Ordering::Relaxed);
                 let row = graph.layer0_row(i)?;
                 let dst = st.row(i, 0);
                 let mut filled = 0u32;
@@ -498,6 +513,7 @@ impl GraphBuilder {
             // The first point becomes the entry alone: parallel inserts into an empty graph
             // would race on "no entry point yet".
             let first = ids.remove(0);
+            st.ready[first as usize].store(true, Ordering::Release);
             self.store_top(first, st.levels[first as usize] as usize);
         }
         ids.par_iter().for_each(|&id| {
@@ -541,17 +557,18 @@ impl GraphBuilder {
             }
             for l in (0..=level.min(top_level)).rev() {
                 let found = self.beam(st, code, ep, ef, l, s, |_| true, u64::MAX).0;
-                if let Some(best) = found.first() {
+                if let Some(best) = found.iter().find(|c| st.is_ready(c.row)) {
                     ep = *best;
                 }
                 let chosen = self.select(st, &found, m, Some(id));
-                self.write_links(st, id, l, &chosen);
                 let cap = if l == 0 { 2 * m } else { m };
+                self.write_links(st, id, l, &chosen, cap);
                 for &nb in &chosen {
                     self.link_back(st, nb, id, l, cap);
                 }
             }
         });
+        st.ready[id as usize].store(true, Ordering::Release);
         if level > top_level {
             self.store_top(id, level);
         }
@@ -574,6 +591,10 @@ impl GraphBuilder {
             }
             let mut changed = false;
             for &nb in &links {
+                // Descend only through finished points: the next level starts here.
+                if !st.is_ready(nb) {
+                    continue;
+                }
                 let d = self.dist(q, st.code(nb));
                 if d < cur.distance {
                     cur = Scored {
@@ -682,18 +703,41 @@ impl GraphBuilder {
         kept
     }
 
-    /// Replaces `id`'s list on `level` with `links` (ids first, count last).
-    fn write_links(&self, st: &Store, id: u32, level: usize, links: &[u32]) {
+    /// Sets new point `id`'s list on `level` to `links` (ids first, count last), keeping
+    /// any links other inserts added to it meanwhile: a point that found `id` and linked it
+    /// back must not lose that link, or it may be the only in-link `id`'s neighbour has. Over
+    /// `cap` the heuristic picks among all of them.
+    fn write_links(&self, st: &Store, id: u32, level: usize, links: &[u32], cap: usize) {
         let _g = self.stripes[id as usize % STRIPES].lock();
         let row = st.row(id, level);
         let Some((count, slots)) = row.split_first() else {
             return;
         };
-        let n = links.len().min(slots.len());
-        for (slot, &l) in slots.iter().zip(&links[..n]) {
+        let had = (count.load(Ordering::Acquire) as usize).min(slots.len());
+        let mut all: Vec<u32> = links.to_vec();
+        for s in &slots[..had] {
+            let l = s.load(Ordering::Relaxed);
+            if l != id && !all.contains(&l) {
+                all.push(l);
+            }
+        }
+        let cap = cap.min(slots.len());
+        if all.len() > cap {
+            let base = st.code(id);
+            let mut cands: Vec<Scored> = all
+                .iter()
+                .map(|&r| Scored {
+                    distance: self.dist(base, st.code(r)),
+                    row: r,
+                })
+                .collect();
+            cands.sort_unstable();
+            all = self.select(st, &cands, cap, Some(id));
+        }
+        for (slot, &l) in slots.iter().zip(&all) {
             slot.store(l, Ordering::Relaxed);
         }
-        count.store(n as u32, Ordering::Release);
+        count.store(all.len() as u32, Ordering::Release);
     }
 
     /// Adds `new` to `nb`'s list on `level`; a full list keeps the heuristic's best `cap` of

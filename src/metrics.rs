@@ -131,6 +131,10 @@ pub struct Metrics {
     /// Collection logs recovered in place after a failed WAL sync (mirrored from the engine's
     /// process-wide count when `/metrics` is scraped).
     pub wal_recoveries: Counter,
+    /// Writes that waited for a flush to make room (mirrored from the engine when scraped).
+    pub write_stalls: Counter,
+    /// Writes refused (429) after waiting the whole stall (mirrored likewise).
+    pub write_stall_timeouts: Counter,
     /// Resident memory of the process by kind (from /proc/self/status).
     pub process_resident_bytes: Family<MemoryLabels, Gauge>,
     /// Memory of the machine (or the cgroup limit, when lower), the base of memory alerts.
@@ -344,6 +348,18 @@ impl Metrics {
             "Collection logs recovered in place after a failed WAL sync (records after the last durable one dropped, writes resumed)",
             wal_recoveries.clone(),
         );
+        let write_stalls = Counter::default();
+        registry.register(
+            "write_stalls",
+            "Writes that waited because rows arrived faster than they were indexed and flushed",
+            write_stalls.clone(),
+        );
+        let write_stall_timeouts = Counter::default();
+        registry.register(
+            "write_stall_timeouts",
+            "Writes refused with 429 after waiting the whole write stall for room",
+            write_stall_timeouts.clone(),
+        );
         let process_resident_bytes = Family::<MemoryLabels, Gauge>::default();
         registry.register(
             "process_resident_bytes",
@@ -484,6 +500,8 @@ impl Metrics {
             collection_query_plans,
             query_plans,
             wal_recoveries,
+            write_stalls,
+            write_stall_timeouts,
             process_resident_bytes,
             memory_limit_bytes,
             data_volume_size_bytes,
@@ -528,6 +546,7 @@ impl Metrics {
         self.collection_query_plans.clear();
         self.observe_query_plans();
         self.observe_wal_recoveries();
+        self.observe_write_stalls();
         let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         for (labels, s) in stats {
             let values = [
@@ -575,6 +594,20 @@ impl Metrics {
         );
         if now > have {
             self.wal_recoveries.inc_by(now - have);
+        }
+    }
+
+    /// Brings the write-stall counters up to the engine's counts (they only grow).
+    pub fn observe_write_stalls(&self) {
+        let (stalls, timeouts) = crate::engine::write_stalls_total();
+        for (c, now) in [
+            (&self.write_stalls, stalls),
+            (&self.write_stall_timeouts, timeouts),
+        ] {
+            let have = c.get();
+            if now > have {
+                c.inc_by(now - have);
+            }
         }
     }
 

@@ -182,6 +182,7 @@ fn engine_error(e: EngineError, collection: Option<String>) -> ApiError {
         EngineError::Corrupt { .. } => {
             ApiError::Internal(ctx(format!("collection data is corrupt: {e}")))
         }
+        EngineError::Overloaded(_) => ApiError::Overloaded(ctx(e.to_string())),
         // Both pass: the log recovers in place and a retry succeeds.
         EngineError::Poisoned(_) | EngineError::SyncFailed(_) => {
             ApiError::ServiceUnavailable(ctx(e.to_string()))

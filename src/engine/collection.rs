@@ -159,9 +159,44 @@ const IDLE_FLUSH_AFTER: Duration = Duration::from_secs(5);
 /// Smallest memtable the idle flush writes out (smaller ones wait for more writes).
 const IDLE_FLUSH_MIN_ROWS: usize = 1024;
 
-/// How far past its limit the memtable may grow while a background flush catches up before
-/// writers flush in the foreground (bounds memory when writes outpace flushes).
+/// How far past its limit the memtable may grow while a background flush catches up: the
+/// graph of a memtable this big is built with room for it (no regrowth).
 const MEMTABLE_HARD_FACTOR: usize = 4;
+
+/// Rows in memory (active plus frozen memtable), in memtable limits, above which writes that
+/// add rows stall until a flush makes room (RocksDB's write stall): writes faster than the
+/// graph can be built are slowed to its pace instead of growing memory without bound.
+const STALL_FACTOR: usize = 2;
+
+/// How long a stalled write waits for room before it is refused with
+/// [`EngineError::Overloaded`] (HTTP 429), unless the caller waits longer (the pgvector sync).
+pub const DEFAULT_WRITE_STALL: Duration = Duration::from_secs(10);
+
+/// Writes stalled for room since start, all collections (`vectord_write_stalls_total`).
+static WRITE_STALLS: AtomicU64 = AtomicU64::new(0);
+/// Writes refused after a stall, all collections (`vectord_write_stall_timeouts_total`).
+static WRITE_STALL_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+
+/// Hands the heap a flush just freed (a memtable's vectors, codes and graph: hundreds of MB)
+/// back to the OS. glibc keeps freed chunks in its arenas and returns only the top of each
+/// heap, so without this anonymous RSS stays at its peak after the memtable is gone (the
+/// 10-minute soak plateaued at ~3.4 GB).
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas under their locks; it has no
+    // preconditions and any thread may call it.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Writes that stalled waiting for a flush, and those refused after waiting, since start.
+pub fn write_stalls_total() -> (u64, u64) {
+    (
+        WRITE_STALLS.load(Ordering::Relaxed),
+        WRITE_STALL_TIMEOUTS.load(Ordering::Relaxed),
+    )
+}
 
 /// First wait before retrying a failed log recovery; doubled per failure up to
 /// [`RECOVERY_BACKOFF_MAX`], so a dead disk is not hammered by every write.
@@ -297,30 +332,53 @@ impl Collection {
     /// upsert inserts or merges; update merges into existing records and ignores unknown ids;
     /// metadata merges key by key with `None` deleting a key; delete with neither ids nor filter
     /// deletes nothing.
+    ///
+    /// A batch that adds rows while more than `STALL_FACTOR` memtable limits of rows wait in
+    /// memory for a flush first waits for room, up to the collection's write stall (see
+    /// [`Collection::set_write_stall`]); then it is refused with [`EngineError::Overloaded`],
+    /// not applied.
     pub fn apply(
         &self,
         batch: WriteBatch,
         source_position: Option<SourcePosition>,
     ) -> Result<ApplyOutcome, EngineError> {
+        let wait = *self.inner.write_stall.lock();
+        self.apply_within(batch, source_position, wait)
+    }
+
+    /// As [`Collection::apply`], waiting up to `stall` for room (the pgvector sync waits as
+    /// long as it takes: its next batch cannot overtake this one anyway).
+    pub fn apply_within(
+        &self,
+        batch: WriteBatch,
+        source_position: Option<SourcePosition>,
+        stall: Duration,
+    ) -> Result<ApplyOutcome, EngineError> {
+        let adds_rows = match &batch {
+            WriteBatch::Add(r) => !r.is_empty(),
+            WriteBatch::Upsert(r) => !r.is_empty(),
+            WriteBatch::Update(r) => !r.is_empty(),
+            WriteBatch::Delete(_) => false,
+        };
+        if adds_rows {
+            self.inner.wait_for_room(stall)?;
+        }
         let (outcome, memtable_rows) = self.inner.apply(batch, source_position)?;
         let limit = self.inner.memtable_rows.load(Ordering::Relaxed);
-        let behind = memtable_rows >= limit.saturating_mul(MEMTABLE_HARD_FACTOR);
-        if memtable_rows >= limit && behind {
-            // The background flush is not keeping up (or not running): this writer flushes. The
-            // batch is durable whatever happens here; a failed flush is retried later.
-            if let Err(e) = self.inner.flush() {
-                tracing::warn!(collection = %self.inner.dir.display(), error = %e, "memtable flush failed; will retry");
-            }
-        } else {
-            {
-                let mut st = self.inner.background.state.lock();
-                st.index_requested = true;
-                st.last_write = Some(Instant::now());
-                st.flush_requested |= memtable_rows >= limit;
-            }
-            self.inner.schedule();
+        {
+            let mut st = self.inner.background.state.lock();
+            st.index_requested = true;
+            st.last_write = Some(Instant::now());
+            st.flush_requested |= memtable_rows >= limit;
         }
+        self.inner.schedule();
         Ok(outcome)
+    }
+
+    /// Sets how long a write waits for room when rows pile up faster than they are flushed
+    /// (default [`DEFAULT_WRITE_STALL`]).
+    pub fn set_write_stall(&self, wait: Duration) {
+        *self.inner.write_stall.lock() = wait;
     }
 
     /// Writes the memtable out as a segment and drops the WAL it covers, now. Returns whether a
@@ -576,6 +634,11 @@ struct Inner {
     log_generation: AtomicU64,
     /// Retry schedule of log recovery.
     recovery: Mutex<RecoveryBackoff>,
+    /// How long [`Collection::apply`] waits for room (see [`STALL_FACTOR`]).
+    write_stall: Mutex<Duration>,
+    /// Stalled writers wait on `room` (with this mutex) for a flush to finish.
+    stall: Mutex<()>,
+    room: parking_lot::Condvar,
 }
 
 /// What [`load`] rebuilt from a collection's files.
@@ -777,6 +840,9 @@ impl Inner {
             compaction_micros: AtomicU64::new(0),
             log_generation: AtomicU64::new(0),
             recovery: Mutex::new(RecoveryBackoff::default()),
+            write_stall: Mutex::new(DEFAULT_WRITE_STALL),
+            stall: Mutex::new(()),
+            room: parking_lot::Condvar::new(),
         })
     }
 
@@ -1024,7 +1090,65 @@ impl Inner {
 
     /// Writes the memtable out as a segment and drops the WAL it covers. Returns whether a
     /// segment was written.
+    /// Waits (up to `stall`) until the rows held in memory are under [`STALL_FACTOR`]
+    /// memtable limits, asking the background for a flush meanwhile; then refuses with
+    /// [`EngineError::Overloaded`]. Rows are counted before the batch: one batch may cross.
+    fn wait_for_room(&self, stall: Duration) -> Result<(), EngineError> {
+        let bound = self
+            .memtable_rows
+            .load(Ordering::Relaxed)
+            .saturating_mul(STALL_FACTOR);
+        if self.state.read().unflushed_rows() < bound {
+            return Ok(());
+        }
+        WRITE_STALLS.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let deadline = started + stall;
+        let mut room = self.stall.lock();
+        loop {
+            let rows = self.state.read().unflushed_rows();
+            if rows < bound {
+                tracing::debug!(collection = %self.dir.display(), waited_ms = started.elapsed().as_millis() as u64, "write stall ended");
+                return Ok(());
+            }
+            {
+                let mut st = self.background.state.lock();
+                st.flush_requested = true;
+                st.index_requested = true;
+            }
+            self.schedule();
+            let now = Instant::now();
+            if now >= deadline || self.shutdown.load(Ordering::Relaxed) {
+                WRITE_STALL_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(collection = %self.dir.display(), rows, bound, "write refused after a stall: rows arrive faster than they are indexed");
+                return Err(EngineError::Overloaded(format!(
+                    "{rows} rows wait in memory to be indexed and flushed (bound {bound}) after \
+                     {} ms: writes arrive faster than this collection indexes them; retry later",
+                    started.elapsed().as_millis()
+                )));
+            }
+            // Re-checked at least every second: a flush that ends between the check and the
+            // wait is seen then (and the flush request above is repeated).
+            self.room
+                .wait_until(&mut room, deadline.min(now + Duration::from_secs(1)));
+        }
+    }
+
+    /// Writes the memtable out as a segment (see [`Inner::flush_once`]), then wakes writers
+    /// stalled for room.
     fn flush(&self) -> Result<bool, EngineError> {
+        let r = self.flush_once();
+        {
+            let _room = self.stall.lock();
+            self.room.notify_all();
+        }
+        if matches!(r, Ok(true)) {
+            release_free_heap();
+        }
+        r
+    }
+
+    fn flush_once(&self) -> Result<bool, EngineError> {
         let _one = self.flushing.lock();
         // 1. Freeze (or pick up a frozen memtable a failed flush left behind, with the WAL
         //    position it was frozen at — not today's, which may include newer records).
@@ -1145,6 +1269,17 @@ impl Inner {
     /// its graph is extended with the other inputs' rows instead of rebuilt: a copy plus the
     /// other rows' inserts. Returns whether anything was rewritten.
     fn compact(&self, shutdown: &AtomicBool, plan: Option<&[u64]>) -> Result<bool, EngineError> {
+        let r = self.compact_once(shutdown, plan);
+        // The merge's graph builder and row lists were freed whatever the outcome.
+        release_free_heap();
+        r
+    }
+
+    fn compact_once(
+        &self,
+        shutdown: &AtomicBool,
+        plan: Option<&[u64]>,
+    ) -> Result<bool, EngineError> {
         let (inputs, space, dim, build, generation) = {
             let st = self.state.read();
             let generation = self.log_generation.load(Ordering::Relaxed);
@@ -1812,6 +1947,55 @@ mod tests {
         assert_eq!(c.count(), rows as u64);
     }
 
+    /// Writes that add rows stall while the rows in memory are over their bound, and are
+    /// refused (not applied) with `Overloaded` once the stall runs out; a flush that makes room
+    /// lets a waiting write through; deletes never stall.
+    #[test]
+    fn writes_stall_for_a_flush_and_are_refused_when_it_does_not_come() {
+        let (_d, c) = open(Space::L2);
+        c.set_memtable_rows(100);
+        c.set_write_stall(Duration::from_millis(200));
+        let batch = |from: usize| {
+            WriteBatch::Add(
+                (from..from + 100)
+                    .map(|i| rec(&format!("r{i}"), &[i as f32, 0.0], &[], None))
+                    .collect(),
+            )
+        };
+        // No flush can run while the test holds the flush lock.
+        let flushing = c.inner.flushing.lock();
+        c.apply(batch(0), None).unwrap();
+        c.apply(batch(100), None).unwrap();
+        let (stalls, timeouts) = write_stalls_total();
+        let started = Instant::now();
+        let err = c.apply(batch(200), None).unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert!(matches!(err, EngineError::Overloaded(_)), "{err}");
+        assert!(!err.is_user_error());
+        let after = write_stalls_total();
+        assert!(after.0 > stalls && after.1 > timeouts);
+        assert_eq!(c.count(), 200, "the refused batch was not applied");
+        // A delete goes through at once.
+        c.apply(
+            WriteBatch::Delete(DeleteSelector {
+                ids: Some(vec!["r0".into()]),
+                ..Default::default()
+            }),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.count(), 199);
+        // A write that may wait long enough gets in once the flush runs.
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| c.apply_within(batch(200), None, Duration::from_secs(60)));
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(!waiter.is_finished(), "the write did not wait for room");
+            drop(flushing);
+            waiter.join().unwrap().unwrap();
+        });
+        assert_eq!(c.count(), 299);
+        assert!(c.segment_count() >= 1);
+    }
     /// A memtable replayed from the WAL (a shutdown that did not wait for its graph, or a
     /// crash) is indexed and idle-flushed after open with no further write; it used to stay
     /// unindexed, exact-scanned and in the WAL until the next write arrived.

@@ -60,6 +60,11 @@ pub enum EngineError {
     /// record and the write removed from memory, so it is not applied. Retrying is safe.
     #[error("the write was not applied: the WAL sync failed ({0}); the log recovered, retry")]
     SyncFailed(String),
+    /// Writes arrive faster than the collection can index and flush them: the rows waiting
+    /// stayed over their bound for the whole stall timeout. The write was not applied; retry
+    /// later (HTTP 429).
+    #[error("the write was not applied: {0}")]
+    Overloaded(String),
     /// A bug: an internal invariant did not hold. The operation was not applied.
     #[error("internal error: {0}")]
     Internal(String),

@@ -21,7 +21,10 @@ mod wal;
 mod filter_plan_tests;
 
 pub use background::pool_threads;
-pub use collection::{wal_recoveries_total, Collection, CollectionStats, DEFAULT_MEMTABLE_ROWS};
+pub use collection::{
+    wal_recoveries_total, write_stalls_total, Collection, CollectionStats, DEFAULT_MEMTABLE_ROWS,
+    DEFAULT_WRITE_STALL,
+};
 pub use config::{CollectionConfig, HnswParams, MAX_NEIGHBORS_LIMIT};
 pub use error::EngineError;
 pub use fsutil::{atomic_write, sync_dir, DirLock};

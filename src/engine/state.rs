@@ -278,6 +278,12 @@ impl State {
         self.active.len()
     }
 
+    /// Rows held in memory until a flush writes them out: the active memtable's and a frozen
+    /// one's (what the write stall bounds).
+    pub(crate) fn unflushed_rows(&self) -> usize {
+        self.active.len() + self.frozen.as_ref().map_or(0, |f| f.mem.len())
+    }
+
     /// Approximate heap bytes of the active memtable.
     pub(crate) fn active_bytes(&self) -> usize {
         self.active.bytes()

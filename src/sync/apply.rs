@@ -18,6 +18,10 @@ use crate::types::{
     WriteBatch,
 };
 
+/// How long a sync batch waits for room in a collection that is behind on indexing before
+/// the job backs off and retries from its checkpoint.
+const SYNC_WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// One change read from the source.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
@@ -238,7 +242,11 @@ impl Applier {
             out.deleted = u64::from(self.coll.apply(delete(deletes), pos)?.deleted);
         }
         if has_rows {
-            let o = self.coll.apply(WriteBatch::Upsert(rows), position)?;
+            // A sync batch waits longer than an HTTP write for a flush to make room: refused,
+            // the job would only back off and re-read the same rows.
+            let o = self
+                .coll
+                .apply_within(WriteBatch::Upsert(rows), position, SYNC_WRITE_STALL)?;
             out.upserted = u64::from(o.inserted) + u64::from(o.updated);
         } else if !position_written && position.is_some() && self.coll.source_position() != position
         {

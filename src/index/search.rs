@@ -258,6 +258,7 @@ where
         for nb in links(row, n32) {
             if scratch.visit(nb) {
                 store.prefetch(nb);
+                graph.will_need_row(nb);
                 fresh.push(nb);
             }
         }
@@ -329,6 +330,10 @@ where
     };
     let mut out = search(graph, coded, query, &wide, accept)?;
     let mut top = TopK::new(k);
+    // All candidates' reads first: on a cold page cache their page faults then overlap.
+    for s in &out.results {
+        exact.prefetch(s.row);
+    }
     for s in &out.results {
         top.push(Scored {
             distance: exact.distance(query, s.row),

@@ -281,6 +281,38 @@ pub fn prefetch_bytes(v: &[u8], max_lines: usize) {
     }
 }
 
+/// Asks the kernel to start reading the pages under `v` (`MADV_WILLNEED`) without waiting:
+/// for mapped file data about to be touched, so several page faults' reads overlap. A hint
+/// only — failures are ignored, and on heap memory it does nothing useful but no harm.
+pub fn advise_will_need(v: &[u8]) {
+    #[cfg(unix)]
+    {
+        static PAGE: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+            // SAFETY: sysconf has no preconditions.
+            let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            usize::try_from(p)
+                .ok()
+                .filter(|p| p.is_power_of_two())
+                .unwrap_or(4096)
+        });
+        if v.is_empty() {
+            return;
+        }
+        let start = v.as_ptr() as usize & !(*PAGE - 1);
+        let end = v.as_ptr() as usize + v.len();
+        // SAFETY: MADV_WILLNEED never changes the contents or protection of memory; the range
+        // starts at the page holding `v` and ends at its last byte, all mapped (a page is
+        // mapped as a whole), and an unmapped or unsupported range only returns an error.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_WILLNEED);
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = v;
+    }
+}
+
 /// Views little-endian f32 bytes (e.g. a mapped file section) as `&[f32]` without copying.
 /// `None` if the slice is not 4-byte aligned or not a whole number of floats, or on a
 /// big-endian target (where the bytes would need swapping).

@@ -27,9 +27,16 @@ use crate::engine::EngineError;
 const MAGIC: u64 = u64::from_le_bytes(*b"VDSEGBLK");
 const VERSION: u32 = 1;
 const FOOTER_LEN: usize = 48;
-/// Bytes per checksummed block: small enough that verifying on first touch costs little
-/// (~5 µs), large enough that the CRC table stays tiny (64 KiB per GiB).
+/// Bytes per checksummed block by default: small enough that verifying on first touch costs
+/// little (~5 µs), large enough that the CRC table stays tiny (64 KiB per GiB).
 pub(crate) const BLOCK_SIZE: usize = 64 * 1024;
+/// Block size of files read at random, a few rows at a time (graph-walk codes, rescored
+/// vectors): verifying a block on first touch reads all of it, so on a cold page cache a
+/// 64 KiB block costs 16 pages of I/O for one 1.5 KiB code. One page per block keeps the first
+/// queries after a restart at the I/O they need (the CRC table grows to 1 MiB per GiB).
+pub(crate) const RANDOM_ACCESS_BLOCK_SIZE: usize = 4 * 1024;
+/// Block sizes a reader accepts (powers of two in this range; the footer says which).
+const BLOCK_SIZES: std::ops::RangeInclusive<usize> = 4 * 1024..=1024 * 1024;
 /// Alignment of every section, so f32/u64 columns can be viewed in place.
 pub(crate) const SECTION_ALIGN: usize = 64;
 
@@ -38,13 +45,28 @@ pub(crate) struct BlockedWriter {
     out: BufWriter<File>,
     path: PathBuf,
     len: usize,
+    block_size: usize,
     block: Vec<u8>,
     crcs: Vec<u32>,
 }
 
 impl BlockedWriter {
-    /// Creates (truncating) `path`.
+    /// Creates (truncating) `path`, checksummed in [`BLOCK_SIZE`] blocks.
     pub(crate) fn create(path: &Path) -> Result<BlockedWriter, EngineError> {
+        Self::create_with_block_size(path, BLOCK_SIZE)
+    }
+
+    /// Creates (truncating) `path`, checksummed in blocks of `block_size` bytes (a power of
+    /// two from 4 KiB to 1 MiB).
+    pub(crate) fn create_with_block_size(
+        path: &Path,
+        block_size: usize,
+    ) -> Result<BlockedWriter, EngineError> {
+        if !block_size.is_power_of_two() || !BLOCK_SIZES.contains(&block_size) {
+            return Err(EngineError::Internal(format!(
+                "segment block size {block_size} is not a power of two in {BLOCK_SIZES:?}"
+            )));
+        }
         let file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -55,7 +77,8 @@ impl BlockedWriter {
             out: BufWriter::with_capacity(1 << 20, file),
             path: path.to_path_buf(),
             len: 0,
-            block: Vec::with_capacity(BLOCK_SIZE),
+            block_size,
+            block: Vec::with_capacity(block_size),
             crcs: Vec::new(),
         })
     }
@@ -67,10 +90,10 @@ impl BlockedWriter {
             .map_err(|e| EngineError::io("write segment file", &self.path, e))?;
         self.len += bytes.len();
         while !bytes.is_empty() {
-            let take = (BLOCK_SIZE - self.block.len()).min(bytes.len());
+            let take = (self.block_size - self.block.len()).min(bytes.len());
             self.block.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
-            if self.block.len() == BLOCK_SIZE {
+            if self.block.len() == self.block_size {
                 self.crcs.push(crc32c::crc32c(&self.block));
                 self.block.clear();
             }
@@ -106,7 +129,7 @@ impl BlockedWriter {
         footer.extend_from_slice(&kind.to_le_bytes());
         footer.extend_from_slice(&(self.len as u64).to_le_bytes());
         footer.extend_from_slice(&meta_len.to_le_bytes());
-        footer.extend_from_slice(&(BLOCK_SIZE as u32).to_le_bytes());
+        footer.extend_from_slice(&(self.block_size as u32).to_le_bytes());
         footer.extend_from_slice(&n_blocks.to_le_bytes());
         footer.extend_from_slice(&meta_table_crc.to_le_bytes());
         let footer_crc = crc32c::crc32c(&footer);
@@ -132,6 +155,7 @@ pub(crate) struct BlockedFile {
     map: Mmap,
     path: PathBuf,
     data_len: usize,
+    block_size: usize,
     crc_table: Range<usize>,
     meta: Range<usize>,
     verified: Box<[AtomicU64]>,
@@ -195,7 +219,10 @@ impl BlockedFile {
         let meta_len = u32_at(24) as usize;
         let block_size = u32_at(28) as usize;
         let n_blocks = u32_at(32) as usize;
-        if block_size != BLOCK_SIZE || n_blocks != data_len.div_ceil(BLOCK_SIZE) {
+        if !block_size.is_power_of_two()
+            || !BLOCK_SIZES.contains(&block_size)
+            || n_blocks != data_len.div_ceil(block_size)
+        {
             return Err(corrupt(len - FOOTER_LEN, "inconsistent block geometry"));
         }
         let expected = data_len
@@ -223,6 +250,7 @@ impl BlockedFile {
             map,
             path: path.to_path_buf(),
             data_len,
+            block_size,
             crc_table,
             meta,
             verified,
@@ -259,11 +287,35 @@ impl BlockedFile {
             });
         }
         if !self.all_verified.load(Ordering::Acquire) && range.start < range.end {
-            for block in range.start / BLOCK_SIZE..=(range.end - 1) / BLOCK_SIZE {
+            for block in range.start / self.block_size..=(range.end - 1) / self.block_size {
                 self.verify_block(block)?;
             }
         }
         Ok(&self.map[range])
+    }
+
+    /// Asks the kernel to start reading `range` in if it has not been read through this map
+    /// yet (some block in it is unverified): a walk that is about to touch several rows issues
+    /// their reads together, so on a cold page cache the waits overlap instead of queueing one
+    /// page fault at a time. Once the blocks are verified it costs a bitmap test. Best effort.
+    #[inline]
+    pub(crate) fn will_need(&self, range: Range<usize>) {
+        if self.all_verified.load(Ordering::Relaxed)
+            || range.start >= range.end
+            || range.end > self.data_len
+        {
+            return;
+        }
+        let cold = (range.start / self.block_size..=(range.end - 1) / self.block_size)
+            .any(|b| self.verified[b / 64].load(Ordering::Relaxed) & (1u64 << (b % 64)) == 0);
+        if cold {
+            // Errors only mean the hint was not taken; the read itself will still fault in.
+            let _ = self.map.advise_range(
+                memmap2::Advice::WillNeed,
+                range.start,
+                range.end - range.start,
+            );
+        }
     }
 
     /// The data bytes in `range` without checksum verification: for prefetch hints only.
@@ -276,8 +328,8 @@ impl BlockedFile {
         if self.verified[word].load(Ordering::Acquire) & bit != 0 {
             return Ok(());
         }
-        let start = block * BLOCK_SIZE;
-        let end = (start + BLOCK_SIZE).min(self.data_len);
+        let start = block * self.block_size;
+        let end = (start + self.block_size).min(self.data_len);
         let t = self.crc_table.start + block * 4;
         let want = u32::from_le_bytes([
             self.map[t],
@@ -298,7 +350,7 @@ impl BlockedFile {
 
     /// Verifies every block (the background scrub); afterwards reads skip the per-block check.
     pub(crate) fn verify_all(&self) -> Result<(), EngineError> {
-        for block in 0..self.data_len.div_ceil(BLOCK_SIZE) {
+        for block in 0..self.data_len.div_ceil(self.block_size) {
             self.verify_block(block)?;
         }
         self.all_verified.store(true, Ordering::Release);
@@ -320,6 +372,7 @@ pub(crate) fn reseal_for_fuzzing(bytes: &mut [u8]) {
     data_len.copy_from_slice(&bytes[f + 16..f + 24]);
     let data_len = usize::try_from(u64::from_le_bytes(data_len)).unwrap_or(usize::MAX);
     let meta_len = u32_at(bytes, f + 24) as usize;
+    let block_size = (u32_at(bytes, f + 28) as usize).max(1);
     let n_blocks = u32_at(bytes, f + 32) as usize;
     let table_end = data_len
         .checked_add(meta_len)
@@ -327,8 +380,8 @@ pub(crate) fn reseal_for_fuzzing(bytes: &mut [u8]) {
     if let Some(table_end) = table_end.filter(|&e| e <= f) {
         let table = data_len + meta_len;
         for b in 0..n_blocks {
-            let start = (b * BLOCK_SIZE).min(data_len);
-            let end = (start + BLOCK_SIZE).min(data_len);
+            let start = b.saturating_mul(block_size).min(data_len);
+            let end = start.saturating_add(block_size).min(data_len);
             let crc = crc32c::crc32c(&bytes[start..end]);
             bytes[table + 4 * b..table + 4 * b + 4].copy_from_slice(&crc.to_le_bytes());
         }
@@ -383,6 +436,36 @@ mod tests {
             other => panic!("expected corruption, got {other:?}"),
         }
         assert!(f.verify_all().is_err());
+    }
+
+    /// Random-access files use one-page blocks: damage is found at its 4 KiB block, reading one
+    /// row verifies only the page(s) it spans, and a hint for a verified range is a no-op.
+    #[test]
+    fn page_sized_blocks_verify_only_what_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i % 253) as u8).collect();
+        let mut w = BlockedWriter::create_with_block_size(&p, RANDOM_ACCESS_BLOCK_SIZE).unwrap();
+        w.write(&data).unwrap();
+        w.finish(7, b"{}").unwrap();
+        let mut raw = std::fs::read(&p).unwrap();
+        raw[5 * 4096 + 3] ^= 1;
+        std::fs::write(&p, &raw).unwrap();
+        let f = BlockedFile::open(&p, 7).unwrap();
+        f.will_need(4000..4200);
+        assert_eq!(f.bytes(4000..4200).unwrap(), &data[4000..4200]);
+        assert_eq!(
+            f.bytes(6 * 4096..7 * 4096).unwrap(),
+            &data[6 * 4096..7 * 4096]
+        );
+        match f.bytes(5 * 4096 + 100..5 * 4096 + 101) {
+            Err(EngineError::Corrupt { offset, .. }) => assert_eq!(offset, 5 * 4096),
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        f.will_need(0..f.data_len());
+        for bad in [1000, 3 * 1024 * 1024, 6000] {
+            assert!(BlockedWriter::create_with_block_size(&dir.path().join("g"), bad).is_err());
+        }
     }
 
     proptest::proptest! {

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::blocked::{BlockedFile, BlockedWriter};
+use super::blocked::{BlockedFile, BlockedWriter, RANDOM_ACCESS_BLOCK_SIZE};
 use crate::engine::EngineError;
 use crate::index::quant;
 use crate::types::Space;
@@ -67,7 +67,7 @@ impl CodesWriter {
                 coder.centre().map(<[f32]>::len)
             )));
         }
-        let mut w = BlockedWriter::create(path)?;
+        let mut w = BlockedWriter::create_with_block_size(path, RANDOM_ACCESS_BLOCK_SIZE)?;
         let codes_at = w.align()?;
         Ok(CodesWriter {
             w,
@@ -253,6 +253,17 @@ impl SegmentCodes {
         let start = self.codes_at + row as usize * self.stride;
         let bytes = self.file.bytes(start..start + quant::code_len(self.dim))?;
         Ok(bytemuck::cast_slice(bytes))
+    }
+
+    /// Starts reading row `row`'s code in if this map has not read it yet (see
+    /// [`BlockedFile::will_need`]).
+    #[inline]
+    pub(crate) fn will_need(&self, row: u32) {
+        if (row as usize) < self.rows {
+            let start = self.codes_at + row as usize * self.stride;
+            self.file
+                .will_need(start..start + quant::code_len(self.dim));
+        }
     }
 
     /// Row `row`'s bytes without verification — only for prefetch hints.

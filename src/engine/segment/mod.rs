@@ -470,6 +470,7 @@ impl VectorStore for SegmentStore<'_> {
     }
 
     fn prefetch(&self, id: u32) {
+        self.seg.vectors.will_need(id);
         if let Some(v) = self.seg.vectors.unverified_row(id) {
             prefetch_slice(v);
         }
@@ -507,6 +508,7 @@ impl VectorStore for SegmentCodeStore<'_> {
 
     #[inline]
     fn prefetch(&self, id: u32) {
+        self.codes.will_need(id);
         if let Some(c) = self.codes.unverified(id) {
             prefetch_bytes(c, 32);
         }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::blocked::{BlockedFile, BlockedWriter};
+use super::blocked::{BlockedFile, BlockedWriter, RANDOM_ACCESS_BLOCK_SIZE};
 use crate::engine::EngineError;
 use crate::index::distance::inverse_norm;
 
@@ -31,7 +31,7 @@ pub(crate) fn write<'a>(
     mut each: impl FnMut(&[f32]) -> Result<(), EngineError>,
 ) -> Result<(), EngineError> {
     let n = rows.len();
-    let mut w = BlockedWriter::create(path)?;
+    let mut w = BlockedWriter::create_with_block_size(path, RANDOM_ACCESS_BLOCK_SIZE)?;
     let vectors_at = w.align()?;
     let mut norms = Vec::with_capacity(n);
     for v in rows {
@@ -129,6 +129,18 @@ impl SegmentVectors {
     #[inline]
     pub(crate) fn inv_norm(&self, row: u32) -> Result<f32, EngineError> {
         Ok(self.floats(self.norms_at + row as usize * 4, 1, row)?[0])
+    }
+
+    /// Starts reading row `row` (vector and inverse norm) in if this map has not read it yet
+    /// (see [`BlockedFile::will_need`]).
+    #[inline]
+    pub(crate) fn will_need(&self, row: u32) {
+        if (row as usize) < self.rows {
+            let start = self.vectors_at + row as usize * self.dim * 4;
+            self.file.will_need(start..start + self.dim * 4);
+            let norm = self.norms_at + row as usize * 4;
+            self.file.will_need(norm..norm + 4);
+        }
     }
 
     /// Row `row` without checksum verification — only for prefetch hints, never for reading.

@@ -176,18 +176,9 @@ pub async fn create_collection(
         config,
     };
     let get_or_create = req.get_or_create;
-    let max = st.settings.limits.max_collections;
-    let exists = st
-        .catalog
-        .collection_by_name(&new.tenant, &new.database, &new.name)
-        .is_ok();
-    if !exists && st.catalog.collection_count() >= max {
-        // Each collection holds a lock file, a WAL file and its maps: a cap keeps one tenant
-        // from exhausting the process's file descriptors.
-        return Err(ApiError::InvalidArgument(format!(
-            "The server holds {max} collections, its limit (--max-collections); delete one first"
-        )));
-    }
+    // The catalog enforces --max-collections under its writer lock: each collection holds a
+    // lock file, a WAL file and its maps, and the cap keeps one tenant from exhausting the
+    // process's file descriptors.
     let (entry, _created) = blocking(move || {
         st.catalog
             .create_collection(new, get_or_create)

@@ -199,6 +199,7 @@ impl From<CatalogError> for ApiError {
         match e {
             CatalogError::InvalidName(_)
             | CatalogError::InvalidArgument(_)
+            | CatalogError::CollectionLimit(_)
             | CatalogError::DatabaseMissing(_) => ApiError::InvalidArgument(e.to_string()),
             CatalogError::TenantExists(_)
             | CatalogError::DatabaseExists(_)

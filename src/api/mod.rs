@@ -76,6 +76,7 @@ impl AppState {
             settings.embed.clone(),
             Arc::clone(&metrics.embed),
         ));
+        catalog.set_max_collections(settings.limits.max_collections);
         Ok(AppState {
             auth: Authenticator::from_settings(&settings)?,
             catalog: Arc::new(catalog),

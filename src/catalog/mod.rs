@@ -76,6 +76,9 @@ pub enum CatalogError {
     /// A collection name already taken in its database.
     #[error("Collection [{0}] already exists")]
     CollectionExists(String),
+    /// Creating one more collection would pass the server's limit (`--max-collections`).
+    #[error("The server holds {0} collections, its limit (--max-collections); delete one first")]
+    CollectionLimit(usize),
     /// No collection with this name.
     #[error("Collection [{0}] does not exist")]
     CollectionNameNotFound(String),
@@ -279,6 +282,9 @@ pub struct Catalog {
     state: RwLock<Arc<State>>,
     /// Serialises writers so each builds on the previous persisted state; readers never take it.
     writer: Mutex<()>,
+    /// Most collections a create may bring the catalog to (checked under `writer`, so
+    /// concurrent creates cannot pass it together).
+    max_collections: std::sync::atomic::AtomicUsize,
     _lock: DirLock,
 }
 
@@ -324,6 +330,7 @@ impl Catalog {
             dir: dir.to_path_buf(),
             state: RwLock::new(Arc::new(state)),
             writer: Mutex::new(()),
+            max_collections: std::sync::atomic::AtomicUsize::new(usize::MAX),
             _lock: lock,
         };
         if fresh || !had_defaults {
@@ -659,8 +666,15 @@ impl Catalog {
             .map(|e| (e.record.tenant.clone(), e.record.database.clone()))
     }
 
+    /// Sets the most collections creates may bring the catalog to (existing ones stay).
+    pub fn set_max_collections(&self, max: usize) {
+        self.max_collections
+            .store(max, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Creates a collection, or with `get_or_create` returns the existing one of that name
-    /// unchanged. The bool is true when a collection was created.
+    /// unchanged. The bool is true when a collection was created. Refused with
+    /// `CollectionLimit` at the limit set by [`Catalog::set_max_collections`].
     pub fn create_collection(
         &self,
         new: NewCollection,
@@ -683,6 +697,12 @@ impl Catalog {
             } else {
                 Err(CatalogError::CollectionExists(new.name))
             };
+        }
+        let max = self
+            .max_collections
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if next.collections.len() >= max {
+            return Err(CatalogError::CollectionLimit(max));
         }
         let id = Uuid::new_v4();
         let path = self.collection_path(id);
@@ -850,6 +870,44 @@ mod tests {
             schema: None,
             config: CollectionConfig::default(),
         }
+    }
+
+    /// The limit is checked under the writer lock: creates racing at the limit cannot pass it
+    /// together, and get_or_create of an existing collection still answers there.
+    #[test]
+    fn concurrent_creates_stop_at_the_collection_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = Catalog::open(tmp.path()).unwrap();
+        c.set_max_collections(5);
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16)
+                .map(|i| {
+                    let c = &c;
+                    s.spawn(move || c.create_collection(new(&format!("coll{i}")), false))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 5);
+        assert!(
+            results
+                .iter()
+                .filter_map(|r| r.as_ref().err())
+                .all(|e| matches!(e, CatalogError::CollectionLimit(5))),
+            "{:?}",
+            results
+                .iter()
+                .filter_map(|r| r.as_ref().err())
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(c.collection_count(), 5);
+        let name = results
+            .iter()
+            .find_map(|r| r.as_ref().ok())
+            .map(|(e, _)| e.record.name.clone())
+            .unwrap();
+        assert!(!c.create_collection(new(&name), true).unwrap().1);
     }
 
     #[test]

@@ -477,13 +477,19 @@ impl Collection {
             snapshot::link_files(&src, &dest_segments.join(&name), &files)?;
         }
         let wal = snapshot::open_wal_files(&self.inner.dir.join(WAL_DIR))?;
+        // The WAL lengths include records appended but maybe not yet synced; `finish` waits
+        // until the last of them is durable, so a record whose sync fails (and which recovery
+        // then drops) is never in a snapshot.
+        let ticket = _writer.ticket();
         let manifest = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| EngineError::Internal(format!("encoding the MANIFEST: {e}")))?;
+        let inner = Arc::clone(&self.inner);
         Ok(PendingSnapshot {
             dest: dest.to_path_buf(),
             manifest,
             wal,
             wal_dir_name: WAL_DIR,
+            durable: Box::new(move || inner.durability.wait(ticket, &inner.writer)),
         })
     }
 
@@ -1088,8 +1094,6 @@ impl Inner {
         }
     }
 
-    /// Writes the memtable out as a segment and drops the WAL it covers. Returns whether a
-    /// segment was written.
     /// Waits (up to `stall`) until the rows held in memory are under [`STALL_FACTOR`]
     /// memtable limits, asking the background for a flush meanwhile; then refuses with
     /// [`EngineError::Overloaded`]. Rows are counted before the batch: one batch may cross.
@@ -1134,8 +1138,8 @@ impl Inner {
         }
     }
 
-    /// Writes the memtable out as a segment (see [`Inner::flush_once`]), then wakes writers
-    /// stalled for room.
+    /// Writes the memtable out as a segment and drops the WAL it covers, then wakes writers
+    /// stalled for room. Returns whether a segment was written.
     fn flush(&self) -> Result<bool, EngineError> {
         let r = self.flush_once();
         {

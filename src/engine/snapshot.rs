@@ -18,17 +18,30 @@ use super::EngineError;
 
 /// A snapshot whose immutable files are linked and whose WAL still has to be copied.
 #[must_use = "a snapshot is incomplete until finish() copies its WAL and writes its MANIFEST"]
-#[derive(Debug)]
 pub struct PendingSnapshot {
     pub(super) dest: PathBuf,
     pub(super) manifest: Vec<u8>,
     pub(super) wal: Vec<(String, File, u64)>,
     pub(super) wal_dir_name: &'static str,
+    /// Returns once every record within the captured WAL lengths is durable; fails if a sync
+    /// failed first (those records are in doubt, and the log's recovery drops them).
+    pub(super) durable: Box<dyn FnOnce() -> Result<(), EngineError> + Send>,
+}
+
+impl std::fmt::Debug for PendingSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingSnapshot")
+            .field("dest", &self.dest)
+            .field("wal", &self.wal)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PendingSnapshot {
-    /// Copies the WAL prefixes captured under the lock and writes the MANIFEST; fsyncs all.
+    /// Waits until the captured WAL prefixes are durable (a snapshot holds only acknowledged
+    /// or acknowledgeable records), copies them and writes the MANIFEST; fsyncs all.
     pub fn finish(self) -> Result<PathBuf, EngineError> {
+        (self.durable)()?;
         let wal_dir = self.dest.join(self.wal_dir_name);
         create_dir_durable(&wal_dir)?;
         for (name, file, len) in self.wal {

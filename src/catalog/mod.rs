@@ -375,6 +375,13 @@ impl Catalog {
     pub fn flush_all(&self) -> usize {
         let snapshot = self.snapshot();
         let mut failed = 0;
+        // First stop every background flush that is building a large graph: the flushes
+        // below would wait for them.
+        for entry in snapshot.collections.values() {
+            if let Ok(engine) = entry.engine() {
+                engine.begin_shutdown();
+            }
+        }
         for entry in snapshot.collections.values() {
             if let Ok(engine) = entry.engine() {
                 let unindexed = engine.stats().unindexed_rows;

@@ -498,6 +498,14 @@ impl Collection {
     pub fn close(self) -> Result<(), EngineError> {
         self.inner.flush().map(|_| ())
     }
+
+    /// Tells background work the process is stopping: a flush the background started gives
+    /// up at its next graph step (its rows stay in the WAL and are indexed after the next
+    /// open), and compactions stop, so a shutdown does not wait for minutes of graph building.
+    /// Explicit [`Collection::flush`] and [`Collection::close`] still complete.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Collection {
@@ -553,7 +561,7 @@ impl background::Turn for Inner {
         // The idle flush: no write for IDLE_FLUSH_AFTER and the memtable fully indexed.
         let quiet = last_write.is_some_and(|t| t.elapsed() >= IDLE_FLUSH_AFTER);
         if flush || (quiet && self.idle_flush_due()) {
-            match self.flush() {
+            match self.flush_with(true) {
                 Ok(_) => {
                     if let Some(plan) = self.planned_compaction() {
                         if let Some(me) = self.me.upgrade() {
@@ -1141,7 +1149,13 @@ impl Inner {
     /// Writes the memtable out as a segment and drops the WAL it covers, then wakes writers
     /// stalled for room. Returns whether a segment was written.
     fn flush(&self) -> Result<bool, EngineError> {
-        let r = self.flush_once();
+        self.flush_with(false)
+    }
+
+    /// As [`Inner::flush`]; `interruptible` (background flushes) gives up between graph steps
+    /// once shutdown has begun, leaving the memtable frozen and its rows in the WAL.
+    fn flush_with(&self, interruptible: bool) -> Result<bool, EngineError> {
+        let r = self.flush_once(interruptible);
         {
             let _room = self.stall.lock();
             self.room.notify_all();
@@ -1152,7 +1166,7 @@ impl Inner {
         r
     }
 
-    fn flush_once(&self) -> Result<bool, EngineError> {
+    fn flush_once(&self, interruptible: bool) -> Result<bool, EngineError> {
         let _one = self.flushing.lock();
         // 1. Freeze (or pick up a frozen memtable a failed flush left behind, with the WAL
         //    position it was frozen at — not today's, which may include newer records).
@@ -1189,7 +1203,11 @@ impl Inner {
         //    so reads and writes go on.
         // (A job that finds the background indexer got there first does nothing; the next one
         // starts where that indexer stopped.)
-        while let Some(job) = mem.index_job(usize::MAX) {
+        while let Some(job) = mem.index_job(INDEX_STEP_ROWS) {
+            if interruptible && self.shutdown.load(Ordering::Relaxed) {
+                tracing::info!(collection = %self.dir.display(), "flush abandoned for shutdown; the WAL keeps its rows");
+                return Ok(false);
+            }
             job.run()?;
         }
         let segments_dir = self.dir.join(SEGMENTS_DIR);

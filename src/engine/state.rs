@@ -255,13 +255,10 @@ impl State {
             .collect()
     }
 
-    /// Rows of the active memtable not yet in its graph.
+    /// Rows of the active and frozen memtables not yet in their graphs.
     pub(crate) fn unindexed_rows(&self) -> usize {
-        self.active.len()
-            - self
-                .active
-                .graph()
-                .map_or(self.active.len(), |g| g.indexed())
+        let unindexed = |m: &Memtable| m.len() - m.graph().map_or(m.len(), |g| g.indexed());
+        unindexed(&self.active) + self.frozen.as_ref().map_or(0, |f| unindexed(&f.mem))
     }
 
     pub(crate) fn dimension(&self) -> Option<usize> {

@@ -422,6 +422,12 @@ async fn soak() {
         );
     }
     assert!(exit.success(), "the server's graceful stop failed: {exit}");
+    // Well inside fly.toml's kill_timeout (30 s): a stop must not wait for graph builds (it
+    // once waited 52.7 s for a background flush).
+    assert!(
+        shutdown_secs <= 15.0,
+        "the graceful stop took {shutdown_secs:.1} s"
+    );
     if secs >= 120 {
         // Plateau: the last third grows at most 25% (+64 MB) over the middle third.
         for key in ["rss_anon_mb", "fds", "disk_mb"] {

@@ -303,13 +303,13 @@ fn recall_with_a_large_common_offset() {
             .zip(centred.iter().zip(&offset))
         {
             // The bar is 0.98 where centred data meets it (ip is non-metric: its graph may
-            // do worse on any data), else the centred recall less sampling noise.
-            // Open: ip on offset data stays low after centring (0.64 / 0.905 / 0.875 against
-            // 0.999 centred on 2026-11-25), cause not yet found; printed above, not asserted.
-            if space == Space::Ip {
-                continue;
-            }
-            let want = if *c >= 0.98 { 0.98 } else { c - 0.02 };
+            // do worse on any data), else the centred recall less sampling noise. (Ip offset
+            // data had 0.64 / 0.905 / 0.875 until full neighbour lists stopped being shrunk
+            // by the metric heuristic for ip.)
+            // Ip's parallel build varies more run to run (0.984–0.994 over six runs), so its
+            // bar is 0.97: still far above the 0.64–0.88 the defect gave.
+            let bar = if space == Space::Ip { 0.97 } else { 0.98 };
+            let want = if *c >= bar { bar } else { c - 0.02 };
             assert!(
                 *o >= want,
                 "{space:?} {stage}: offset recall {o} (centred {c})"

@@ -768,7 +768,21 @@ impl GraphBuilder {
             })
             .collect();
         cands.sort_unstable();
-        let kept = self.select(st, &cands, cap, Some(nb));
+        // The heuristic's "nearer to the base than to a kept link" is a metric argument, and
+        // inner product is not a metric: on data off the origin, a point with a large
+        // projection on the mean is "near" everything and prunes the rest, so full lists
+        // collapsed to a link or two (recall@10 0.87 on offset data, 0.99 for hnsw_rs). Ip
+        // keeps the `cap` nearest instead, as hnsw_rs's shrink does.
+        let kept: Vec<u32> = if self.coder.space() == Space::Ip {
+            cands
+                .iter()
+                .map(|c| c.row)
+                .filter(|&r| r != nb)
+                .take(cap)
+                .collect()
+        } else {
+            self.select(st, &cands, cap, Some(nb))
+        };
         for (slot, &l) in slots.iter().zip(&kept) {
             slot.store(l, Ordering::Relaxed);
         }

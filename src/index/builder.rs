@@ -723,21 +723,41 @@ impl GraphBuilder {
         }
         let cap = cap.min(slots.len());
         if all.len() > cap {
-            let base = st.code(id);
-            let mut cands: Vec<Scored> = all
-                .iter()
-                .map(|&r| Scored {
-                    distance: self.dist(base, st.code(r)),
-                    row: r,
-                })
-                .collect();
-            cands.sort_unstable();
-            all = self.select(st, &cands, cap, Some(id));
+            all = self.shrink(st, id, all.into_iter(), cap);
         }
         for (slot, &l) in slots.iter().zip(&all) {
             slot.store(l, Ordering::Relaxed);
         }
         count.store(all.len() as u32, Ordering::Release);
+    }
+
+    /// The at most `cap` of `links` that `base`'s list keeps when they do not all fit.
+    /// The heuristic's "nearer to the base than to a kept link" is a metric argument, and
+    /// inner product is not a metric: on data off the origin, a point with a large projection
+    /// on the mean is "near" everything and prunes the rest, so full lists collapsed to a link
+    /// or two (recall@10 0.87 on offset data, 0.99 for hnsw_rs). Ip keeps the `cap` nearest
+    /// instead, as hnsw_rs's shrink does.
+    fn shrink(
+        &self,
+        st: &Store,
+        base: u32,
+        links: impl Iterator<Item = u32>,
+        cap: usize,
+    ) -> Vec<u32> {
+        let code = st.code(base);
+        let mut cands: Vec<Scored> = links
+            .filter(|&r| r != base)
+            .map(|r| Scored {
+                distance: self.dist(code, st.code(r)),
+                row: r,
+            })
+            .collect();
+        cands.sort_unstable();
+        if self.coder.space() == Space::Ip {
+            cands.iter().map(|c| c.row).take(cap).collect()
+        } else {
+            self.select(st, &cands, cap, None)
+        }
     }
 
     /// Adds `new` to `nb`'s list on `level`; a full list keeps the heuristic's best `cap` of
@@ -757,32 +777,11 @@ impl GraphBuilder {
             count.store(c as u32 + 1, Ordering::Release);
             return;
         }
-        let base = st.code(nb);
-        let mut cands: Vec<Scored> = slots[..c]
+        let links = slots[..c]
             .iter()
             .map(|s| s.load(Ordering::Relaxed))
-            .chain(std::iter::once(new))
-            .map(|r| Scored {
-                distance: self.dist(base, st.code(r)),
-                row: r,
-            })
-            .collect();
-        cands.sort_unstable();
-        // The heuristic's "nearer to the base than to a kept link" is a metric argument, and
-        // inner product is not a metric: on data off the origin, a point with a large
-        // projection on the mean is "near" everything and prunes the rest, so full lists
-        // collapsed to a link or two (recall@10 0.87 on offset data, 0.99 for hnsw_rs). Ip
-        // keeps the `cap` nearest instead, as hnsw_rs's shrink does.
-        let kept: Vec<u32> = if self.coder.space() == Space::Ip {
-            cands
-                .iter()
-                .map(|c| c.row)
-                .filter(|&r| r != nb)
-                .take(cap)
-                .collect()
-        } else {
-            self.select(st, &cands, cap, Some(nb))
-        };
+            .chain(std::iter::once(new));
+        let kept = self.shrink(st, nb, links, cap);
         for (slot, &l) in slots.iter().zip(&kept) {
             slot.store(l, Ordering::Relaxed);
         }
@@ -1208,26 +1207,22 @@ mod tests {
         let parts = first.export_parts().unwrap();
         let graph = FlatGraph::from_bytes("g", parts.encode().unwrap()).unwrap();
         let codes: Vec<Vec<i8>> = v.chunks(dim).map(|r| quant::encode(Space::L2, r)).collect();
-        let ext = GraphBuilder::from_graph(
-            quant::Coder::plain(Space::L2),
-            dim,
-            params(8, 48),
-            &graph,
-            |i| Ok::<_, IndexError>(codes[i as usize].as_slice()),
-        )
-        .unwrap();
+        let seeded = || {
+            GraphBuilder::from_graph(
+                quant::Coder::plain(Space::L2),
+                dim,
+                params(8, 48),
+                &graph,
+                |i| Ok::<_, IndexError>(codes[i as usize].as_slice()),
+            )
+            .unwrap()
+        };
+        let ext = seeded();
         assert_eq!(ext.len(), 1200);
         // The copied graph is the exported one, link for link.
         let again = ext.export_parts().unwrap();
         assert_eq!(again, parts);
-        let ext = GraphBuilder::from_graph(
-            quant::Coder::plain(Space::L2),
-            dim,
-            params(8, 48),
-            &graph,
-            |i| Ok::<_, IndexError>(codes[i as usize].as_slice()),
-        )
-        .unwrap();
+        let ext = seeded();
         ext.insert_batch(&rows[1200..]).unwrap();
         assert_eq!(ext.len(), n);
         let mut hits = 0;

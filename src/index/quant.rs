@@ -44,6 +44,17 @@ pub fn code_len(dim: usize) -> usize {
     dim + TRAILER
 }
 
+/// The symmetric scale for components up to `max` in magnitude, and its inverse; both 0 for a
+/// zero or non-finite `max` (every code 0).
+fn scale_for(max: f32) -> (f32, f32) {
+    let scale = if max.is_finite() && max > 0.0 {
+        max / MAX_CODE
+    } else {
+        0.0
+    };
+    (scale, if scale > 0.0 { 1.0 / scale } else { 0.0 })
+}
+
 /// Appends the code of `v` (for `space`) to `out`. Non-finite or zero vectors get scale 0
 /// (every code 0), which scores as distance 1 for cosine/ip, like Chroma's zero vector.
 pub fn encode_into(space: Space, v: &[f32], out: &mut Vec<i8>) {
@@ -51,13 +62,7 @@ pub fn encode_into(space: Space, v: &[f32], out: &mut Vec<i8>) {
         Space::Cosine => distance::inverse_norm(v),
         Space::L2 | Space::Ip => 1.0,
     };
-    let max = v.iter().fold(0.0f32, |m, x| m.max((x * unit).abs()));
-    let scale = if max.is_finite() && max > 0.0 {
-        max / MAX_CODE
-    } else {
-        0.0
-    };
-    let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+    let (scale, inv) = scale_for(v.iter().fold(0.0f32, |m, x| m.max((x * unit).abs())));
     out.reserve(code_len(v.len()));
     out.extend(
         v.iter()
@@ -158,13 +163,7 @@ impl Coder {
             return encode_into(self.space, v, out);
         };
         let residual = || v.iter().zip(mu).map(|(x, m)| x - m);
-        let max = residual().fold(0.0f32, |m, r| m.max(r.abs()));
-        let scale = if max.is_finite() && max > 0.0 {
-            max / MAX_CODE
-        } else {
-            0.0
-        };
-        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        let (scale, inv) = scale_for(residual().fold(0.0f32, |m, r| m.max(r.abs())));
         out.reserve(code_len(v.len()));
         out.extend(residual().map(|r| (r * inv).round().clamp(-MAX_CODE, MAX_CODE) as i8));
         let word = match self.space {

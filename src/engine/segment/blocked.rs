@@ -309,12 +309,7 @@ impl BlockedFile {
         let cold = (range.start / self.block_size..=(range.end - 1) / self.block_size)
             .any(|b| self.verified[b / 64].load(Ordering::Relaxed) & (1u64 << (b % 64)) == 0);
         if cold {
-            // Errors only mean the hint was not taken; the read itself will still fault in.
-            let _ = self.map.advise_range(
-                memmap2::Advice::WillNeed,
-                range.start,
-                range.end - range.start,
-            );
+            crate::index::vectors::advise_will_need(&self.map[range]);
         }
     }
 

@@ -1,6 +1,7 @@
 //! Request decoding on the query hot path: serde_json of a Chroma `query` body with one 1536-d
 //! vector (JSON floats, what every client sends for queries), and base64 → f32 of one 1536-d
-//! embedding (what chromadb 1.x sends for `add`/`upsert`).
+//! embedding (what chromadb 1.x sends for `add`/`upsert`). `query_body_json_serde_floats` is
+//! the same body with serde_json converting the floats, as before `api::floats`.
 
 use std::hint::black_box;
 
@@ -12,6 +13,12 @@ use vectord::api::error::parse_json;
 use vectord::api::wire::{decode_base64_f32, QueryRecordsRequest};
 
 const DIM: usize = 1536;
+
+/// The query body as it was parsed before `api::floats`: serde_json converting every float.
+#[derive(serde::Deserialize)]
+struct SerdeFloatsQuery {
+    query_embeddings: Vec<Vec<f32>>,
+}
 
 fn wire_decode(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(3);
@@ -32,6 +39,13 @@ fn wire_decode(c: &mut Criterion) {
         b.iter(|| {
             parse_json::<QueryRecordsRequest>(black_box(&body))
                 .map(|r| r.query_embeddings.as_ref().map_or(0, Vec::len))
+                .unwrap_or(0)
+        })
+    });
+    group.bench_function("query_body_json_serde_floats", |b| {
+        b.iter(|| {
+            parse_json::<SerdeFloatsQuery>(black_box(&body))
+                .map(|r| r.query_embeddings.len())
                 .unwrap_or(0)
         })
     });

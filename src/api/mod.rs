@@ -14,6 +14,7 @@ pub mod collection_json;
 mod collections;
 mod embedding;
 pub mod error;
+pub mod floats;
 pub mod guard;
 pub mod legacy;
 pub mod openapi;

@@ -467,7 +467,10 @@ pub async fn query(
             )));
         }
         match (req.query_embeddings.take(), req.query_texts.take()) {
-            (Some(vectors), None) => run_query(&e, &c, req, vectors).map(Ok),
+            (Some(vectors), None) => {
+                let vectors = vectors.into_iter().map(|v| v.0).collect();
+                run_query(&e, &c, req, vectors).map(Ok)
+            }
             (None, Some(texts)) => {
                 // A bad filter fails before the embedding call is paid for.
                 parse_filter(req.where_.as_ref(), req.where_document.as_ref())?;

@@ -10,7 +10,10 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
+use serde_json::value::RawValue;
+
 use super::error::ApiError;
+use super::floats::{parse_f32_array, FloatArray};
 use crate::types::{Include, Metadata, MetadataPatch, MetadataValue, SparseVector};
 
 /// One embedding as sent: a JSON array of numbers, or base64 of little-endian f32 bytes.
@@ -44,7 +47,13 @@ impl<'de> Deserialize<'de> for WireEmbedding {
                 Ok(WireEmbedding::Floats(v))
             }
         }
-        d.deserialize_any(V)
+        // Arrays of numbers take the fast path (see `floats`); strings and anything malformed
+        // go through the visitor, which also words the errors.
+        let raw = Box::<RawValue>::deserialize(d)?;
+        if let Some(v) = parse_f32_array(raw.get()) {
+            return Ok(WireEmbedding::Floats(v));
+        }
+        (&*raw).deserialize_any(V).map_err(de::Error::custom)
     }
 }
 
@@ -473,7 +482,7 @@ pub struct GetRecordsRequest {
 pub struct QueryRecordsRequest {
     /// Query vectors.
     #[serde(default)]
-    pub query_embeddings: Option<Vec<Vec<f32>>>,
+    pub query_embeddings: Option<Vec<FloatArray>>,
     /// Query texts, embedded with the collection's model.
     #[serde(default)]
     pub query_texts: Option<Vec<String>>,

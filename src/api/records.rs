@@ -20,7 +20,7 @@ use super::wire::{
     GetResponse, IncludeField, MetadataColumn, QueryRecordsRequest, QueryResponse, UpdateRequest,
     GET_INCLUDE_DEFAULT, QUERY_INCLUDE_DEFAULT,
 };
-use super::{blocking, AppState};
+use super::{blocking, in_place, AppState};
 use crate::audit;
 use crate::catalog::{validate_database_segment, CollectionEntry};
 use crate::engine::Collection;
@@ -448,10 +448,10 @@ pub async fn query(
     body: JsonBytes,
 ) -> Result<Response, ApiError> {
     let (entry, coll) = lookup(&st, &path)?;
-    // The common case (vectors in the body) stays one blocking hop: parse and search.
+    // The common case (vectors in the body) is parsed and searched on this worker, in place.
     let (e, c) = (entry.clone(), Arc::clone(&coll));
     let lim = st.settings.limits;
-    let texts = blocking(move || {
+    let texts = in_place(move || {
         let mut req: QueryRecordsRequest = body.parse()?;
         let queries = req.query_embeddings.as_ref().map_or(0, Vec::len)
             + req.query_texts.as_ref().map_or(0, Vec::len);

@@ -30,7 +30,7 @@ use crate::engine::HnswParams;
 use crate::index::error::{IndexError, Result};
 use crate::index::flat_graph::{links, FlatGraph, GraphParts, UpperLayer, MAX_LEVEL, NO_NEIGHBOUR};
 use crate::index::quant;
-use crate::index::search::{SearchOutput, SearchScratch, SearchStats};
+use crate::index::search::{rescore_count, SearchOutput, SearchScratch, SearchStats};
 use crate::index::topk::{Scored, TopK};
 use crate::index::vectors::{prefetch_bytes, PreparedQuery, VectorStore};
 use crate::types::Space;
@@ -789,8 +789,8 @@ impl GraphBuilder {
     }
 
     /// The `k` nearest accepted points to `query` with Chroma distances: the graph is walked
-    /// over int8 codes, then up to `ef` accepted candidates are rescored exactly from `exact`
-    /// (the f32 rows this graph was built over, same ids) and the best `k` kept. Rejected
+    /// over int8 codes, then the [`rescore_count`] best accepted candidates are rescored exactly
+    /// from `exact` (the f32 rows this graph was built over, same ids) and the best `k` kept. Rejected
     /// points are expanded but not returned, so the walk goes on until it holds `ef` accepted
     /// ones; `complete` is false if fewer than `k` came back and some point was never seen
     /// (then scan exactly).
@@ -841,15 +841,18 @@ impl GraphBuilder {
         stats.visited = visited as u64;
         stats.exhausted = exhausted;
         let mut top = TopK::new(k);
-        for c in &found {
+        let mut rescored = 0u64;
+        // `found` is in int8-distance order: rescore its best few (see `rescore_count`).
+        for c in found.iter().take(rescore_count(k)) {
             if (c.row as usize) < exact.len() {
+                rescored += 1;
                 top.push(Scored {
                     distance: exact.distance(&q, c.row),
                     row: c.row,
                 });
             }
         }
-        stats.distance_computations += found.len() as u64;
+        stats.distance_computations += rescored;
         let results = top.into_sorted();
         // A live graph can hold points nothing links to yet (a batch in flight, or a link
         // shrunk away; the export repairs that), so running out of candidates proves

@@ -299,9 +299,18 @@ where
     })
 }
 
-/// Two-stage search: walks `graph` over `coded` (approximate, cheap: int8 codes), keeps the
-/// `max(ef, k)` best accepted candidates, rescores them from `exact` (the f32 vectors, same
-/// ids) and returns the best `k` with exact distances. `complete` as for [`search`]: the wide
+/// How many of the walk's best candidates (by int8 distance) are rescored in f32 for `k`
+/// results. Each rescoring is a random 6 KiB read at 1536-d, so rescoring all `ef` (100 by
+/// default) candidates cost ~0.1 ms of a ~0.85 ms query. The int8 order is close to exact: on
+/// real100k (k = 10, ef = 100) recall@10 is 0.9907 rescoring 10, and 0.9938, the same as
+/// rescoring all 100, from 15 on; 3k (at least k + 20) keeps a wide margin over that.
+pub fn rescore_count(k: usize) -> usize {
+    (3 * k).max(k + 20)
+}
+
+/// Two-stage search: walks `graph` over `coded` (approximate, cheap: int8 codes) with beam
+/// `max(ef, k)`, rescores the [`rescore_count`] best accepted candidates from `exact` (the f32
+/// vectors, same ids) and returns the best `k` with exact distances. `complete` as for [`search`]: the wide
 /// search proves `k` when it found `k`, or when it saw every accepted point.
 pub fn search_rescored<B, C, S, F>(
     graph: &FlatGraph<B>,
@@ -329,6 +338,7 @@ where
         ..*params
     };
     let mut out = search(graph, coded, query, &wide, accept)?;
+    out.results.truncate(rescore_count(k));
     let mut top = TopK::new(k);
     // All candidates' reads first: on a cold page cache their page faults then overlap.
     for s in &out.results {

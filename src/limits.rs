@@ -65,8 +65,8 @@ pub struct LimitArgs {
     /// Bytes of one record's metadata, as JSON (env `VECTORD_MAX_METADATA_BYTES`) [default: 4194304]
     #[arg(long)]
     pub max_metadata_bytes: Option<usize>,
-    /// MiB of memory all collections' memtables may hold (estimated); past it the largest
-    /// flush first and writes that add rows wait up to 10 s, then get 429
+    /// MiB of memory all collections' memtables may hold (estimated); from 7/8 of it the
+    /// largest flush first, past it writes that add rows wait up to 10 s, then get 429
     /// (env `VECTORD_MEMTABLE_BUDGET_MB`) [default: 2048; about a quarter of RAM on small machines]
     #[arg(long)]
     pub memtable_budget_mb: Option<usize>,

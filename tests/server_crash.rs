@@ -380,8 +380,8 @@ async fn kill_9_over_http_loses_no_acknowledged_write() {
         "server kill -9 test: {kills} kills survived, {acked_writes} acknowledged writes checked, \
          {live} live ids at the end; writes in flight at a kill: {in_flight_applied} applied, \
          {in_flight_lost} not applied; {flushes} flushes and {compactions} compactions \
-         completed, kills during a flush (log rotated, segment not yet published) \
-         {kills_in_flush}, kills leaving segment folders the MANIFEST does not name {kills_with_unpublished}, \
+         completed, kills with a flush unfinished (more than one WAL file) \
+         {kills_in_flush}, kills with a segment folder the MANIFEST does not name {kills_with_unpublished}, \
          {segments} segments at the end; {:.1} s (seed {seed})",
         started.elapsed().as_secs_f64()
     );

@@ -85,7 +85,8 @@ pub(crate) fn plan_compaction(segs: &[(usize, usize)]) -> Option<Vec<usize>> {
 }
 /// Default memtable size (rows) at which it is flushed. Large, because a flush costs a graph
 /// build that compaction redoes when it merges segments: at 1536-d this is 384 MiB of vectors
-/// (plus hnsw_rs's own copy of the indexed ones), and writers only wait for a flush at 4×.
+/// (plus the graph's codes of the indexed ones), and writers only wait for a flush at 2×
+/// ([`STALL_FACTOR`]) or at the shared memtable budget.
 pub const DEFAULT_MEMTABLE_ROWS: usize = 65_536;
 
 /// One published segment, as the MANIFEST lists it.
@@ -408,6 +409,7 @@ impl Collection {
 
     /// Makes every flush of this collection fail until the returned guard is dropped, so tests
     /// can watch writes stall and be refused; the background retries every second meanwhile.
+    /// The guard keeps the collection's memory (and folder lock) alive: drop it first.
     #[doc(hidden)]
     pub fn hold_flushes(&self) -> FlushHold {
         self.inner.flush_holds.fetch_add(1, Ordering::SeqCst);

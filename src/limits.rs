@@ -29,6 +29,9 @@ pub const DEFAULT_MAX_N_RESULTS: u32 = 100_000;
 pub const DEFAULT_MAX_COLLECTIONS: usize = 100_000;
 /// Default cap on one record's metadata, as its JSON size in bytes.
 pub const DEFAULT_MAX_METADATA_BYTES: usize = 4 * 1024 * 1024;
+/// Default memory budget of all memtables, in MiB (why 2 GiB:
+/// [`crate::engine::DEFAULT_MEMTABLE_BUDGET_BYTES`]).
+pub const DEFAULT_MEMTABLE_BUDGET_MB: usize = crate::engine::DEFAULT_MEMTABLE_BUDGET_BYTES >> 20;
 
 /// `vectord run` flags for the limits; `None` means "not given".
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -62,6 +65,16 @@ pub struct LimitArgs {
     /// Bytes of one record's metadata, as JSON (env `VECTORD_MAX_METADATA_BYTES`) [default: 4194304]
     #[arg(long)]
     pub max_metadata_bytes: Option<usize>,
+    /// MiB of memory all collections' memtables may hold (estimated); from 7/8 of it the
+    /// largest flush first, past it writes that add rows wait up to 10 s, then get 429
+    /// (env `VECTORD_MEMTABLE_BUDGET_MB`) [default: 2048; about a quarter of RAM on small machines]
+    #[arg(long)]
+    pub memtable_budget_mb: Option<usize>,
+    /// Rows at which a collection's memtable is flushed to a segment; writes stall at twice
+    /// this per collection. Smaller: less memory, more segments and compactions
+    /// (env `VECTORD_MEMTABLE_ROWS`) [default: 65536]
+    #[arg(long)]
+    pub memtable_rows: Option<usize>,
 }
 
 /// The limits the server runs with.
@@ -83,6 +96,10 @@ pub struct Limits {
     pub max_collections: usize,
     /// Bytes of one record's metadata as JSON.
     pub max_metadata_bytes: usize,
+    /// Bytes all memtables may hold before writes stall (the catalog's memtable budget).
+    pub memtable_budget_bytes: usize,
+    /// Memtable rows at which a collection flushes.
+    pub memtable_rows: usize,
 }
 
 impl Default for Limits {
@@ -96,6 +113,8 @@ impl Default for Limits {
             max_n_results: DEFAULT_MAX_N_RESULTS,
             max_collections: DEFAULT_MAX_COLLECTIONS,
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
+            memtable_budget_bytes: crate::engine::DEFAULT_MEMTABLE_BUDGET_BYTES,
+            memtable_rows: crate::engine::DEFAULT_MEMTABLE_ROWS,
         }
     }
 }
@@ -173,6 +192,13 @@ impl Limits {
                 "VECTORD_MAX_METADATA_BYTES",
                 d.max_metadata_bytes,
             )?,
+            memtable_budget_bytes: count(
+                args.memtable_budget_mb,
+                "VECTORD_MEMTABLE_BUDGET_MB",
+                DEFAULT_MEMTABLE_BUDGET_MB,
+            )?
+            .saturating_mul(1 << 20),
+            memtable_rows: count(args.memtable_rows, "VECTORD_MEMTABLE_ROWS", d.memtable_rows)?,
         })
     }
 }
@@ -224,6 +250,20 @@ mod tests {
         assert_eq!(l.max_n_results, 50);
         assert_eq!(l.queue_timeout, Duration::from_millis(250));
         assert_eq!(l.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+        assert_eq!(l.memtable_budget_bytes, 2048 << 20);
+        assert_eq!(l.memtable_rows, 65_536);
+        let small = Limits::resolve(
+            LimitArgs {
+                memtable_budget_mb: Some(64),
+                ..Default::default()
+            },
+            &|k: &str| (k == "VECTORD_MEMTABLE_ROWS").then(|| "200".to_string()),
+        )
+        .unwrap();
+        assert_eq!(
+            (small.memtable_budget_bytes, small.memtable_rows),
+            (64 << 20, 200)
+        );
         let zero = Limits::resolve(
             LimitArgs {
                 max_concurrent_requests: Some(0),

@@ -137,6 +137,9 @@ pub struct Metrics {
     pub write_stall_timeouts: Counter,
     /// Resident memory of the process by kind (from /proc/self/status).
     pub process_resident_bytes: Family<MemoryLabels, Gauge>,
+    /// The memtable memory budget: `kind="used"` (estimated bytes of every active and frozen
+    /// memtable) and `kind="limit"` (`--memtable-budget-mb`).
+    pub memtable_budget_bytes: Family<MemoryLabels, Gauge>,
     /// Memory of the machine (or the cgroup limit, when lower), the base of memory alerts.
     pub memory_limit_bytes: Gauge,
     /// Size of the data folder's file system.
@@ -366,6 +369,12 @@ impl Metrics {
             "Resident memory by kind: anon (heap) or file (mapped, reclaimable)",
             process_resident_bytes.clone(),
         );
+        let memtable_budget_bytes = Family::<MemoryLabels, Gauge>::default();
+        registry.register(
+            "memtable_budget_bytes",
+            "Memtable memory budget: used (estimated bytes of all active and frozen memtables) and limit; past the limit writes that add rows stall, then get 429",
+            memtable_budget_bytes.clone(),
+        );
         let memory_limit_bytes = Gauge::default();
         registry.register(
             "memory_limit_bytes",
@@ -503,6 +512,7 @@ impl Metrics {
             write_stalls,
             write_stall_timeouts,
             process_resident_bytes,
+            memtable_budget_bytes,
             memory_limit_bytes,
             data_volume_size_bytes,
             data_volume_available_bytes,
@@ -622,6 +632,16 @@ impl Metrics {
             if now > have {
                 c.inc_by(now - have);
             }
+        }
+    }
+
+    /// Sets the memtable budget gauges from the catalog's budget.
+    pub fn observe_memtable_budget(&self, budget: &crate::engine::MemtableBudget) {
+        let clamp = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        for (kind, v) in [("used", budget.used()), ("limit", budget.limit())] {
+            self.memtable_budget_bytes
+                .get_or_create(&MemoryLabels { kind: kind.into() })
+                .set(clamp(v));
         }
     }
 

@@ -3,9 +3,11 @@
 //! Each round starts the binary, runs writers (adds, upserts, deletes on ids each writer owns)
 //! and readers (get, query), kills the process with SIGKILL at a random (seeded) moment,
 //! restarts it and checks that every acknowledged write and every acknowledged delete holds,
-//! bit for bit; a write in flight at the kill is all-or-nothing. CI runs a few kills; the long
-//! run is `VECTORD_KILLS=100 cargo test --test server_crash -- --nocapture` (figure in
-//! RELIABILITY.md). `VECTORD_CRASH_SEED` replays a run.
+//! bit for bit; a write in flight at the kill is all-or-nothing. The server runs with
+//! 200-row memtables (`--memtable-rows`), so flushes and compactions happen throughout the
+//! loop and kills land inside them too. CI runs a few kills; the long run is
+//! `VECTORD_KILLS=150 cargo test --features failpoints --test server_crash -- --nocapture`
+//! (figures in RELIABILITY.md). `VECTORD_CRASH_SEED` replays a run.
 
 mod server_common;
 
@@ -24,6 +26,39 @@ const DIM: usize = 16;
 const WRITERS: u64 = 4;
 const READERS: u64 = 2;
 const DEFAULT_KILLS: u64 = 6;
+/// Memtable rows per flush: small, so that the rows a round writes are flushed (and the
+/// segments compacted) while the kills happen. The default (65,536) never flushed here.
+const MEMTABLE_ROWS: &str = "200";
+/// The server logs flushes and compactions at info; everything else at warn.
+const SERVER_LOG: &str = "warn,vectord::engine=info";
+
+/// What a kill left in the collection's folder: WAL files (more than one: a flush had
+/// rotated the log and not yet published its segment or removed the covered files) and
+/// segment folders the MANIFEST does not name (a flush or compaction was writing one, or a
+/// compaction had swapped its inputs out and not yet removed them).
+fn left_by_kill(coll_dir: &std::path::Path) -> (usize, usize) {
+    let count = |d: &std::path::Path| std::fs::read_dir(d).map_or(0, |r| r.count());
+    let wal = count(&coll_dir.join("wal"));
+    let manifest: Value = std::fs::read(coll_dir.join("MANIFEST"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    let published: BTreeSet<String> = manifest["segments"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["id"].as_u64())
+                .map(|id| format!("{id:08}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let unpublished = std::fs::read_dir(coll_dir.join("segments")).map_or(0, |r| {
+        r.filter_map(Result::ok)
+            .filter(|e| !published.contains(&e.file_name().to_string_lossy().to_string()))
+            .count()
+    });
+    (wal, unpublished)
+}
 
 /// Ids a write changes, each with its version before and after (`None`: absent).
 type Change = BTreeMap<String, (Option<u64>, Option<u64>)>;
@@ -171,8 +206,12 @@ async fn kill_9_over_http_loses_no_acknowledged_write() {
         .collect();
     let (mut acked_writes, mut in_flight_applied, mut in_flight_lost) = (0u64, 0u64, 0u64);
     let mut coll = String::new();
+    let log = tmp.path().join("server.log");
+    let (mut kills_in_flush, mut kills_with_unpublished) = (0u64, 0u64);
+    let started = std::time::Instant::now();
     for round in 0..=kills {
-        let mut server = Server::start(&data, &[], None);
+        let mut server =
+            Server::start_logged(&data, &["--memtable-rows", MEMTABLE_ROWS], &log, SERVER_LOG);
         server.ready(&client).await;
         let base = server.base.clone();
         if round == 0 {
@@ -311,6 +350,9 @@ async fn kill_9_over_http_loses_no_acknowledged_write() {
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..400))).await;
         server.kill9();
         stop.store(true, Ordering::Relaxed);
+        let (wal_files, unpublished) = left_by_kill(&data.join("collections").join(&coll));
+        kills_in_flush += u64::from(wal_files > 1);
+        kills_with_unpublished += u64::from(unpublished > 0);
         for t in tasks {
             t.await.expect("client task");
         }
@@ -322,9 +364,25 @@ async fn kill_9_over_http_loses_no_acknowledged_write() {
         acked_writes += acks.load(Ordering::Relaxed);
     }
     let live: usize = models.iter().map(|m| m.lock().acked.len()).sum();
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    let (flushes, compactions) = (
+        logged.matches("memtable flushed").count(),
+        logged.matches("segments compacted").count(),
+    );
+    let segments = {
+        let manifest: Value = std::fs::read(data.join("collections").join(&coll).join("MANIFEST"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        manifest["segments"].as_array().map_or(0, Vec::len)
+    };
     println!(
         "server kill -9 test: {kills} kills survived, {acked_writes} acknowledged writes checked, \
          {live} live ids at the end; writes in flight at a kill: {in_flight_applied} applied, \
-         {in_flight_lost} not applied (seed {seed})"
+         {in_flight_lost} not applied; {flushes} flushes and {compactions} compactions \
+         completed, kills with a flush unfinished (more than one WAL file) \
+         {kills_in_flush}, kills with a segment folder the MANIFEST does not name {kills_with_unpublished}, \
+         {segments} segments at the end; {:.1} s (seed {seed})",
+        started.elapsed().as_secs_f64()
     );
 }

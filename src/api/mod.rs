@@ -78,6 +78,8 @@ impl AppState {
             Arc::clone(&metrics.embed),
         ));
         catalog.set_max_collections(settings.limits.max_collections);
+        catalog.set_memtable_budget(settings.limits.memtable_budget_bytes);
+        catalog.set_memtable_rows(settings.limits.memtable_rows);
         Ok(AppState {
             auth: Authenticator::from_settings(&settings)?,
             catalog: Arc::new(catalog),

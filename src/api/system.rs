@@ -148,6 +148,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
         metrics.sample_process(catalog.dir());
+        metrics.observe_memtable_budget(catalog.memtable_budget());
         Ok(())
     })
     .await?;

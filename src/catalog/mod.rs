@@ -21,7 +21,10 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::engine::{Collection, CollectionConfig, DirLock, EngineError, PendingSnapshot};
+use crate::engine::{
+    Collection, CollectionConfig, DirLock, EngineError, MemtableBudget, PendingSnapshot,
+    DEFAULT_MEMTABLE_BUDGET_BYTES, DEFAULT_MEMTABLE_ROWS,
+};
 
 pub use names::{check_safe_name, validate_database_segment, validate_name, validate_tenant_name};
 pub use store::{CatalogFile, CollectionRecord, DatabaseRecord, TenantRecord, CATALOG_FILE};
@@ -285,6 +288,10 @@ pub struct Catalog {
     /// Most collections a create may bring the catalog to (checked under `writer`, so
     /// concurrent creates cannot pass it together).
     max_collections: std::sync::atomic::AtomicUsize,
+    /// The memory budget every collection's memtables count against (`--memtable-budget-mb`).
+    budget: Arc<MemtableBudget>,
+    /// Memtable rows at which each collection flushes (`--memtable-rows`).
+    memtable_rows: std::sync::atomic::AtomicUsize,
     _lock: DirLock,
 }
 
@@ -314,9 +321,10 @@ impl Catalog {
                 .databases
                 .contains_key(&(DEFAULT_TENANT.to_string(), DEFAULT_DATABASE.to_string()));
         state = state.with_defaults();
+        let budget = MemtableBudget::new(DEFAULT_MEMTABLE_BUDGET_BYTES);
         for record in file.collections {
             let path = coll_dir.join(record.id.to_string());
-            let engine = match Collection::open(&path) {
+            let engine = match Collection::open_with_budget(&path, &budget) {
                 Ok(c) => Ok(Arc::new(c)),
                 Err(e) => {
                     tracing::error!(collection = %record.id, name = %record.name, error = %e, "collection failed to open");
@@ -331,6 +339,8 @@ impl Catalog {
             state: RwLock::new(Arc::new(state)),
             writer: Mutex::new(()),
             max_collections: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            budget,
+            memtable_rows: std::sync::atomic::AtomicUsize::new(DEFAULT_MEMTABLE_ROWS),
             _lock: lock,
         };
         if fresh || !had_defaults {
@@ -679,6 +689,31 @@ impl Catalog {
             .store(max, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The memtable memory budget shared by every collection (its use and limit are metrics).
+    pub fn memtable_budget(&self) -> &Arc<MemtableBudget> {
+        &self.budget
+    }
+
+    /// Sets the memtable memory budget in bytes (default
+    /// [`DEFAULT_MEMTABLE_BUDGET_BYTES`]); past it writes that add rows stall, then get 429.
+    pub fn set_memtable_budget(&self, bytes: usize) {
+        self.budget.set_limit(bytes);
+    }
+
+    /// Sets the memtable rows at which every collection, open or created later, flushes
+    /// (default [`DEFAULT_MEMTABLE_ROWS`]).
+    pub fn set_memtable_rows(&self, rows: usize) {
+        // Under the writer lock, so a create running meanwhile gets the new value.
+        let _w = self.writer.lock();
+        self.memtable_rows
+            .store(rows, std::sync::atomic::Ordering::Relaxed);
+        for entry in self.snapshot().collections.values() {
+            if let Ok(engine) = entry.engine() {
+                engine.set_memtable_rows(rows);
+            }
+        }
+    }
+
     /// Creates a collection, or with `get_or_create` returns the existing one of that name
     /// unchanged. The bool is true when a collection was created. Refused with
     /// `CollectionLimit` at the limit set by [`Catalog::set_max_collections`].
@@ -723,11 +758,17 @@ impl Catalog {
             schema: new.schema,
         };
         let engine =
-            Collection::create(&path, new.config).map_err(|source| CatalogError::Engine {
-                id,
-                name: record.name.clone(),
-                source,
+            Collection::create_with_budget(&path, new.config, &self.budget).map_err(|source| {
+                CatalogError::Engine {
+                    id,
+                    name: record.name.clone(),
+                    source,
+                }
             })?;
+        engine.set_memtable_rows(
+            self.memtable_rows
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
         let entry = CollectionEntry {
             record,
             engine: Ok(Arc::new(engine)),
@@ -915,6 +956,49 @@ mod tests {
             .map(|(e, _)| e.record.name.clone())
             .unwrap();
         assert!(!c.create_collection(new(&name), true).unwrap().1);
+    }
+
+    /// Every collection of the catalog charges one memtable budget; deleting a collection
+    /// gives its bytes back, and a reopened catalog charges the replayed memtables again.
+    #[test]
+    fn collections_share_the_memtable_budget_and_deletes_release_it() {
+        use crate::types::{Record, WriteBatch};
+        let tmp = tempfile::tempdir().unwrap();
+        let add = |c: &Catalog, name: &str, n: usize| {
+            let (e, _) = c.create_collection(new(name), true).unwrap();
+            let rows = (0..n)
+                .map(|i| Record {
+                    id: format!("id{i}"),
+                    embedding: vec![i as f32, 1.0],
+                    metadata: None,
+                    document: Some("doc".into()),
+                    uri: None,
+                })
+                .collect();
+            e.engine()
+                .unwrap()
+                .apply(WriteBatch::Add(rows), None)
+                .unwrap();
+        };
+        let used = {
+            let c = Catalog::open(tmp.path()).unwrap();
+            c.set_memtable_budget(1 << 30);
+            assert_eq!(c.memtable_budget().limit(), 1 << 30);
+            add(&c, "one", 10);
+            let one = c.memtable_budget().used();
+            assert!(one > 0);
+            add(&c, "two", 10);
+            assert_eq!(c.memtable_budget().used(), 2 * one);
+            c.delete_collection(DEFAULT_TENANT, DEFAULT_DATABASE, "two")
+                .unwrap();
+            assert_eq!(c.memtable_budget().used(), one);
+            one
+        };
+        // Not flushed (dropping does not flush): the rows replay into a charged memtable.
+        let c = Catalog::open(tmp.path()).unwrap();
+        assert_eq!(c.memtable_budget().used(), used);
+        c.reset().unwrap();
+        assert_eq!(c.memtable_budget().used(), 0);
     }
 
     #[test]

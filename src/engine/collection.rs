@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::background::{self, Background};
 use super::bitset::Bitset;
+use super::budget::{BudgetShare, FlushTarget, MemtableBudget};
 use super::fsutil::{atomic_write, create_dir_durable, DirLock};
 use super::log::{LogEntry, LogOp};
 use super::memtable::{on_build_pool, INDEX_STEP_ROWS};
@@ -84,7 +85,8 @@ pub(crate) fn plan_compaction(segs: &[(usize, usize)]) -> Option<Vec<usize>> {
 }
 /// Default memtable size (rows) at which it is flushed. Large, because a flush costs a graph
 /// build that compaction redoes when it merges segments: at 1536-d this is 384 MiB of vectors
-/// (plus hnsw_rs's own copy of the indexed ones), and writers only wait for a flush at 4×.
+/// (plus the graph's codes of the indexed ones), and writers only wait for a flush at 2×
+/// ([`STALL_FACTOR`]) or at the shared memtable budget.
 pub const DEFAULT_MEMTABLE_ROWS: usize = 65_536;
 
 /// One published segment, as the MANIFEST lists it.
@@ -225,22 +227,46 @@ struct RecoveryBackoff {
 
 impl Collection {
     /// Creates an empty collection in `dir` (created if missing; must not hold a collection).
+    /// Its memtables count against no shared budget (see [`Collection::create_with_budget`]).
     pub fn create(dir: &Path, config: CollectionConfig) -> Result<Collection, EngineError> {
-        Ok(Self::start(Inner::create(dir, config)?))
+        Self::create_with_budget(dir, config, &MemtableBudget::unlimited())
+    }
+
+    /// As [`Collection::create`], with the collection's memtables counted against `budget`
+    /// (shared by the catalog's collections).
+    pub fn create_with_budget(
+        dir: &Path,
+        config: CollectionConfig,
+        budget: &Arc<MemtableBudget>,
+    ) -> Result<Collection, EngineError> {
+        Ok(Self::start(Inner::create(dir, config)?, budget))
     }
 
     /// Opens the collection in `dir`: maps its segments (no index is rebuilt) and replays the
     /// WAL records after the last flush. A torn WAL tail (a write cut by a crash, never
     /// acknowledged) is truncated; any other damage fails with the file and offset.
     pub fn open(dir: &Path) -> Result<Collection, EngineError> {
-        Ok(Self::start(Inner::open(dir)?))
+        Self::open_with_budget(dir, &MemtableBudget::unlimited())
     }
 
-    fn start(mut inner: Inner) -> Collection {
+    /// As [`Collection::open`], with the memtables (replayed rows included) counted against
+    /// `budget`.
+    pub fn open_with_budget(
+        dir: &Path,
+        budget: &Arc<MemtableBudget>,
+    ) -> Result<Collection, EngineError> {
+        Ok(Self::start(Inner::open(dir)?, budget))
+    }
+
+    fn start(mut inner: Inner, budget: &Arc<MemtableBudget>) -> Collection {
         let inner = Arc::new_cyclic(|me| {
             inner.me = me.clone();
+            let target: Weak<dyn FlushTarget> = me.clone();
+            inner.share = Some(budget.join(target));
             inner
         });
+        inner.charge(&inner.state.read());
+        budget.relieve();
         // Rows replayed from the WAL have no graph yet: index them (and let the idle flush write
         // them out) now, not only after the next write arrives.
         if inner.state.read().active_rows() > 0 {
@@ -372,7 +398,24 @@ impl Collection {
             st.flush_requested |= memtable_rows >= limit;
         }
         self.inner.schedule();
+        if adds_rows {
+            // Near the shared budget, the largest memtables (of any collection) flush first.
+            if let Some(share) = &self.inner.share {
+                share.budget().relieve();
+            }
+        }
         Ok(outcome)
+    }
+
+    /// Makes every flush of this collection fail until the returned guard is dropped, so tests
+    /// can watch writes stall and be refused; the background retries every second meanwhile.
+    /// The guard keeps the collection's memory (and folder lock) alive: drop it first.
+    #[doc(hidden)]
+    pub fn hold_flushes(&self) -> FlushHold {
+        self.inner.flush_holds.fetch_add(1, Ordering::SeqCst);
+        FlushHold {
+            inner: Arc::clone(&self.inner),
+        }
     }
 
     /// Sets how long a write waits for room when rows pile up faster than they are flushed
@@ -505,6 +548,30 @@ impl Collection {
     /// Explicit [`Collection::flush`] and [`Collection::close`] still complete.
     pub fn begin_shutdown(&self) {
         self.inner.shutdown.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Keeps a collection's flushes failing while alive (see [`Collection::hold_flushes`]).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct FlushHold {
+    inner: Arc<Inner>,
+}
+
+impl Drop for FlushHold {
+    fn drop(&mut self) {
+        self.inner.flush_holds.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl FlushTarget for Inner {
+    fn request_flush(&self) {
+        {
+            let mut st = self.background.state.lock();
+            st.flush_requested = true;
+            st.index_requested = true;
+        }
+        self.schedule();
     }
 }
 
@@ -653,6 +720,12 @@ struct Inner {
     /// Stalled writers wait on `room` (with this mutex) for a flush to finish.
     stall: Mutex<()>,
     room: parking_lot::Condvar,
+    /// This collection's part of the shared memtable budget (set by `Collection::start`),
+    /// charged under the state write lock whenever the memtables change; dropped with the
+    /// collection, which gives its bytes back.
+    share: Option<Arc<BudgetShare>>,
+    /// Flushes fail while this is non-zero ([`Collection::hold_flushes`], tests only).
+    flush_holds: AtomicUsize,
 }
 
 /// What [`load`] rebuilt from a collection's files.
@@ -857,7 +930,18 @@ impl Inner {
             write_stall: Mutex::new(DEFAULT_WRITE_STALL),
             stall: Mutex::new(()),
             room: parking_lot::Condvar::new(),
+            share: None,
+            flush_holds: AtomicUsize::new(0),
         })
+    }
+
+    /// Records the memtables' bytes in the shared budget; the caller holds the state lock
+    /// (write, or read where nothing else can change it), so one collection's charges are
+    /// ordered like its state changes.
+    fn charge(&self, state: &State) {
+        if let Some(share) = &self.share {
+            share.charge(state.active_bytes(), state.frozen_bytes());
+        }
     }
 
     /// Recovers the log after a failed WAL sync: cuts the WAL files back to the last successful
@@ -975,6 +1059,7 @@ impl Inner {
             let mut state = self.state.write();
             loaded.state.carry_over(&state);
             *state = loaded.state;
+            self.charge(&state);
             self.log_generation.fetch_add(1, Ordering::Relaxed);
         }
         *self.source_position.write() = loaded.position;
@@ -1077,6 +1162,7 @@ impl Inner {
                     return Err(EngineError::Internal(why));
                 }
             }
+            self.charge(&state);
             state.active_rows()
         };
         if entry.source_position.is_some() {
@@ -1103,46 +1189,74 @@ impl Inner {
     }
 
     /// Waits (up to `stall`) until the rows held in memory are under [`STALL_FACTOR`]
-    /// memtable limits, asking the background for a flush meanwhile; then refuses with
-    /// [`EngineError::Overloaded`]. Rows are counted before the batch: one batch may cross.
+    /// memtable limits and the shared memtable budget has room, asking for flushes meanwhile
+    /// (this collection's for its own bound; the largest memtables of any collection for the
+    /// budget); then refuses with [`EngineError::Overloaded`]. Counted before the batch: one
+    /// batch may cross.
     fn wait_for_room(&self, stall: Duration) -> Result<(), EngineError> {
         let bound = self
             .memtable_rows
             .load(Ordering::Relaxed)
             .saturating_mul(STALL_FACTOR);
-        if self.state.read().unflushed_rows() < bound {
+        let budget = self.share.as_ref().map(|s| Arc::clone(s.budget()));
+        let budget_full = || budget.as_ref().is_some_and(|b| b.over());
+        if self.state.read().unflushed_rows() < bound && !budget_full() {
             return Ok(());
         }
         WRITE_STALLS.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let deadline = started + stall;
-        let mut room = self.stall.lock();
         loop {
             let rows = self.state.read().unflushed_rows();
-            if rows < bound {
+            let own = rows >= bound;
+            let shared = budget_full();
+            if !own && !shared {
                 tracing::debug!(collection = %self.dir.display(), waited_ms = started.elapsed().as_millis() as u64, "write stall ended");
                 return Ok(());
             }
-            {
-                let mut st = self.background.state.lock();
-                st.flush_requested = true;
-                st.index_requested = true;
+            if own {
+                self.request_flush();
             }
-            self.schedule();
+            if let Some(b) = budget.as_ref().filter(|_| shared) {
+                b.relieve();
+            }
             let now = Instant::now();
             if now >= deadline || self.shutdown.load(Ordering::Relaxed) {
                 WRITE_STALL_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(collection = %self.dir.display(), rows, bound, "write refused after a stall: rows arrive faster than they are indexed");
-                return Err(EngineError::Overloaded(format!(
-                    "{rows} rows wait in memory to be indexed and flushed (bound {bound}) after \
-                     {} ms: writes arrive faster than this collection indexes them; retry later",
-                    started.elapsed().as_millis()
-                )));
+                let waited = started.elapsed().as_millis();
+                return Err(match budget.as_ref().filter(|_| !own) {
+                    Some(b) => {
+                        let (used, limit) = (b.used(), b.limit());
+                        tracing::warn!(collection = %self.dir.display(), used, limit, "write refused after a stall: memtables of all collections are over the memory budget");
+                        EngineError::Overloaded(format!(
+                            "the memtables of all collections hold {used} bytes, over the \
+                             memory budget of {limit} bytes (--memtable-budget-mb), after \
+                             {waited} ms: writes arrive faster than they are indexed and \
+                             flushed; retry later"
+                        ))
+                    }
+                    None => {
+                        tracing::warn!(collection = %self.dir.display(), rows, bound, "write refused after a stall: rows arrive faster than they are indexed");
+                        EngineError::Overloaded(format!(
+                            "{rows} rows wait in memory to be indexed and flushed (bound \
+                             {bound}) after {waited} ms: writes arrive faster than this \
+                             collection indexes them; retry later"
+                        ))
+                    }
+                });
             }
-            // Re-checked at least every second: a flush that ends between the check and the
-            // wait is seen then (and the flush request above is repeated).
-            self.room
-                .wait_until(&mut room, deadline.min(now + Duration::from_secs(1)));
+            // Re-checked at least every second: the flush requests above are repeated, and a
+            // wake-up missed between the check and the wait costs at most that.
+            let until = deadline.min(now + Duration::from_secs(1));
+            if own {
+                // Checked again under the lock `flush_with` notifies under: no lost wake-up.
+                let mut room = self.stall.lock();
+                if self.state.read().unflushed_rows() >= bound {
+                    self.room.wait_until(&mut room, until);
+                }
+            } else if let Some(b) = &budget {
+                b.wait_for_room(until);
+            }
         }
     }
 
@@ -1168,6 +1282,11 @@ impl Inner {
 
     fn flush_once(&self, interruptible: bool) -> Result<bool, EngineError> {
         let _one = self.flushing.lock();
+        if self.flush_holds.load(Ordering::SeqCst) > 0 {
+            return Err(EngineError::Internal(
+                "flushes of this collection are held back (test hook)".into(),
+            ));
+        }
         // 1. Freeze (or pick up a frozen memtable a failed flush left behind, with the WAL
         //    position it was frozen at — not today's, which may include newer records).
         let (mem, flushed_seq, position, seg_id) = {
@@ -1193,7 +1312,10 @@ impl Inner {
                     let seq = writer.last_seq();
                     let position = self.source_position.read().clone();
                     match state.freeze(seq, position.clone()) {
-                        Some(mem) => (mem, seq, position, seg_id),
+                        Some(mem) => {
+                            self.charge(&state);
+                            (mem, seq, position, seg_id)
+                        }
                         None => return Ok(false),
                     }
                 }
@@ -1216,6 +1338,7 @@ impl Inner {
         let mut writer = self.writer.lock();
         let mut state = self.state.write();
         state.install_segment(Arc::clone(&seg))?;
+        self.charge(&state);
         let mut m = self.manifest.lock();
         crash_point!(
             "collection::flush::before_manifest",
@@ -2018,6 +2141,89 @@ mod tests {
         assert_eq!(c.count(), 299);
         assert!(c.segment_count() >= 1);
     }
+    /// The shared memtable budget: with several collections far below their own bounds but
+    /// together over the budget, a write to any of them stalls and is refused (unapplied) with
+    /// `Overloaded` while flushes are held back; deletes never stall; once flushes run, the
+    /// largest memtable is flushed first (only it: it alone brings usage back) and a waiting
+    /// write gets in; usage returns to 0 when every memtable is flushed, and a dropped
+    /// collection gives its share back.
+    #[test]
+    fn writes_stall_on_the_shared_budget_until_the_largest_memtable_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = MemtableBudget::new(usize::MAX);
+        let open = |name: &str| {
+            let c = Collection::create_with_budget(
+                &dir.path().join(name),
+                CollectionConfig::default(),
+                &budget,
+            )
+            .unwrap();
+            // Small, but far above what is written: only the budget can stall these writes.
+            c.set_memtable_rows(1000);
+            c.set_write_stall(Duration::from_millis(200));
+            c
+        };
+        let (a, b, c) = (open("a"), open("b"), open("c"));
+        let batch = |from: usize, n: usize| {
+            WriteBatch::Add(
+                (from..from + n)
+                    .map(|i| rec(&format!("r{i:05}"), &[i as f32, 1.0], &[], None))
+                    .collect(),
+            )
+        };
+        let holds = [a.hold_flushes(), b.hold_flushes(), c.hold_flushes()];
+        a.apply(batch(0, 50), None).unwrap();
+        // Rows of equal size: bytes grow linearly with rows.
+        let per50 = budget.used();
+        assert!(per50 > 0);
+        budget.set_limit(4 * per50);
+        b.apply(batch(0, 50), None).unwrap();
+        // The batch that crosses the budget is applied (counted before it); C is the largest.
+        c.apply(batch(0, 150), None).unwrap();
+        assert_eq!(budget.used(), 5 * per50);
+        let (stalls, timeouts) = write_stalls_total();
+        let err = a.apply(batch(50, 50), None).unwrap_err();
+        assert!(matches!(err, EngineError::Overloaded(_)), "{err}");
+        assert!(err.to_string().contains("memory budget"), "{err}");
+        let after = write_stalls_total();
+        assert!(after.0 > stalls && after.1 > timeouts);
+        assert_eq!(a.count(), 50, "the refused batch was not applied");
+        assert_eq!(budget.used(), 5 * per50);
+        // A delete goes through at once (a stall would end in `Overloaded`: flushes are held).
+        c.apply(
+            WriteBatch::Delete(DeleteSelector {
+                ids: Some(vec!["r00000".into()]),
+                ..Default::default()
+            }),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.count(), 149);
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| a.apply_within(batch(50, 50), None, Duration::from_secs(300)));
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(!waiter.is_finished(), "the write did not wait for room");
+            drop(holds);
+            waiter.join().unwrap().unwrap();
+        });
+        assert_eq!(a.count(), 100);
+        // Room came from C's flush alone: the largest memtable, which sufficed.
+        assert_eq!(
+            (a.segment_count(), b.segment_count(), c.segment_count()),
+            (0, 0, 1)
+        );
+        assert_eq!(budget.used(), 3 * per50);
+        for x in [&a, &b, &c] {
+            x.flush().unwrap();
+        }
+        assert_eq!(budget.used(), 0);
+        b.apply(batch(50, 50), None).unwrap();
+        assert_eq!(budget.used(), per50);
+        drop(b);
+        assert_eq!(budget.used(), 0);
+        assert_eq!((a.count(), c.count()), (100, 149));
+    }
+
     /// A memtable replayed from the WAL (a shutdown that did not wait for its graph, or a
     /// crash) is indexed and idle-flushed after open with no further write; it used to stay
     /// unindexed, exact-scanned and in the WAL until the next write arrived.

@@ -6,6 +6,7 @@
 
 mod background;
 mod bitset;
+mod budget;
 mod collection;
 mod config;
 mod error;
@@ -21,9 +22,10 @@ mod wal;
 mod filter_plan_tests;
 
 pub use background::pool_threads;
+pub use budget::{MemtableBudget, DEFAULT_MEMTABLE_BUDGET_BYTES};
 pub use collection::{
-    wal_recoveries_total, write_stalls_total, Collection, CollectionStats, DEFAULT_MEMTABLE_ROWS,
-    DEFAULT_WRITE_STALL,
+    wal_recoveries_total, write_stalls_total, Collection, CollectionStats, FlushHold,
+    DEFAULT_MEMTABLE_ROWS, DEFAULT_WRITE_STALL,
 };
 pub use config::{CollectionConfig, HnswParams, MAX_NEIGHBORS_LIMIT};
 pub use error::EngineError;

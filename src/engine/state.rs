@@ -286,6 +286,11 @@ impl State {
         self.active.bytes()
     }
 
+    /// Approximate heap bytes of the frozen memtable (0 when none is being flushed).
+    pub(crate) fn frozen_bytes(&self) -> usize {
+        self.frozen.as_ref().map_or(0, |f| f.mem.bytes())
+    }
+
     /// The next first-insert number to hand out.
     pub(crate) fn next_first_seq(&self) -> u64 {
         self.next_first_seq

@@ -869,3 +869,88 @@ async fn overload_gets_429_rate_limit_error_and_probes_still_answer() {
     s.get(&format!("{DB}/collections")).await.ok(200);
     assert_eq!(s.get(&s.coll(&id, "count")).await.ok(200), &json!(1));
 }
+
+/// A write refused by the write stall — the collection's own bound (`--memtable-rows`) or the
+/// shared memtable budget (`--memtable-budget-mb`) — answers 429 with Chroma's
+/// `RateLimitError` JSON while flushes are held back; nothing of that batch is stored, the
+/// records written before are intact, deletes are not stalled, and once flushes run the same
+/// batch is accepted.
+#[tokio::test]
+async fn write_stall_answers_429_and_stores_nothing_of_the_batch() {
+    for (case, limits, says) in [
+        (
+            "own bound",
+            vectord::limits::Limits {
+                memtable_rows: 2,
+                ..Default::default()
+            },
+            "rows wait in memory",
+        ),
+        (
+            "budget",
+            vectord::limits::Limits {
+                memtable_budget_bytes: 1,
+                ..Default::default()
+            },
+            "memory budget",
+        ),
+    ] {
+        let s = start_with(Opts {
+            limits,
+            ..Default::default()
+        })
+        .await;
+        let id = s.create("stalled").await;
+        let engine = s
+            .catalog
+            .collection_by_id("default_tenant", "default_database", id.parse().unwrap())
+            .unwrap()
+            .engine()
+            .unwrap()
+            .clone();
+        engine.set_write_stall(Duration::from_millis(300));
+        let hold = engine.hold_flushes();
+        let first = json!({"ids": ["a", "b", "c", "d"],
+            "embeddings": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]],
+            "documents": ["da", "db", "dc", "dd"],
+            "metadatas": [{"k": 1}, {"k": 2}, {"k": 3}, {"k": 4}]});
+        // Counted before the batch: this one fits, and fills the bound.
+        s.post(&s.coll(&id, "add"), first.clone()).await.ok(201);
+        let second = json!({"ids": ["e", "f"], "embeddings": [[9.0, 9.5], [10.0, 10.5]],
+            "documents": ["de", "df"]});
+        let r = s.post(&s.coll(&id, "add"), second.clone()).await;
+        let m = r.err(429, "RateLimitError");
+        assert!(m.contains(says) && m.contains("retry later"), "{case}: {m}");
+        assert_eq!(r.json.as_object().unwrap().len(), 2, "{case}: {}", r.text);
+        // An upsert that would add a version of an existing row is refused the same way.
+        let r = s
+            .post(
+                &s.coll(&id, "upsert"),
+                json!({"ids": ["a"], "embeddings": [[0.0, 0.0]], "documents": ["new"]}),
+            )
+            .await;
+        r.err(429, "RateLimitError");
+        let all = s
+            .post(
+                &s.coll(&id, "get"),
+                json!({"include": ["embeddings", "documents", "metadatas"]}),
+            )
+            .await;
+        let all = all.ok(200);
+        assert_eq!(all["ids"], first["ids"], "{case}");
+        assert_eq!(all["embeddings"], first["embeddings"], "{case}");
+        assert_eq!(all["documents"], first["documents"], "{case}");
+        assert_eq!(all["metadatas"], first["metadatas"], "{case}");
+        // Deletes free rows; they never wait.
+        s.post(&s.coll(&id, "delete"), json!({"ids": ["d"]}))
+            .await
+            .ok(200);
+        assert_eq!(s.get(&s.coll(&id, "count")).await.ok(200), &json!(3));
+        // Once flushes run (the background retries each second), the batch gets in.
+        engine.set_write_stall(Duration::from_secs(120));
+        drop(hold);
+        s.post(&s.coll(&id, "add"), second).await.ok(201);
+        assert_eq!(s.get(&s.coll(&id, "count")).await.ok(200), &json!(5));
+        assert!(engine.segment_count() >= 1, "{case}");
+    }
+}

@@ -20,6 +20,8 @@ pub struct Server {
     pub base: String,
     pub client: reqwest::Client,
     pub dir: PathBuf,
+    /// The server's catalog (engine handles, for tests that hold flushes back).
+    pub catalog: std::sync::Arc<Catalog>,
     _tmp: Option<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
@@ -89,17 +91,16 @@ pub async fn start_in(dir: &Path, opts: Opts) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(serve(
-        listener,
-        AppState::new(catalog, settings).unwrap(),
-        async {
-            let _ = rx.await;
-        },
-    ));
+    let state = AppState::new(catalog, settings).unwrap();
+    let catalog = state.catalog.clone();
+    let handle = tokio::spawn(serve(listener, state, async {
+        let _ = rx.await;
+    }));
     Server {
         base: format!("http://{addr}"),
         client: reqwest::Client::new(),
         dir: dir.to_path_buf(),
+        catalog,
         _tmp: None,
         shutdown: Some(tx),
         handle: Some(handle),

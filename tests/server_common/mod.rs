@@ -41,6 +41,29 @@ impl Server {
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null());
+        Self::spawn(cmd, port, log)
+    }
+
+    /// As [`Server::start`], with the server's log lines (written to stdout) at `rust_log`
+    /// appended to `log` too, so a test can count what the server did (flushes, compactions).
+    pub fn start_logged(data: &Path, extra: &[&str], log: &Path, rust_log: &str) -> Server {
+        let port = free_port();
+        let mut cmd = Command::new(BIN);
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("server log file");
+        cmd.args(["run", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--path")
+            .arg(data)
+            .args(extra)
+            .env("RUST_LOG", rust_log)
+            .stdout(out);
+        Self::spawn(cmd, port, Some(log))
+    }
+
+    fn spawn(mut cmd: Command, port: u16, log: Option<&Path>) -> Server {
         match log {
             Some(p) => {
                 let f = std::fs::OpenOptions::new()

@@ -66,7 +66,7 @@ pub struct LimitArgs {
     #[arg(long)]
     pub max_metadata_bytes: Option<usize>,
     /// MiB of memory all collections' memtables may hold (estimated); from 7/8 of it the
-    /// largest flush first, past it writes that add rows wait up to 10 s, then get 429
+    /// largest flush first, past it writes that add rows wait (`--write-stall-secs`), then get 429
     /// (env `VECTORD_MEMTABLE_BUDGET_MB`) [default: 2048; about a quarter of RAM on small machines]
     #[arg(long)]
     pub memtable_budget_mb: Option<usize>,
@@ -75,6 +75,12 @@ pub struct LimitArgs {
     /// (env `VECTORD_MEMTABLE_ROWS`) [default: 65536]
     #[arg(long)]
     pub memtable_rows: Option<usize>,
+    /// Seconds a write that adds rows waits for a flush when memtables are full (the
+    /// collection's 2 × `--memtable-rows`, or the budget) before a 429 `RateLimitError`.
+    /// Raise it for bulk loads by clients that do not retry 429s
+    /// (env `VECTORD_WRITE_STALL_SECS`) [default: 10]
+    #[arg(long)]
+    pub write_stall_secs: Option<f64>,
 }
 
 /// The limits the server runs with.
@@ -100,6 +106,8 @@ pub struct Limits {
     pub memtable_budget_bytes: usize,
     /// Memtable rows at which a collection flushes.
     pub memtable_rows: usize,
+    /// How long a write that adds rows waits for room before 429.
+    pub write_stall: Duration,
 }
 
 impl Default for Limits {
@@ -115,6 +123,7 @@ impl Default for Limits {
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
             memtable_budget_bytes: crate::engine::DEFAULT_MEMTABLE_BUDGET_BYTES,
             memtable_rows: crate::engine::DEFAULT_MEMTABLE_ROWS,
+            write_stall: crate::engine::DEFAULT_WRITE_STALL,
         }
     }
 }
@@ -199,6 +208,11 @@ impl Limits {
             )?
             .saturating_mul(1 << 20),
             memtable_rows: count(args.memtable_rows, "VECTORD_MEMTABLE_ROWS", d.memtable_rows)?,
+            write_stall: secs(
+                args.write_stall_secs,
+                "VECTORD_WRITE_STALL_SECS",
+                d.write_stall,
+            )?,
         })
     }
 }
@@ -252,9 +266,11 @@ mod tests {
         assert_eq!(l.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
         assert_eq!(l.memtable_budget_bytes, 2048 << 20);
         assert_eq!(l.memtable_rows, 65_536);
+        assert_eq!(l.write_stall, Duration::from_secs(10));
         let small = Limits::resolve(
             LimitArgs {
                 memtable_budget_mb: Some(64),
+                write_stall_secs: Some(300.0),
                 ..Default::default()
             },
             &|k: &str| (k == "VECTORD_MEMTABLE_ROWS").then(|| "200".to_string()),
@@ -264,6 +280,7 @@ mod tests {
             (small.memtable_budget_bytes, small.memtable_rows),
             (64 << 20, 200)
         );
+        assert_eq!(small.write_stall, Duration::from_secs(300));
         let zero = Limits::resolve(
             LimitArgs {
                 max_concurrent_requests: Some(0),

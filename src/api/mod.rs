@@ -80,6 +80,7 @@ impl AppState {
         catalog.set_max_collections(settings.limits.max_collections);
         catalog.set_memtable_budget(settings.limits.memtable_budget_bytes);
         catalog.set_memtable_rows(settings.limits.memtable_rows);
+        catalog.set_write_stall(settings.limits.write_stall);
         Ok(AppState {
             auth: Authenticator::from_settings(&settings)?,
             catalog: Arc::new(catalog),

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::engine::{
     Collection, CollectionConfig, DirLock, EngineError, MemtableBudget, PendingSnapshot,
-    DEFAULT_MEMTABLE_BUDGET_BYTES, DEFAULT_MEMTABLE_ROWS,
+    DEFAULT_MEMTABLE_BUDGET_BYTES, DEFAULT_MEMTABLE_ROWS, DEFAULT_WRITE_STALL,
 };
 
 pub use names::{check_safe_name, validate_database_segment, validate_name, validate_tenant_name};
@@ -290,9 +290,24 @@ pub struct Catalog {
     max_collections: std::sync::atomic::AtomicUsize,
     /// The memory budget every collection's memtables count against (`--memtable-budget-mb`).
     budget: Arc<MemtableBudget>,
-    /// Memtable rows at which each collection flushes (`--memtable-rows`).
-    memtable_rows: std::sync::atomic::AtomicUsize,
+    /// What every collection, open or created later, runs with (`--memtable-rows`,
+    /// `--write-stall-secs`).
+    tuning: Mutex<Tuning>,
     _lock: DirLock,
+}
+
+/// Per-collection settings the server's flags give every collection of the catalog.
+#[derive(Debug, Clone, Copy)]
+struct Tuning {
+    memtable_rows: usize,
+    write_stall: std::time::Duration,
+}
+
+impl Tuning {
+    fn apply(&self, engine: &Collection) {
+        engine.set_memtable_rows(self.memtable_rows);
+        engine.set_write_stall(self.write_stall);
+    }
 }
 
 impl Catalog {
@@ -340,7 +355,10 @@ impl Catalog {
             writer: Mutex::new(()),
             max_collections: std::sync::atomic::AtomicUsize::new(usize::MAX),
             budget,
-            memtable_rows: std::sync::atomic::AtomicUsize::new(DEFAULT_MEMTABLE_ROWS),
+            tuning: Mutex::new(Tuning {
+                memtable_rows: DEFAULT_MEMTABLE_ROWS,
+                write_stall: DEFAULT_WRITE_STALL,
+            }),
             _lock: lock,
         };
         if fresh || !had_defaults {
@@ -703,13 +721,23 @@ impl Catalog {
     /// Sets the memtable rows at which every collection, open or created later, flushes
     /// (default [`DEFAULT_MEMTABLE_ROWS`]).
     pub fn set_memtable_rows(&self, rows: usize) {
+        self.tune(|t| t.memtable_rows = rows);
+    }
+
+    /// Sets how long a write that adds rows waits for room (a flush) before 429, for every
+    /// collection, open or created later (default [`DEFAULT_WRITE_STALL`]).
+    pub fn set_write_stall(&self, wait: std::time::Duration) {
+        self.tune(|t| t.write_stall = wait);
+    }
+
+    fn tune(&self, change: impl FnOnce(&mut Tuning)) {
         // Under the writer lock, so a create running meanwhile gets the new value.
         let _w = self.writer.lock();
-        self.memtable_rows
-            .store(rows, std::sync::atomic::Ordering::Relaxed);
+        let mut tuning = self.tuning.lock();
+        change(&mut tuning);
         for entry in self.snapshot().collections.values() {
             if let Ok(engine) = entry.engine() {
-                engine.set_memtable_rows(rows);
+                tuning.apply(engine);
             }
         }
     }
@@ -765,10 +793,7 @@ impl Catalog {
                     source,
                 }
             })?;
-        engine.set_memtable_rows(
-            self.memtable_rows
-                .load(std::sync::atomic::Ordering::Relaxed),
-        );
+        self.tuning.lock().apply(&engine);
         let entry = CollectionEntry {
             record,
             engine: Ok(Arc::new(engine)),

@@ -49,6 +49,9 @@ pub(crate) struct BackgroundState {
     pub(crate) index_requested: bool,
     /// A background flush failed and is to be retried.
     pub(crate) retry_flush: bool,
+    /// Check the compaction policy once (set at open: segments left by a crash loop, or by
+    /// a shutdown before a merge, would otherwise wait for the next flush).
+    pub(crate) compact_requested: bool,
     /// When the last write was acknowledged (the idle flush waits for a quiet period).
     pub(crate) last_write: Option<Instant>,
     /// In the pool's ready queue (at most once).

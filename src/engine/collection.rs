@@ -268,13 +268,20 @@ impl Collection {
         inner.charge(&inner.state.read());
         budget.relieve();
         // Rows replayed from the WAL have no graph yet: index them (and let the idle flush write
-        // them out) now, not only after the next write arrives.
-        if inner.state.read().active_rows() > 0 {
+        // them out) now, not only after the next write arrives. Segments the policy would
+        // merge (a crash loop kills compactions before they finish) are merged without
+        // waiting for a flush either.
+        let replayed = inner.state.read().active_rows() > 0;
+        let merge = inner.planned_compaction().is_some();
+        if replayed || merge {
             {
                 let mut st = inner.background.state.lock();
                 st.index_requested = true;
-                // Counts as the last write for the idle flush's quiet period.
-                st.last_write = Some(Instant::now());
+                st.compact_requested = merge;
+                if replayed {
+                    // Counts as the last write for the idle flush's quiet period.
+                    st.last_write = Some(Instant::now());
+                }
             }
             inner.schedule();
         }
@@ -617,14 +624,20 @@ impl background::Turn for Inner {
                 break;
             }
         }
-        let (flush, last_write) = {
+        let (flush, last_write, compact) = {
             let mut st = self.background.state.lock();
             let retry = std::mem::take(&mut st.retry_flush);
             (
                 std::mem::take(&mut st.flush_requested) || retry,
                 st.last_write,
+                std::mem::take(&mut st.compact_requested),
             )
         };
+        if compact {
+            if let (Some(plan), Some(me)) = (self.planned_compaction(), self.me.upgrade()) {
+                start_compaction(&me, plan);
+            }
+        }
         // The idle flush: no write for IDLE_FLUSH_AFTER and the memtable fully indexed.
         let quiet = last_write.is_some_and(|t| t.elapsed() >= IDLE_FLUSH_AFTER);
         if flush || (quiet && self.idle_flush_due()) {
@@ -2222,6 +2235,36 @@ mod tests {
         drop(b);
         assert_eq!(budget.used(), 0);
         assert_eq!((a.count(), c.count()), (100, 149));
+    }
+
+    /// Segments the policy would merge but that were never merged (a crash loop kills
+    /// compactions before they finish; here, foreground flushes, which plan none) are merged
+    /// after open with no further write.
+    #[test]
+    fn segments_left_unmerged_are_merged_after_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        {
+            let c = Collection::create(&path, CollectionConfig::default()).unwrap();
+            for b in 0..4 {
+                let rows = (0..50)
+                    .map(|i| rec(&format!("r{b}-{i}"), &[b as f32, i as f32], &[], None))
+                    .collect();
+                c.apply(WriteBatch::Add(rows), None).unwrap();
+                c.flush().unwrap();
+            }
+            assert_eq!(c.segment_count(), 4);
+            assert!(c.inner.planned_compaction().is_some());
+        }
+        let c = Collection::open(&path).unwrap();
+        // Waits for the event, with a generous bound so a hang fails instead of blocking.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while c.segment_count() > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(c.segment_count(), 1);
+        assert_eq!(c.count(), 200);
+        assert_eq!(c.inner.planned_compaction(), None);
     }
 
     /// A memtable replayed from the WAL (a shutdown that did not wait for its graph, or a

@@ -8,13 +8,13 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 mod common;
 
-use common::{load, synthetic};
+use common::{ingest, load, synthetic, wait_caught_up};
 use vectord::engine::{Collection, CollectionConfig, HnswParams};
-use vectord::types::{Include, QueryRequest, Record, Space, WriteBatch};
+use vectord::types::{Include, QueryRequest, Space};
 
 fn rss_anon_kib() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -58,38 +58,10 @@ fn main() {
     let started = Instant::now();
     let base = Arc::new(data.base);
     let dim = data.dim;
-    let writers: Vec<_> = (0..2)
-        .map(|w| {
-            let (c, base) = (Arc::clone(&c), Arc::clone(&base));
-            std::thread::spawn(move || {
-                let batches = n.div_ceil(100);
-                for b in (w..batches).step_by(2) {
-                    let records = (b * 100..((b + 1) * 100).min(n))
-                        .map(|i| Record {
-                            id: format!("{i}"),
-                            embedding: base[i * dim..(i + 1) * dim].to_vec(),
-                            metadata: None,
-                            document: None,
-                            uri: None,
-                        })
-                        .collect();
-                    c.apply(WriteBatch::Add(records), None).unwrap();
-                }
-            })
-        })
-        .collect();
-    for w in writers {
-        w.join().unwrap();
-    }
+    ingest(&c, &base, dim);
     let acked = started.elapsed();
     // Caught up: every row in a graph (memtable indexed, flushes and compactions settled).
-    loop {
-        let s = c.stats();
-        if s.unindexed_rows == 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_caught_up(&c);
     let caught_up = started.elapsed();
     let stats_after_ingest = c.stats();
 

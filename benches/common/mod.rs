@@ -107,3 +107,46 @@ pub fn load(dir: &Path) -> Data {
         gt,
     }
 }
+
+/// Adds rows `0..n` of `base` (row-major, `dim` wide) to `c` as the HTTP harness does: 2
+/// writer threads, batches of 100, ids `"0"`, `"1"`, …; returns once every batch is
+/// acknowledged.
+pub fn ingest(
+    c: &std::sync::Arc<vectord::engine::Collection>,
+    base: &std::sync::Arc<Vec<f32>>,
+    dim: usize,
+) {
+    use vectord::types::{Record, WriteBatch};
+    let n = base.len() / dim;
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (c, base) = (std::sync::Arc::clone(c), std::sync::Arc::clone(base));
+            std::thread::spawn(move || {
+                let batches = n.div_ceil(100);
+                for b in (w..batches).step_by(2) {
+                    let records = (b * 100..((b + 1) * 100).min(n))
+                        .map(|i| Record {
+                            id: format!("{i}"),
+                            embedding: base[i * dim..(i + 1) * dim].to_vec(),
+                            metadata: None,
+                            document: None,
+                            uri: None,
+                        })
+                        .collect();
+                    c.apply(WriteBatch::Add(records), None).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+}
+
+/// Waits until every row of `c` is in a graph (memtables indexed; flushes and compactions
+/// may still run).
+pub fn wait_caught_up(c: &vectord::engine::Collection) {
+    while c.stats().unindexed_rows > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

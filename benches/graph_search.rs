@@ -1,6 +1,6 @@
 //! Graph search: the flat searcher on memory-mapped `graph.bin` + `vectors` (f32, and int8
-//! codes with f32 rescoring of the `ef` candidates) vs hnsw_rs's own
-//! in-memory search over int8 codes (through `GraphBuilder::search`, which rescores the `ef`
+//! codes with f32 rescoring of the best `rescore_count(k)` candidates) vs hnsw_rs's own
+//! in-memory search over int8 codes (through `HnswRsBuilder::search`, which rescores its `ef`
 //! candidates with our f32 kernels), on one clustered set, at ef ∈ {16, 32, 64, 128, 256}, 1 and 2 threads.
 //! Recall@10 and distance computations per query are printed beside the timings, and the
 //! build rate once at the start.

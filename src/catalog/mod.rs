@@ -340,7 +340,12 @@ impl Catalog {
         for record in file.collections {
             let path = coll_dir.join(record.id.to_string());
             let engine = match Collection::open_with_budget(&path, &budget) {
-                Ok(c) => Ok(Arc::new(c)),
+                Ok(c) => {
+                    // Segments a crash loop or a stop before a merge left behind are merged
+                    // now, not after the next flush.
+                    c.request_compaction_check();
+                    Ok(Arc::new(c))
+                }
                 Err(e) => {
                     tracing::error!(collection = %record.id, name = %record.name, error = %e, "collection failed to open");
                     Err(Arc::from(e.to_string()))

@@ -268,20 +268,13 @@ impl Collection {
         inner.charge(&inner.state.read());
         budget.relieve();
         // Rows replayed from the WAL have no graph yet: index them (and let the idle flush write
-        // them out) now, not only after the next write arrives. Segments the policy would
-        // merge (a crash loop kills compactions before they finish) are merged without
-        // waiting for a flush either.
-        let replayed = inner.state.read().active_rows() > 0;
-        let merge = inner.planned_compaction().is_some();
-        if replayed || merge {
+        // them out) now, not only after the next write arrives.
+        if inner.state.read().active_rows() > 0 {
             {
                 let mut st = inner.background.state.lock();
                 st.index_requested = true;
-                st.compact_requested = merge;
-                if replayed {
-                    // Counts as the last write for the idle flush's quiet period.
-                    st.last_write = Some(Instant::now());
-                }
+                // Counts as the last write for the idle flush's quiet period.
+                st.last_write = Some(Instant::now());
             }
             inner.schedule();
         }
@@ -412,6 +405,24 @@ impl Collection {
             }
         }
         Ok(outcome)
+    }
+
+    /// Asks the background pool to run the compaction policy once, as it does after each
+    /// flush. The catalog calls it for every collection it opens: segments a crash loop
+    /// (compactions killed before they finished) or a stop before a merge left behind are
+    /// then merged without waiting for the next flush. `open` alone does not, so callers that
+    /// reopen a folder see the segments they left.
+    pub fn request_compaction_check(&self) {
+        if self.inner.planned_compaction().is_none() {
+            return;
+        }
+        {
+            let mut st = self.inner.background.state.lock();
+            st.compact_requested = true;
+            // Makes the pool queue a turn; with nothing to index it only runs the check.
+            st.index_requested = true;
+        }
+        self.inner.schedule();
     }
 
     /// Makes every flush of this collection fail until the returned guard is dropped, so tests
@@ -633,9 +644,11 @@ impl background::Turn for Inner {
                 std::mem::take(&mut st.compact_requested),
             )
         };
+        // A compaction the process-wide cap put off is asked for again after a while.
+        let mut compact_later = false;
         if compact {
             if let (Some(plan), Some(me)) = (self.planned_compaction(), self.me.upgrade()) {
-                start_compaction(&me, plan);
+                compact_later |= !start_compaction(&me, plan);
             }
         }
         // The idle flush: no write for IDLE_FLUSH_AFTER and the memtable fully indexed.
@@ -643,10 +656,8 @@ impl background::Turn for Inner {
         if flush || (quiet && self.idle_flush_due()) {
             match self.flush_with(true) {
                 Ok(_) => {
-                    if let Some(plan) = self.planned_compaction() {
-                        if let Some(me) = self.me.upgrade() {
-                            start_compaction(&me, plan);
-                        }
+                    if let (Some(plan), Some(me)) = (self.planned_compaction(), self.me.upgrade()) {
+                        compact_later |= !start_compaction(&me, plan);
                     }
                 }
                 Err(e) => {
@@ -656,31 +667,70 @@ impl background::Turn for Inner {
                 }
             }
         }
+        let now = Instant::now();
+        let retry_compaction = compact_later.then(|| {
+            self.background.state.lock().compact_requested = true;
+            now + COMPACTION_RETRY
+        });
         // A memtable big enough for the idle flush is looked at again once writes have been
         // quiet for IDLE_FLUSH_AFTER (or, if it was not yet due, IDLE_FLUSH_AFTER from now).
-        if self.state.read().active_rows() >= IDLE_FLUSH_MIN_ROWS {
-            let now = Instant::now();
+        let idle_flush = (self.state.read().active_rows() >= IDLE_FLUSH_MIN_ROWS).then(|| {
             let at = last_write.map_or(now, |t| t + IDLE_FLUSH_AFTER);
-            return Some(if at > now { at } else { now + IDLE_FLUSH_AFTER });
+            if at > now {
+                at
+            } else {
+                now + IDLE_FLUSH_AFTER
+            }
+        });
+        match (retry_compaction, idle_flush) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        None
+    }
+}
+
+/// Compactions running at once in the process. Each holds a merged graph's codes in memory
+/// and competes for the build pool; a restart of a server whose collections all need a merge
+/// (after a crash loop) must not start a thousand of them together.
+const MAX_RUNNING_COMPACTIONS: usize = 2;
+static RUNNING_COMPACTIONS: AtomicUsize = AtomicUsize::new(0);
+/// When a compaction put off by [`MAX_RUNNING_COMPACTIONS`] is asked for again.
+const COMPACTION_RETRY: Duration = Duration::from_secs(5);
+
+/// Gives a running-compaction slot back when the compaction thread ends (or fails to start).
+struct CompactionSlot;
+
+impl Drop for CompactionSlot {
+    fn drop(&mut self) {
+        RUNNING_COMPACTIONS.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 /// Runs a compaction on its own thread (it can take a while: a full graph rebuild), unless one
-/// is already running.
-fn start_compaction(inner: &Arc<Inner>, plan: Vec<u64>) {
+/// is already running for this collection. Returns `false` when [`MAX_RUNNING_COMPACTIONS`]
+/// run in the process: the caller asks again later.
+fn start_compaction(inner: &Arc<Inner>, plan: Vec<u64>) -> bool {
     let mut slot = inner.compactor.lock();
     if slot.as_ref().is_some_and(|h| !h.is_finished()) {
-        return;
+        return true;
     }
     if let Some(done) = slot.take() {
         let _ = done.join();
     }
+    if RUNNING_COMPACTIONS
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < MAX_RUNNING_COMPACTIONS).then_some(n + 1)
+        })
+        .is_err()
+    {
+        return false;
+    }
+    let running = CompactionSlot;
     let for_thread = Arc::clone(inner);
     *slot = std::thread::Builder::new()
         .name("vectord-compact".into())
         .spawn(move || {
+            let _running = running;
             let _one = for_thread.compacting.lock();
             if let Err(e) = for_thread.compact(&for_thread.shutdown, Some(&plan)) {
                 tracing::error!(collection = %for_thread.dir.display(), error = %e, "compaction failed; segments left as they were");
@@ -688,6 +738,7 @@ fn start_compaction(inner: &Arc<Inner>, plan: Vec<u64>) {
         })
         .map_err(|e| tracing::error!(error = %e, "could not start a compaction thread"))
         .ok();
+    true
 }
 
 /// The collection proper; [`Collection`] is its handle plus the background thread.
@@ -2239,7 +2290,8 @@ mod tests {
 
     /// Segments the policy would merge but that were never merged (a crash loop kills
     /// compactions before they finish; here, foreground flushes, which plan none) are merged
-    /// after open with no further write.
+    /// after open, on the catalog's request, with no further write; past the process-wide
+    /// cap on running compactions the merge waits for a slot instead of starting.
     #[test]
     fn segments_left_unmerged_are_merged_after_open() {
         let dir = tempfile::tempdir().unwrap();
@@ -2257,6 +2309,15 @@ mod tests {
             assert!(c.inner.planned_compaction().is_some());
         }
         let c = Collection::open(&path).unwrap();
+        assert_eq!(c.segment_count(), 4, "open alone merges nothing");
+        // With the process's compaction slots taken, the merge is put off, not lost: it is
+        // asked for again (COMPACTION_RETRY) once a slot is free.
+        RUNNING_COMPACTIONS.fetch_add(MAX_RUNNING_COMPACTIONS, Ordering::SeqCst);
+        c.request_compaction_check();
+        std::thread::sleep(Duration::from_millis(300));
+        let put_off = c.segment_count();
+        RUNNING_COMPACTIONS.fetch_sub(MAX_RUNNING_COMPACTIONS, Ordering::SeqCst);
+        assert_eq!(put_off, 4, "no compaction starts past the process-wide cap");
         // Waits for the event, with a generous bound so a hang fails instead of blocking.
         let deadline = Instant::now() + Duration::from_secs(120);
         while c.segment_count() > 1 && Instant::now() < deadline {

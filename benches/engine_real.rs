@@ -12,9 +12,9 @@ use std::time::Instant;
 
 mod common;
 
-use common::{ingest, load, synthetic, wait_caught_up};
-use vectord::engine::{Collection, CollectionConfig, HnswParams};
-use vectord::types::{Include, QueryRequest, Space};
+use common::{harness_config, ingest, load, synthetic, wait_caught_up};
+use vectord::engine::{Collection, HnswParams};
+use vectord::types::{Include, QueryRequest};
 
 fn rss_anon_kib() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -43,15 +43,7 @@ fn main() {
     let n = data.base.len() / data.dim;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c");
-    let config = CollectionConfig {
-        space: Space::Cosine,
-        hnsw: HnswParams {
-            ef_construction: 100,
-            ef_search: 100,
-            max_neighbors: 16,
-            ..Default::default()
-        },
-    };
+    let config = harness_config();
     let c = Arc::new(Collection::create(&path, config).unwrap());
 
     // Ingest: 2 writers, batches of 100, as the HTTP harness does.

@@ -17,9 +17,8 @@ use criterion::{
 
 mod common;
 
-use common::{ingest, load, synthetic, wait_caught_up, Data};
-use vectord::engine::{Collection, CollectionConfig, HnswParams};
-use vectord::types::Space;
+use common::{harness_config, ingest, load, synthetic, wait_caught_up, Data};
+use vectord::engine::Collection;
 
 fn dataset() -> Data {
     let bench = std::env::args().any(|a| a == "--bench");
@@ -33,15 +32,7 @@ fn dataset() -> Data {
 /// One fresh collection, ingested; returns (acknowledged, caught up) since the first add.
 fn run_once(base: &Arc<Vec<f32>>, dim: usize) -> (Duration, Duration) {
     let dir = tempfile::tempdir().unwrap();
-    let config = CollectionConfig {
-        space: Space::Cosine,
-        hnsw: HnswParams {
-            ef_construction: 100,
-            ef_search: 100,
-            max_neighbors: 16,
-            ..Default::default()
-        },
-    };
+    let config = harness_config();
     let c = Arc::new(Collection::create(&dir.path().join("c"), config).unwrap());
     let started = Instant::now();
     ingest(&c, base, dim);

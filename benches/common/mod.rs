@@ -150,3 +150,16 @@ pub fn wait_caught_up(c: &vectord::engine::Collection) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The shared harness's collection settings: cosine, M 16, ef_construction 100, ef_search 100.
+pub fn harness_config() -> vectord::engine::CollectionConfig {
+    vectord::engine::CollectionConfig {
+        space: Space::Cosine,
+        hnsw: vectord::engine::HnswParams {
+            ef_construction: 100,
+            ef_search: 100,
+            max_neighbors: 16,
+            ..Default::default()
+        },
+    }
+}

@@ -233,6 +233,45 @@ fn accept_predicate_inside_search() {
     assert_eq!(out.complete, out.results.len() >= K);
 }
 
+/// The two-hop walk at ~30 % selectivity: only accepted points come back, recall stays close
+/// to the scored walk's, and it computes fewer distances (it never scores a rejected point).
+#[test]
+fn two_hop_walk_scores_only_accepted_points() {
+    let fx = Fixture::new(Space::Cosine, 5_000, 32, 11);
+    let store = fx.store();
+    let graph = fx.graph();
+    let third = |id: u32| id.wrapping_mul(2_654_435_761) % 10 < 3;
+    let truth = truth(&store, fx.space, &fx.queries, K, third);
+    let two_hop = SearchParams {
+        rejected: Rejected::TwoHop,
+        ..SearchParams::new(K, 64)
+    };
+    let (mut recall_two_hop, mut recall_scored) = (0.0, 0.0);
+    let (mut evals_two_hop, mut evals_scored) = (0, 0);
+    for (q, t) in fx.queries.iter().zip(&truth) {
+        let pq = PreparedQuery::new(fx.space, q).expect("query");
+        let out = search(&graph, &store, &pq, &two_hop, third).expect("two-hop");
+        assert_eq!(out.results.len(), K);
+        assert!(out.complete);
+        assert!(out.results.iter().all(|s| third(s.row)));
+        recall_two_hop += overlap(&out.results, t);
+        evals_two_hop += out.stats.distance_computations;
+        let scored = search(&graph, &store, &pq, &SearchParams::new(K, 64), third).expect("scored");
+        recall_scored += overlap(&scored.results, t);
+        evals_scored += scored.stats.distance_computations;
+    }
+    let n = fx.queries.len() as f64;
+    let (recall_two_hop, recall_scored) = (recall_two_hop / n, recall_scored / n);
+    assert!(
+        recall_two_hop >= 0.95 && recall_two_hop >= recall_scored - 0.03,
+        "two-hop recall {recall_two_hop}, scored {recall_scored}"
+    );
+    assert!(
+        evals_two_hop < evals_scored,
+        "two-hop {evals_two_hop} distances, scored {evals_scored}"
+    );
+}
+
 /// graph.bin written atomically, mapped, searched: same answers as the in-memory image.
 #[test]
 fn mmap_round_trip() {

@@ -116,11 +116,22 @@ pub fn ingest(
     base: &std::sync::Arc<Vec<f32>>,
     dim: usize,
 ) {
+    ingest_with(c, base, dim, None)
+}
+
+/// As [`ingest`], with row `i`'s metadata from `metadatas[i]`.
+pub fn ingest_with(
+    c: &std::sync::Arc<vectord::engine::Collection>,
+    base: &std::sync::Arc<Vec<f32>>,
+    dim: usize,
+    metadatas: Option<std::sync::Arc<Vec<vectord::types::Metadata>>>,
+) {
     use vectord::types::{Record, WriteBatch};
     let n = base.len() / dim;
     let writers: Vec<_> = (0..2)
         .map(|w| {
             let (c, base) = (std::sync::Arc::clone(c), std::sync::Arc::clone(base));
+            let metadatas = metadatas.clone();
             std::thread::spawn(move || {
                 let batches = n.div_ceil(100);
                 for b in (w..batches).step_by(2) {
@@ -128,7 +139,10 @@ pub fn ingest(
                         .map(|i| Record {
                             id: format!("{i}"),
                             embedding: base[i * dim..(i + 1) * dim].to_vec(),
-                            metadata: None,
+                            metadata: metadatas
+                                .as_ref()
+                                .and_then(|m| m.get(i).cloned())
+                                .filter(|m| !m.is_empty()),
                             document: None,
                             uri: None,
                         })

@@ -30,6 +30,7 @@ pub use error::IndexError;
 pub use flat_graph::{write_file_atomic, FlatGraph, GraphParts};
 pub use hnsw_rs_builder::{HnswRsBuilder, SpaceDistance};
 pub use search::{
-    exact_search, search, search_rescored, SearchOutput, SearchParams, SearchScratch, SearchStats,
+    exact_search, search, search_rescored, Rejected, SearchOutput, SearchParams, SearchScratch,
+    SearchStats,
 };
 pub use vectors::{F32Vectors, I8Vectors, PreparedQuery, VectorStore};

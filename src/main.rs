@@ -411,11 +411,11 @@ fn migrate_command(job: MigrateJob, copy: CopyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Takes (and uploads, with a bucket) a snapshot every `every` until the process stops;
-/// failures are logged and counted (`vectord_snapshot_failures_total`,
+/// Takes (and uploads, with a bucket) a snapshot after `first`, then every `every`, until the
+/// process stops; failures are logged and counted (`vectord_snapshot_failures_total`,
 /// `vectord_snapshot_upload_failures_total`), never fatal.
-async fn snapshot_schedule(state: AppState, every: Duration) {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+async fn snapshot_schedule(state: AppState, first: Duration, every: Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -506,9 +506,39 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             tracing::info!(url = %remote.url(), "snapshots are also uploaded");
             state = state.with_snapshot_remote(remote);
         }
+        // Snapshots taken before this start count: the gauges and the schedule continue from
+        // them (a deploy more often than `every` would otherwise never snapshot).
+        let newest = {
+            let state = state.clone();
+            tokio::task::spawn_blocking(move || state.note_existing_snapshots()).await?
+        };
+        if state.snapshots.remote().is_some() {
+            let state = state.clone();
+            // In the background: a slow or unreachable bucket must not delay readiness.
+            tokio::spawn(async move {
+                let listing = state.note_remote_snapshots();
+                if tokio::time::timeout(Duration::from_secs(60), listing)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("listing the snapshot bucket took over 60 s; gave up");
+                }
+            });
+        }
         if let Some(every) = every {
-            tracing::info!(every_secs = every.as_secs(), dir = %state.snapshots.root().display(), "scheduled snapshots on");
-            tokio::spawn(snapshot_schedule(state.clone(), every));
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let first = snapshot::next_snapshot_delay(newest, now, every);
+            tracing::info!(
+                every_secs = every.as_secs(),
+                first_in_secs = first.as_secs(),
+                newest_snapshot = newest,
+                dir = %state.snapshots.root().display(),
+                "scheduled snapshots on"
+            );
+            tokio::spawn(snapshot_schedule(state.clone(), first, every));
         }
         if let Some(every) = scrub_every {
             tokio::spawn(scrub_schedule(state.clone(), every));

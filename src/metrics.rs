@@ -153,7 +153,8 @@ pub struct Metrics {
     pub data_volume_size_bytes: Gauge,
     /// Space available to vectord on the data folder's file system.
     pub data_volume_available_bytes: Gauge,
-    /// Unix time of the last successful snapshot (0 before the first).
+    /// Unix time of the last successful snapshot: at startup, of the newest snapshot already
+    /// in the snapshot folder (0 when there is none).
     pub snapshot_last_success: Gauge,
     /// Snapshots that failed.
     pub snapshot_failures: Counter,
@@ -169,7 +170,8 @@ pub struct Metrics {
     pub scrub_last_timestamp: Gauge,
     /// Snapshot uploads to the bucket (or retention there) that failed.
     pub snapshot_upload_failures: Counter,
-    /// Unix time of the last snapshot fully uploaded to the bucket (0 before the first).
+    /// Unix time of the last snapshot fully uploaded to the bucket: at startup, of the newest
+    /// complete snapshot in the bucket (0 when there is none or the listing failed).
     pub snapshot_upload_last_success: Gauge,
     /// Time taken by successful uploads, in seconds.
     pub snapshot_upload_duration: Histogram,
@@ -731,6 +733,24 @@ impl Metrics {
         }
     }
 
+    /// Records a snapshot that already existed when the process started (`created_at`, Unix
+    /// seconds), so the stale-snapshot alert measures the snapshot's age, not the uptime. A
+    /// newer success already recorded wins.
+    pub fn note_snapshot_taken_at(&self, created_at: u64) {
+        let t = i64::try_from(created_at).unwrap_or(i64::MAX);
+        self.snapshot_last_success
+            .inner()
+            .fetch_max(t, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Like [`Metrics::note_snapshot_taken_at`] for the newest snapshot found in the bucket.
+    pub fn note_snapshot_uploaded_at(&self, created_at: u64) {
+        let t = i64::try_from(created_at).unwrap_or(i64::MAX);
+        self.snapshot_upload_last_success
+            .inner()
+            .fetch_max(t, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Records one finished scrub.
     pub fn observe_scrub(&self, damaged: usize, bytes: u64) {
         let now = std::time::SystemTime::now()
@@ -848,5 +868,28 @@ mod tests {
         ));
         assert!(text.contains("vectord_collections 3"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn failed_collections_and_existing_snapshots_are_exported() {
+        let m = Metrics::new();
+        let broken = CollectionLabels {
+            collection: "0b6c".into(),
+            name: "broken".into(),
+        };
+        m.set_failed_collections([broken]);
+        let text = m.encode().unwrap();
+        assert!(text.contains(r#"vectord_collection_failed{collection="0b6c",name="broken"} 1"#));
+        m.set_failed_collections([]);
+        assert!(!m.encode().unwrap().contains("vectord_collection_failed{"));
+        // A snapshot found at startup sets the gauge; an older one never moves it back.
+        m.note_snapshot_taken_at(1_700_000_000);
+        m.note_snapshot_taken_at(1_600_000_000);
+        m.note_snapshot_uploaded_at(1_650_000_000);
+        let text = m.encode().unwrap();
+        assert!(text.contains("vectord_snapshot_last_success_timestamp_seconds 1700000000"));
+        assert!(text.contains("vectord_snapshot_upload_last_success_timestamp_seconds 1650000000"));
+        assert_eq!(tombstone_ratio(0, 0), 0.0);
+        assert_eq!(tombstone_ratio(25, 100), 0.25);
     }
 }

@@ -1,6 +1,7 @@
 //! Operations against the real `vectord` binary: the Dockerfile and fly.toml agree with each
-//! other and with the server (paths, ports, health check, stop signal), and a snapshot taken
-//! over HTTP while clients write restores, through `vectord restore`, to a consistent cut.
+//! other and with the server (paths, ports, health check, stop signal), a snapshot taken over
+//! HTTP while clients write restores, through `vectord restore`, to a consistent cut, and
+//! scheduled snapshots continue from the newest one across restarts.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -537,4 +538,97 @@ async fn audit_log_records_access_without_phi() {
     assert!(events
         .iter()
         .all(|e| e["request_id"].as_str().is_some_and(|s| s.len() == 32)));
+}
+
+/// The value of the unlabelled metric `name` on `base`'s `/metrics`.
+async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not exported"))
+}
+
+/// The complete snapshots the server lists: (name, created_at).
+async fn listed_snapshots(client: &reqwest::Client, base: &str) -> Vec<(String, u64)> {
+    let list: Value = client
+        .get(format!("{base}/api/v2/admin/snapshots"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    list["snapshots"]
+        .as_array()
+        .expect("snapshots")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().expect("name").to_string(),
+                s["created_at"].as_u64().expect("created_at"),
+            )
+        })
+        .collect()
+}
+
+/// A first start with `--snapshot-every` and no snapshot takes one right away; a restart
+/// reports the existing snapshot's time in the gauge and waits for `every` after it instead of
+/// snapshotting again (or resetting the stale-snapshot alert to 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_snapshots_continue_from_the_newest_across_restarts() {
+    const LAST_SUCCESS: &str = "vectord_snapshot_last_success_timestamp_seconds";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let every = ["--snapshot-every".to_string(), "24h".to_string()];
+    let client = reqwest::Client::new();
+
+    let port = free_port();
+    let server = ServerProcess::run(&data, port, &every);
+    server.wait_ready(&client, "/api/v2/healthcheck").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let list = listed_snapshots(&client, &server.base).await;
+        if let [one] = list.as_slice() {
+            break one.clone();
+        }
+        assert!(list.is_empty(), "more than one snapshot: {list:?}");
+        assert!(Instant::now() < deadline, "no snapshot at startup");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The gauge is set after the snapshot is listed; give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&client, &server.base, LAST_SUCCESS).await < first.1 as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "gauge not set after the snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(server.terminate(Duration::from_secs(30)).success());
+
+    for extra in [every.to_vec(), Vec::new()] {
+        let port = free_port();
+        let server = ServerProcess::run(&data, port, &extra);
+        server.wait_ready(&client, "/api/v2/healthcheck").await;
+        assert_eq!(
+            metric(&client, &server.base, LAST_SUCCESS).await,
+            first.1 as f64,
+            "the gauge starts from the snapshot on disk ({extra:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            listed_snapshots(&client, &server.base).await,
+            vec![first.clone()],
+            "a restart within the interval takes no new snapshot ({extra:?})"
+        );
+        assert!(server.terminate(Duration::from_secs(30)).success());
+    }
 }

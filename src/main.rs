@@ -426,6 +426,9 @@ async fn snapshot_schedule(state: AppState, first: Duration, every: Duration) {
     }
 }
 
+/// The shutdown signal as the listeners see it: when it arrived, once it has.
+type StopReceiver = tokio::sync::watch::Receiver<Option<tokio::time::Instant>>;
+
 /// Runs [`Catalog::scrub`] every `every`, on a blocking thread (one at a time), and reports
 /// the result in metrics and the log.
 async fn scrub_schedule(state: AppState, every: Duration) {
@@ -455,7 +458,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let path = settings.path.clone();
         let catalog = tokio::task::spawn_blocking(move || Catalog::open(&path))
             .await?
@@ -484,6 +487,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             );
         }
         let every = settings.snapshot_every;
+        let drain = settings.limits.shutdown_drain;
         let scrub_every = settings.scrub_every;
         let metrics_port = settings.metrics_port;
         let audit = match &settings.audit_log {
@@ -554,10 +558,11 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             ),
             None => Vec::new(),
         };
-        // One signal stops both listeners.
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
+        // One signal stops both listeners and the sync jobs; it carries when it arrived, so
+        // the whole shutdown keeps to one drain deadline.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(None::<tokio::time::Instant>);
+        let stopped = move |mut rx: StopReceiver| async move {
+            let _ = rx.wait_for(Option::is_some).await;
         };
         let metrics_server = match metrics_port {
             Some(port) => {
@@ -579,22 +584,31 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         };
         tokio::spawn(async move {
             shutdown_signal().await;
-            let _ = stop_tx.send(true);
+            let _ = stop_tx.send(Some(tokio::time::Instant::now()));
+            // Sync jobs write their last batch and checkpoint while requests drain.
+            let _ = stop_sync.send(true);
         });
-        api::serve(listener, state, stopped(stop_rx)).await?;
+        api::serve(listener, state, stopped(stop_rx.clone())).await?;
         if let Some(m) = metrics_server {
             m.await??;
         }
-        // Sync jobs write their last batch and checkpoint before the final flush.
-        let _ = stop_sync.send(true);
+        let signalled = (*stop_rx.borrow()).unwrap_or_else(tokio::time::Instant::now);
+        let deadline = signalled + drain;
         for j in jobs {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), j).await;
+            if tokio::time::timeout_at(deadline, j).await.is_err() {
+                tracing::warn!("a sync job did not stop within the shutdown drain deadline");
+            }
         }
-        // Requests have drained: write memtables out so the next start maps everything.
+        // Requests have drained (or the deadline passed; the WAL has what they acknowledged):
+        // write memtables out so the next start maps everything.
         let failed = tokio::task::spawn_blocking(move || catalog.flush_all()).await?;
         tracing::info!(flush_failures = failed, "vectord stopped");
-        Ok(())
-    })
+        Ok::<(), anyhow::Error>(())
+    });
+    // Requests cut off by the drain deadline may still sit on blocking threads; dropping the
+    // runtime would wait for them. The flush is done and the WAL holds every acknowledged write.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 fn run_sync(cmd: vectord::sync::cli::SyncCommand) -> anyhow::Result<()> {

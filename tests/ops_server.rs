@@ -1,8 +1,10 @@
 //! Operations against the real `vectord` binary: the Dockerfile and fly.toml agree with each
 //! other and with the server (paths, ports, health check, stop signal), a snapshot taken over
-//! HTTP while clients write restores, through `vectord restore`, to a consistent cut, and
-//! scheduled snapshots continue from the newest one across restarts.
+//! HTTP while clients write restores, through `vectord restore`, to a consistent cut,
+//! scheduled snapshots continue from the newest one across restarts, and a stuck request
+//! cannot hold shutdown past the drain deadline.
 
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -631,4 +633,70 @@ async fn scheduled_snapshots_continue_from_the_newest_across_restarts() {
         );
         assert!(server.terminate(Duration::from_secs(30)).success());
     }
+}
+
+/// A request whose body never arrives would hold a graceful shutdown for the whole body read
+/// timeout (60 s by default, past fly.toml's kill_timeout); the drain deadline cuts it short
+/// and the server still flushes and exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_waiting_for_a_stuck_request_at_the_drain_deadline() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let extra = [
+        "--shutdown-drain-secs",
+        "1",
+        "--body-read-timeout-secs",
+        "120",
+    ]
+    .map(String::from);
+    let server = ServerProcess::run(&tmp.path().join("data"), port, &extra);
+    let client = reqwest::Client::new();
+    server.wait_ready(&client, "/api/v2/healthcheck").await;
+    let id = create_collection(&client, &server.base, "kept").await;
+    let r = client
+        .post(format!("{}{DB}/collections/{id}/add", server.base))
+        .json(&json!({"ids": ["a"], "embeddings": [[1.0, 2.0]]}))
+        .send()
+        .await
+        .expect("add");
+    assert_eq!(r.status().as_u16(), 201);
+
+    // Headers and the first byte of a 100-byte body, then nothing.
+    let mut stuck = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        stuck,
+        "POST {DB}/collections/{id}/add HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    )
+    .expect("send headers");
+    stuck.flush().expect("flush");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let status = server.terminate(Duration::from_secs(20));
+    assert!(
+        status.success(),
+        "clean exit after the deadline: {status:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?} with a 1 s drain",
+        started.elapsed()
+    );
+    drop(stuck);
+
+    // The acknowledged write survived.
+    let port = free_port();
+    let server = ServerProcess::run(&tmp.path().join("data"), port, &[]);
+    server.wait_ready(&client, "/api/v2/healthcheck").await;
+    let n: Value = client
+        .get(format!("{}{DB}/collections/{id}/count", server.base))
+        .send()
+        .await
+        .expect("count")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(n, json!(1));
+    assert!(server.terminate(Duration::from_secs(30)).success());
 }

@@ -636,8 +636,15 @@ where
     if let Some(auth) = &state.auth {
         auth.spawn_reloader();
     }
-    let header_timeout = state.settings.limits.header_read_timeout;
-    server::run(listener, app(state), header_timeout, shutdown).await
+    let limits = state.settings.limits;
+    server::run(
+        listener,
+        app(state),
+        limits.header_read_timeout,
+        limits.shutdown_drain,
+        shutdown,
+    )
+    .await
 }
 
 /// The router of the separate metrics listener (`--metrics-port`): `/metrics` only, never
@@ -659,6 +666,13 @@ pub async fn serve_metrics<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let header_timeout = state.settings.limits.header_read_timeout;
-    server::run(listener, metrics_app(state), header_timeout, shutdown).await
+    let limits = state.settings.limits;
+    server::run(
+        listener,
+        metrics_app(state),
+        limits.header_read_timeout,
+        limits.shutdown_drain,
+        shutdown,
+    )
+    .await
 }

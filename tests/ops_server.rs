@@ -1,8 +1,8 @@
 //! Operations against the real `vectord` binary: the Dockerfile and fly.toml agree with each
-//! other and with the server (paths, ports, health check, stop signal), a snapshot taken over
-//! HTTP while clients write restores, through `vectord restore`, to a consistent cut,
-//! scheduled snapshots continue from the newest one across restarts, and a stuck request
-//! cannot hold shutdown past the drain deadline.
+//! other and with the server (paths, ports, health check, stop signal, environment, shutdown
+//! deadline), a snapshot taken over HTTP while clients write restores, through `vectord
+//! restore`, to a consistent cut, scheduled snapshots continue from the newest one across
+//! restarts, and a stuck request cannot hold shutdown past the drain deadline.
 
 use std::io::Write as _;
 use std::net::TcpListener;
@@ -134,6 +134,13 @@ fn instruction_arg(dockerfile: &str, instruction: &str) -> String {
         .to_string()
 }
 
+/// `vectord run`'s flags, parsed by the server's own clap definition.
+#[derive(clap::Parser)]
+struct RunCli {
+    #[command(flatten)]
+    args: vectord::config::RunArgs,
+}
+
 fn flag(args: &[String], name: &str) -> String {
     let i = args
         .iter()
@@ -189,6 +196,39 @@ async fn dockerfile_and_fly_toml_agree_with_the_server() {
         .and_then(|s| s.parse().ok())
         .expect("kill_timeout like \"30s\"");
     assert!(kill_timeout >= 10);
+
+    // The CMD's flags and fly.toml's [env] resolve through the real config parser: daily
+    // snapshots keeping 30 (the current deployment's 30 days of dailies), and a shutdown that
+    // drains, then flushes, well inside kill_timeout.
+    let env: std::collections::HashMap<String, String> = fly["env"]
+        .as_table()
+        .expect("[env]")
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_str().expect("[env] values are strings").into(),
+            )
+        })
+        .collect();
+    let run_args = <RunCli as clap::Parser>::try_parse_from(&cmd)
+        .unwrap_or_else(|e| panic!("CMD flags: {e}"))
+        .args;
+    let settings = vectord::config::Settings::resolve(run_args, |k| env.get(k).cloned())
+        .unwrap_or_else(|e| panic!("fly.toml [env] with the CMD: {e}"));
+    assert_eq!(settings.snapshot_every, Some(Duration::from_secs(86_400)));
+    assert_eq!(settings.snapshot_keep, 30);
+    assert_eq!(
+        settings.snapshot_dir,
+        Path::new(&flag(&cmd, "--path")).join("snapshots")
+    );
+    // Time left after the drain for sync jobs' last checkpoint and the final memtable flush.
+    const FLUSH_MARGIN: Duration = Duration::from_secs(10);
+    assert!(
+        Duration::from_secs(kill_timeout) >= settings.limits.shutdown_drain + FLUSH_MARGIN,
+        "kill_timeout {kill_timeout}s leaves no room to flush after a {:?} drain",
+        settings.limits.shutdown_drain
+    );
 
     // Health: Docker's HEALTHCHECK and Fly's check probe the same readiness route.
     let checks = http["checks"].as_array().expect("[[http_service.checks]]");

@@ -16,6 +16,11 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time a client has to send a request's whole body once its headers arrived (40 MiB
 /// at ~1 MB/s fits).
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time a stopping server waits for in-flight requests before it stops waiting and
+/// flushes: with the final flush it must fit well inside fly.toml's `kill_timeout` (30 s), which
+/// the body read timeout alone (60 s) would not. Acknowledged writes are in the WAL already, so
+/// cutting a slow request short loses nothing that was acknowledged.
+pub const DEFAULT_SHUTDOWN_DRAIN: Duration = Duration::from_secs(15);
 /// Default cap on API requests being served at once (beyond it they queue).
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 256;
 /// Default time a request may wait for a slot before it is refused with 429.
@@ -44,6 +49,11 @@ pub struct LimitArgs {
     /// [default: 60]
     #[arg(long)]
     pub body_read_timeout_secs: Option<f64>,
+    /// Seconds a stopping server waits for in-flight requests before it flushes and exits
+    /// anyway; keep it well below the platform's kill timeout (env `VECTORD_SHUTDOWN_DRAIN_SECS`)
+    /// [default: 15]
+    #[arg(long)]
+    pub shutdown_drain_secs: Option<f64>,
     /// API requests served at once; more wait in a queue (env `VECTORD_MAX_CONCURRENT_REQUESTS`)
     /// [default: 256]
     #[arg(long)]
@@ -90,6 +100,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Time to receive a request's body (408 after it).
     pub body_read_timeout: Duration,
+    /// How long shutdown waits for in-flight requests (and sync jobs) before flushing.
+    pub shutdown_drain: Duration,
     /// Requests served at once (open routes — heartbeat, version, healthcheck — are not counted).
     pub max_concurrent_requests: usize,
     /// Time a request waits for a slot before 429.
@@ -115,6 +127,7 @@ impl Default for Limits {
         Limits {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            shutdown_drain: DEFAULT_SHUTDOWN_DRAIN,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             queue_timeout: DEFAULT_QUEUE_TIMEOUT,
             max_batch_rows: DEFAULT_MAX_BATCH_ROWS,
@@ -169,6 +182,11 @@ impl Limits {
                 args.body_read_timeout_secs,
                 "VECTORD_BODY_READ_TIMEOUT_SECS",
                 d.body_read_timeout,
+            )?,
+            shutdown_drain: secs(
+                args.shutdown_drain_secs,
+                "VECTORD_SHUTDOWN_DRAIN_SECS",
+                d.shutdown_drain,
             )?,
             max_concurrent_requests: count(
                 args.max_concurrent_requests,
@@ -264,6 +282,7 @@ mod tests {
         assert_eq!(l.max_n_results, 50);
         assert_eq!(l.queue_timeout, Duration::from_millis(250));
         assert_eq!(l.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+        assert_eq!(l.shutdown_drain, Duration::from_secs(15));
         assert_eq!(l.memtable_budget_bytes, 2048 << 20);
         assert_eq!(l.memtable_rows, 65_536);
         assert_eq!(l.write_stall, Duration::from_secs(10));
@@ -273,9 +292,14 @@ mod tests {
                 write_stall_secs: Some(300.0),
                 ..Default::default()
             },
-            &|k: &str| (k == "VECTORD_MEMTABLE_ROWS").then(|| "200".to_string()),
+            &|k: &str| match k {
+                "VECTORD_MEMTABLE_ROWS" => Some("200".to_string()),
+                "VECTORD_SHUTDOWN_DRAIN_SECS" => Some("2.5".to_string()),
+                _ => None,
+            },
         )
         .unwrap();
+        assert_eq!(small.shutdown_drain, Duration::from_millis(2500));
         assert_eq!(
             (small.memtable_budget_bytes, small.memtable_rows),
             (64 << 20, 200)

@@ -411,11 +411,11 @@ fn migrate_command(job: MigrateJob, copy: CopyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Takes (and uploads, with a bucket) a snapshot every `every` until the process stops;
-/// failures are logged and counted (`vectord_snapshot_failures_total`,
+/// Takes (and uploads, with a bucket) a snapshot after `first`, then every `every`, until the
+/// process stops; failures are logged and counted (`vectord_snapshot_failures_total`,
 /// `vectord_snapshot_upload_failures_total`), never fatal.
-async fn snapshot_schedule(state: AppState, every: Duration) {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+async fn snapshot_schedule(state: AppState, first: Duration, every: Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -425,6 +425,9 @@ async fn snapshot_schedule(state: AppState, every: Duration) {
         }
     }
 }
+
+/// The shutdown signal as the listeners see it: when it arrived, once it has.
+type StopReceiver = tokio::sync::watch::Receiver<Option<tokio::time::Instant>>;
 
 /// Runs [`Catalog::scrub`] every `every`, on a blocking thread (one at a time), and reports
 /// the result in metrics and the log.
@@ -455,7 +458,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let path = settings.path.clone();
         let catalog = tokio::task::spawn_blocking(move || Catalog::open(&path))
             .await?
@@ -484,6 +487,7 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             );
         }
         let every = settings.snapshot_every;
+        let drain = settings.limits.shutdown_drain;
         let scrub_every = settings.scrub_every;
         let metrics_port = settings.metrics_port;
         let audit = match &settings.audit_log {
@@ -506,9 +510,39 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             tracing::info!(url = %remote.url(), "snapshots are also uploaded");
             state = state.with_snapshot_remote(remote);
         }
+        // Snapshots taken before this start count: the gauges and the schedule continue from
+        // them (a deploy more often than `every` would otherwise never snapshot).
+        let newest = {
+            let state = state.clone();
+            tokio::task::spawn_blocking(move || state.note_existing_snapshots()).await?
+        };
+        if state.snapshots.remote().is_some() {
+            let state = state.clone();
+            // In the background: a slow or unreachable bucket must not delay readiness.
+            tokio::spawn(async move {
+                let listing = state.note_remote_snapshots();
+                if tokio::time::timeout(Duration::from_secs(60), listing)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("listing the snapshot bucket took over 60 s; gave up");
+                }
+            });
+        }
         if let Some(every) = every {
-            tracing::info!(every_secs = every.as_secs(), dir = %state.snapshots.root().display(), "scheduled snapshots on");
-            tokio::spawn(snapshot_schedule(state.clone(), every));
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let first = snapshot::next_snapshot_delay(newest, now, every);
+            tracing::info!(
+                every_secs = every.as_secs(),
+                first_in_secs = first.as_secs(),
+                newest_snapshot = newest,
+                dir = %state.snapshots.root().display(),
+                "scheduled snapshots on"
+            );
+            tokio::spawn(snapshot_schedule(state.clone(), first, every));
         }
         if let Some(every) = scrub_every {
             tokio::spawn(scrub_schedule(state.clone(), every));
@@ -524,10 +558,11 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             ),
             None => Vec::new(),
         };
-        // One signal stops both listeners.
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
+        // One signal stops both listeners and the sync jobs; it carries when it arrived, so
+        // the whole shutdown keeps to one drain deadline.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(None::<tokio::time::Instant>);
+        let stopped = move |mut rx: StopReceiver| async move {
+            let _ = rx.wait_for(Option::is_some).await;
         };
         let metrics_server = match metrics_port {
             Some(port) => {
@@ -549,22 +584,31 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         };
         tokio::spawn(async move {
             shutdown_signal().await;
-            let _ = stop_tx.send(true);
+            let _ = stop_tx.send(Some(tokio::time::Instant::now()));
+            // Sync jobs write their last batch and checkpoint while requests drain.
+            let _ = stop_sync.send(true);
         });
-        api::serve(listener, state, stopped(stop_rx)).await?;
+        api::serve(listener, state, stopped(stop_rx.clone())).await?;
         if let Some(m) = metrics_server {
             m.await??;
         }
-        // Sync jobs write their last batch and checkpoint before the final flush.
-        let _ = stop_sync.send(true);
+        let signalled = (*stop_rx.borrow()).unwrap_or_else(tokio::time::Instant::now);
+        let deadline = signalled + drain;
         for j in jobs {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), j).await;
+            if tokio::time::timeout_at(deadline, j).await.is_err() {
+                tracing::warn!("a sync job did not stop within the shutdown drain deadline");
+            }
         }
-        // Requests have drained: write memtables out so the next start maps everything.
+        // Requests have drained (or the deadline passed; the WAL has what they acknowledged):
+        // write memtables out so the next start maps everything.
         let failed = tokio::task::spawn_blocking(move || catalog.flush_all()).await?;
         tracing::info!(flush_failures = failed, "vectord stopped");
-        Ok(())
-    })
+        Ok::<(), anyhow::Error>(())
+    });
+    // Requests cut off by the drain deadline may still sit on blocking threads; dropping the
+    // runtime would wait for them. The flush is done and the WAL holds every acknowledged write.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 fn run_sync(cmd: vectord::sync::cli::SyncCommand) -> anyhow::Result<()> {

@@ -95,6 +95,8 @@ pub struct Metrics {
     pub collections: Gauge,
     /// Collections whose data failed to open (set when `/metrics` is scraped).
     pub collections_failed: Gauge,
+    /// 1 for each collection whose data failed to open, so an alert can name it.
+    pub collection_failed: CollectionGauges,
     /// The embedder's cache and API call metrics (`vectord_embed_*`).
     pub embed: Arc<EmbedMetrics>,
     /// Live records per collection.
@@ -107,6 +109,9 @@ pub struct Metrics {
     pub collection_unindexed_rows: CollectionGauges,
     /// Tombstoned segment rows per collection (reclaimed by compaction).
     pub collection_tombstones: CollectionGauges,
+    /// Tombstoned share of segment rows per collection (0 without segments): how much of what
+    /// is mapped and scanned is dead weight until compaction.
+    pub collection_tombstone_ratio: Family<CollectionLabels, FloatGauge>,
     /// Rows in segments per collection (live or tombstoned).
     pub collection_segment_rows: CollectionGauges,
     /// Bytes of the current WAL file per collection.
@@ -123,10 +128,12 @@ pub struct Metrics {
     pub collection_compactions: CollectionGauges,
     /// Total time spent in those compactions, per collection.
     pub collection_compaction_seconds: Family<CollectionLabels, FloatGauge>,
-    /// Query vectors by plan chosen (`graph`, `filtered`, `exact`), per collection.
+    /// Query vectors per collection since it was opened, by the plan chosen before searching
+    /// (`graph`, `filtered`, `exact`); resets when the collection is reopened.
     pub collection_query_plans: Family<PlanLabels, Gauge>,
-    /// Query vectors answered per plan (mirrored from the engine's process-wide counts when
-    /// `/metrics` is scraped).
+    /// Query vectors of all collections since the process started, by the plan that ran
+    /// (`filtered` split into `filtered-graph` / `filtered-exact`); mirrored from the engine's
+    /// process-wide counts when `/metrics` is scraped.
     pub query_plans: Family<QueryPlanLabels, Counter>,
     /// Collection logs recovered in place after a failed WAL sync (mirrored from the engine's
     /// process-wide count when `/metrics` is scraped).
@@ -146,7 +153,8 @@ pub struct Metrics {
     pub data_volume_size_bytes: Gauge,
     /// Space available to vectord on the data folder's file system.
     pub data_volume_available_bytes: Gauge,
-    /// Unix time of the last successful snapshot (0 before the first).
+    /// Unix time of the last successful snapshot: at startup, of the newest snapshot already
+    /// in the snapshot folder (0 when there is none).
     pub snapshot_last_success: Gauge,
     /// Snapshots that failed.
     pub snapshot_failures: Counter,
@@ -162,7 +170,8 @@ pub struct Metrics {
     pub scrub_last_timestamp: Gauge,
     /// Snapshot uploads to the bucket (or retention there) that failed.
     pub snapshot_upload_failures: Counter,
-    /// Unix time of the last snapshot fully uploaded to the bucket (0 before the first).
+    /// Unix time of the last snapshot fully uploaded to the bucket: at startup, of the newest
+    /// complete snapshot in the bucket (0 when there is none or the listing failed).
     pub snapshot_upload_last_success: Gauge,
     /// Time taken by successful uploads, in seconds.
     pub snapshot_upload_duration: Histogram,
@@ -292,6 +301,12 @@ impl Metrics {
             "collection_tombstones",
             "Tombstoned segment rows awaiting compaction",
         );
+        let collection_tombstone_ratio = Family::<CollectionLabels, FloatGauge>::default();
+        registry.register(
+            "collection_tombstone_ratio",
+            "Tombstoned share of segment rows (tombstones / segment rows; 0 without segments): dead weight until compaction",
+            collection_tombstone_ratio.clone(),
+        );
         let collection_segment_rows = per_collection(
             &mut registry,
             "collection_segment_rows",
@@ -336,13 +351,13 @@ impl Metrics {
         let collection_query_plans = Family::<PlanLabels, Gauge>::default();
         registry.register(
             "collection_query_plans",
-            "Query vectors answered since open, by plan: graph, filtered (graph with the filter inside) or exact",
+            "Query vectors answered by this collection since it was opened (resets on reopen), by the plan chosen before searching: graph (unfiltered graph search), filtered (filtered graph search, whatever each segment then did) or exact (a scan chosen up front: ids given or n_results near the collection size, filtered or not). vectord_query_plan_total is the process-wide count by the plan that ran",
             collection_query_plans.clone(),
         );
         let query_plans = Family::<QueryPlanLabels, Counter>::default();
         registry.register(
             "query_plan",
-            "Query vectors answered, by plan (graph, exact, filtered-graph, filtered-exact)",
+            "Query vectors answered by all collections since the process started, by the plan that ran: graph, exact (unfiltered scan), filtered-graph (a filtered walk of at least one graph) or filtered-exact (every source scanned its filter matches). vectord_collection_query_plans has the per-collection count by the plan chosen up front",
             query_plans.clone(),
         );
         let wal_recoveries = Counter::default();
@@ -421,6 +436,12 @@ impl Metrics {
             "Collections whose data failed to open",
             collections_failed.clone(),
         );
+        let collection_failed = CollectionGauges::default();
+        registry.register(
+            "collection_failed",
+            "1 for each collection whose data failed to open (listed in /api/v2/healthcheck)",
+            collection_failed.clone(),
+        );
         let embed = Arc::new(EmbedMetrics::register(
             registry.sub_registry_with_prefix("embed"),
         ));
@@ -493,11 +514,13 @@ impl Metrics {
             legacy_requests,
             collections,
             collections_failed,
+            collection_failed,
             collection_records,
             collection_segments,
             collection_memtable_rows,
             collection_unindexed_rows,
             collection_tombstones,
+            collection_tombstone_ratio,
             collection_segment_rows,
             collection_wal_bytes,
             collection_mapped_bytes,
@@ -553,6 +576,7 @@ impl Metrics {
             f.clear();
         }
         self.collection_compaction_seconds.clear();
+        self.collection_tombstone_ratio.clear();
         self.collection_query_plans.clear();
         self.observe_query_plans();
         self.observe_wal_recoveries();
@@ -580,6 +604,9 @@ impl Metrics {
             self.collection_compaction_seconds
                 .get_or_create(&labels)
                 .set(s.compaction_micros as f64 / 1e6);
+            self.collection_tombstone_ratio
+                .get_or_create(&labels)
+                .set(tombstone_ratio(s.tombstones, s.segment_rows));
             for (plan, v) in [
                 ("graph", s.plan_graph),
                 ("filtered", s.plan_filtered),
@@ -593,6 +620,15 @@ impl Metrics {
                     })
                     .set(clamp(v));
             }
+        }
+    }
+
+    /// Replaces `vectord_collection_failed` with one series per collection that failed to
+    /// open (dropped ones disappear).
+    pub fn set_failed_collections(&self, failed: impl IntoIterator<Item = CollectionLabels>) {
+        self.collection_failed.clear();
+        for labels in failed {
+            self.collection_failed.get_or_create(&labels).set(1);
         }
     }
 
@@ -697,6 +733,24 @@ impl Metrics {
         }
     }
 
+    /// Records a snapshot that already existed when the process started (`created_at`, Unix
+    /// seconds), so the stale-snapshot alert measures the snapshot's age, not the uptime. A
+    /// newer success already recorded wins.
+    pub fn note_snapshot_taken_at(&self, created_at: u64) {
+        let t = i64::try_from(created_at).unwrap_or(i64::MAX);
+        self.snapshot_last_success
+            .inner()
+            .fetch_max(t, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Like [`Metrics::note_snapshot_taken_at`] for the newest snapshot found in the bucket.
+    pub fn note_snapshot_uploaded_at(&self, created_at: u64) {
+        let t = i64::try_from(created_at).unwrap_or(i64::MAX);
+        self.snapshot_upload_last_success
+            .inner()
+            .fetch_max(t, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Records one finished scrub.
     pub fn observe_scrub(&self, damaged: usize, bytes: u64) {
         let now = std::time::SystemTime::now()
@@ -735,6 +789,15 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+/// `tombstones / segment_rows`, or 0 when there are no segment rows.
+fn tombstone_ratio(tombstones: usize, segment_rows: usize) -> f64 {
+    if segment_rows == 0 {
+        0.0
+    } else {
+        tombstones as f64 / segment_rows as f64
     }
 }
 
@@ -805,5 +868,28 @@ mod tests {
         ));
         assert!(text.contains("vectord_collections 3"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn failed_collections_and_existing_snapshots_are_exported() {
+        let m = Metrics::new();
+        let broken = CollectionLabels {
+            collection: "0b6c".into(),
+            name: "broken".into(),
+        };
+        m.set_failed_collections([broken]);
+        let text = m.encode().unwrap();
+        assert!(text.contains(r#"vectord_collection_failed{collection="0b6c",name="broken"} 1"#));
+        m.set_failed_collections([]);
+        assert!(!m.encode().unwrap().contains("vectord_collection_failed{"));
+        // A snapshot found at startup sets the gauge; an older one never moves it back.
+        m.note_snapshot_taken_at(1_700_000_000);
+        m.note_snapshot_taken_at(1_600_000_000);
+        m.note_snapshot_uploaded_at(1_650_000_000);
+        let text = m.encode().unwrap();
+        assert!(text.contains("vectord_snapshot_last_success_timestamp_seconds 1700000000"));
+        assert!(text.contains("vectord_snapshot_upload_last_success_timestamp_seconds 1650000000"));
+        assert_eq!(tombstone_ratio(0, 0), 0.0);
+        assert_eq!(tombstone_ratio(25, 100), 0.25);
     }
 }

@@ -6,7 +6,10 @@
 //! Everything goes through Chroma's HTTP API on both ends, so a migration needs no downtime
 //! and works against any server version that speaks v2. Copies are resumable: records are
 //! read in insertion order and written with `upsert`, and a rerun starts each collection at
-//! the number of records the target already holds (re-upserting an overlap is harmless).
+//! the number of records the target already holds when the source records just before that
+//! point are all on the target, else from the start (re-upserting is harmless, skipping is
+//! not). Each collection ends with a count check: a target that holds a different number of
+//! records than the source fails the copy instead of passing silently.
 
 use std::io::{BufRead, Write};
 use std::time::Instant;
@@ -46,6 +49,21 @@ pub enum MigrateError {
         from: String,
         /// What was wrong.
         reason: String,
+    },
+    /// After a collection was copied, source and target hold different numbers of records:
+    /// records written to the target directly, or the source changed during the copy.
+    #[error(
+        "{collection}: the source has {source_records} records but the target has \
+         {target_records} after the copy (records written to the target directly, or the source \
+         changed during the copy); compare the two, fix the difference and rerun the import"
+    )]
+    CountMismatch {
+        /// `tenant/database/name`.
+        collection: String,
+        /// Records on the source after the copy.
+        source_records: u64,
+        /// Records on the target after the copy.
+        target_records: u64,
     },
     /// Reading or writing the NDJSON file failed.
     #[error("{op}: {source}")]
@@ -287,13 +305,8 @@ async fn open_target(
             reason: "created collection without an id".into(),
         })?
         .to_string();
-    let count_path = format!("{}/collections/{id}/count", spec.db_path());
-    let count = target
-        .call("GET", &count_path, None)
-        .await?
-        .as_u64()
-        .unwrap_or(0);
-    Ok((id, count))
+    let n = count(target, spec, &id).await?;
+    Ok((id, n))
 }
 
 /// A page of records in Chroma's column form (`ids`, `embeddings`, …).
@@ -313,6 +326,73 @@ async fn read_page(
         "include": ["embeddings", "documents", "metadatas", "uris"],
     });
     source.call("POST", &path, Some(&body)).await
+}
+
+/// The ids of `limit` records from `offset` (insertion order), without their data.
+async fn read_ids(
+    source: &Endpoint,
+    spec: &CollectionSpec,
+    id: &str,
+    offset: u64,
+    limit: u64,
+) -> Result<Vec<Value>, MigrateError> {
+    let path = format!("{}/collections/{id}/get", spec.db_path());
+    let body = json!({ "limit": limit, "offset": offset, "include": [] });
+    let page = source.call("POST", &path, Some(&body)).await?;
+    Ok(page["ids"].as_array().cloned().unwrap_or_default())
+}
+
+/// How many of `ids` exist in the collection `id` on `target`.
+async fn count_present(
+    target: &Endpoint,
+    spec: &CollectionSpec,
+    id: &str,
+    ids: &[Value],
+) -> Result<usize, MigrateError> {
+    let path = format!("{}/collections/{id}/get", spec.db_path());
+    let body = json!({ "ids": ids, "include": [] });
+    let found = target.call("POST", &path, Some(&body)).await?;
+    Ok(found["ids"].as_array().map_or(0, Vec::len))
+}
+
+/// Where a rerun resumes a collection at `offset` (the target's record count, at most the
+/// source's): there, if the (up to `check`) source records just before it are all on the
+/// target, which is what an earlier run that stopped there leaves; otherwise at 0, because a
+/// count that matches by accident (records deleted on one side, added on the other) would skip
+/// records.
+async fn resume_offset(
+    source: &Endpoint,
+    target: &Endpoint,
+    spec: &CollectionSpec,
+    src_id: &str,
+    dst_id: &str,
+    offset: u64,
+    check: u64,
+) -> Result<u64, MigrateError> {
+    if offset == 0 {
+        return Ok(0);
+    }
+    let check = check.clamp(1, offset);
+    let ids = read_ids(source, spec, src_id, offset - check, check).await?;
+    if ids.len() as u64 == check && count_present(target, spec, dst_id, &ids).await? == ids.len() {
+        return Ok(offset);
+    }
+    tracing::warn!(
+        collection = %format!("{}/{}/{}", spec.tenant, spec.database, spec.name),
+        target_records = offset,
+        "the target's records are not the source's first ones; copying from the start"
+    );
+    Ok(0)
+}
+
+/// The record count of collection `id` on `server`.
+async fn count(server: &Endpoint, spec: &CollectionSpec, id: &str) -> Result<u64, MigrateError> {
+    let path = format!("{}/collections/{id}/count", spec.db_path());
+    let v = server.call("GET", &path, None).await?;
+    v.as_u64().ok_or_else(|| MigrateError::Shape {
+        from: path,
+        reason: format!("expected a count, got {v}"),
+    })
 }
 
 fn page_len(page: &Page) -> usize {
@@ -367,17 +447,21 @@ pub async fn copy_servers(
             for c in source.collections(tenant, &db).await? {
                 let spec = CollectionSpec::from_source(tenant, &db, &c)?;
                 let src_id = c["id"].as_str().unwrap_or_default().to_string();
-                let count_path = format!("{}/collections/{src_id}/count", spec.db_path());
-                let total = source
-                    .call("GET", &count_path, None)
-                    .await?
-                    .as_u64()
-                    .unwrap_or(0);
+                let total = count(source, &spec, &src_id).await?;
                 let (dst_id, already) = open_target(target, &spec).await?;
                 let label = format!("{tenant}/{db}/{}", spec.name);
                 let bar = progress(total, &label);
                 let started = Instant::now();
-                let mut offset = already.min(total);
+                let mut offset = resume_offset(
+                    source,
+                    target,
+                    &spec,
+                    &src_id,
+                    &dst_id,
+                    already.min(total),
+                    batch as u64,
+                )
+                .await?;
                 report.skipped += offset;
                 if let Some(b) = &bar {
                     b.set_position(offset);
@@ -403,6 +487,17 @@ pub async fn copy_servers(
                 }
                 if let Some(b) = bar {
                     b.finish();
+                }
+                let (source_records, target_records) = (
+                    count(source, &spec, &src_id).await?,
+                    count(target, &spec, &dst_id).await?,
+                );
+                if source_records != target_records {
+                    return Err(MigrateError::CountMismatch {
+                        collection: label,
+                        source_records,
+                        target_records,
+                    });
                 }
                 tracing::info!(
                     collection = %label,

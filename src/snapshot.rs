@@ -269,6 +269,20 @@ impl Snapshots {
     }
 }
 
+/// How long from `now` (Unix seconds) until the next scheduled snapshot: `every` after the
+/// newest existing one, or right away when there is none or it is already `every` old. Counting
+/// from the last snapshot rather than from startup keeps frequent deploys from postponing the
+/// schedule forever. A newest snapshot in the future (clock stepped back) waits at most `every`.
+pub fn next_snapshot_delay(newest: Option<u64>, now: u64, every: Duration) -> Duration {
+    match newest {
+        None => Duration::ZERO,
+        Some(t) => {
+            let due = t.saturating_add(every.as_secs());
+            Duration::from_secs(due.saturating_sub(now)).min(every)
+        }
+    }
+}
+
 /// A new snapshot's folder name: `snapshot-YYYYMMDDTHHMMSSZ` (sortable, UTC), plus a suffix
 /// when two snapshots fall in the same second.
 pub fn new_name(root: &Path) -> String {
@@ -629,6 +643,29 @@ mod tests {
         assert_eq!(utc_stamp(0), "19700101T000000Z");
         assert_eq!(utc_stamp(951_782_400), "20000229T000000Z");
         assert_eq!(utc_stamp(1_795_651_199), "20261125T235959Z");
+    }
+
+    #[test]
+    fn next_snapshot_counts_from_the_newest_snapshot() {
+        let day = Duration::from_secs(86_400);
+        let now = 1_795_651_199;
+        // No snapshot yet, or the newest is a day old or more: take one now.
+        assert_eq!(next_snapshot_delay(None, now, day), Duration::ZERO);
+        assert_eq!(
+            next_snapshot_delay(Some(now - 86_400), now, day),
+            Duration::ZERO
+        );
+        assert_eq!(
+            next_snapshot_delay(Some(now - 90_000), now, day),
+            Duration::ZERO
+        );
+        // Taken an hour ago (before a restart): due in 23 h, not a full day after startup.
+        assert_eq!(
+            next_snapshot_delay(Some(now - 3600), now, day),
+            Duration::from_secs(82_800)
+        );
+        // A clock that went backwards never pushes the schedule past one interval.
+        assert_eq!(next_snapshot_delay(Some(now + 7200), now, day), day);
     }
 
     #[test]

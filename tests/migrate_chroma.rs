@@ -1,7 +1,9 @@
 //! Migration from a real Chroma 1.5.9 server (`chroma run`, installed by tests/run.sh into its
 //! own venv and passed as `VECTORD_TEST_CHROMA_BIN`): `vectord import --from-chroma` copies
 //! databases, collections (space, metadata) and records exactly, a rerun resumes without
-//! copying again, and `vectord export` → `vectord import --file` round-trips through NDJSON.
+//! copying again, a target missing an early record is recopied rather than resumed at its
+//! count, a target with records the source lacks fails the import, and `vectord export` →
+//! `vectord import --file` round-trips through NDJSON.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -137,7 +139,7 @@ fn vectord(args: &[&str]) -> String {
 async fn import_from_real_chroma_then_ndjson_round_trip() {
     let Some(chroma) = std::env::var_os("VECTORD_TEST_CHROMA_BIN") else {
         assert!(
-            std::env::var_os("CI").is_none(),
+            !std::env::var("CI").is_ok_and(|v| !v.is_empty()),
             "VECTORD_TEST_CHROMA_BIN is not set under CI: tests/run.sh installs Chroma 1.5.9"
         );
         eprintln!(
@@ -261,6 +263,75 @@ async fn import_from_real_chroma_then_ndjson_round_trip() {
         )),
         "{again}"
     );
+
+    // A target missing an early record: resuming at its count would skip the last record, so
+    // the collection is copied from the start.
+    let notes = call(
+        &client,
+        "GET",
+        &format!("{target_base}/api/v2/tenants/default_tenant/databases/default_database/collections/notes"),
+        None,
+    )
+    .await;
+    let notes_url = format!(
+        "{target_base}/api/v2/tenants/default_tenant/databases/default_database/collections/{}",
+        notes["id"].as_str().expect("id")
+    );
+    call(
+        &client,
+        "POST",
+        &format!("{notes_url}/delete"),
+        Some(json!({"ids": ["notes-00002"]})),
+    )
+    .await;
+    let repaired = vectord(&[
+        "import",
+        "--from-chroma",
+        &chroma_base,
+        "--to",
+        &target_base,
+    ]);
+    assert!(
+        repaired.starts_with(&format!(
+            "3 collections, 7 records copied, {} already present",
+            n_total - 7
+        )),
+        "{repaired}"
+    );
+    // A record the source does not have: the counts differ after the copy, and the import
+    // says so instead of succeeding.
+    call(
+        &client,
+        "POST",
+        &format!("{notes_url}/add"),
+        Some(json!({"ids": ["stray"], "embeddings": [vec![0.5f32; 12]]})),
+    )
+    .await;
+    let out = Command::new(BIN)
+        .args([
+            "import",
+            "--from-chroma",
+            &chroma_base,
+            "--to",
+            &target_base,
+        ])
+        .output()
+        .expect("run vectord");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "import passed with a stray record");
+    assert!(
+        err.contains(
+            "default_tenant/default_database/notes: the source has 7 records but the target has 8"
+        ),
+        "{err}"
+    );
+    call(
+        &client,
+        "POST",
+        &format!("{notes_url}/delete"),
+        Some(json!({"ids": ["stray"]})),
+    )
+    .await;
 
     // NDJSON: export the migrated server, import into a fresh one, compare.
     let file = tmp.path().join("export.ndjson");

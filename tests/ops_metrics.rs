@@ -1,5 +1,6 @@
-//! `/metrics` after real work: a compaction of two flushed segments and queries of each plan
-//! (graph, filtered, exact) show up per collection, with mapped and resident segment bytes.
+//! `/metrics` after real work: a compaction of two flushed segments, queries of each plan
+//! (graph, filtered, exact) and deletes (tombstone count and ratio) show up per collection,
+//! with mapped and resident segment bytes.
 
 use std::sync::Arc;
 
@@ -93,6 +94,13 @@ async fn compaction_and_query_plans_are_exported() {
         let r = http.post(&query).json(&body).send().await.expect("query");
         assert_eq!(r.status(), 200, "{body}");
     }
+    let r = http
+        .post(format!("{base}{DB}/collections/{id}/delete"))
+        .json(&json!({"ids": (0..60).map(|i| format!("r{i}")).collect::<Vec<_>>()}))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), 200);
     let text = http
         .get(format!("{base}/metrics"))
         .send()
@@ -109,6 +117,12 @@ async fn compaction_and_query_plans_are_exported() {
         let label = format!("plan=\"{p}\"");
         series(&text, "vectord_collection_query_plans", &[c, &label])
     };
+    // 60 of the segment's 600 rows deleted: a tenth is dead weight until the next compaction.
+    assert_eq!(series(&text, "vectord_collection_tombstones", &[c]), 60.0);
+    assert_eq!(
+        series(&text, "vectord_collection_tombstone_ratio", &[c]),
+        0.1
+    );
     assert_eq!(plan("graph"), 3.0);
     assert_eq!(plan("filtered"), 1.0);
     assert_eq!(plan("exact"), 1.0);

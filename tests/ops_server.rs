@@ -1,7 +1,10 @@
 //! Operations against the real `vectord` binary: the Dockerfile and fly.toml agree with each
-//! other and with the server (paths, ports, health check, stop signal), and a snapshot taken
-//! over HTTP while clients write restores, through `vectord restore`, to a consistent cut.
+//! other and with the server (paths, ports, health check, stop signal, environment, shutdown
+//! deadline), a snapshot taken over HTTP while clients write restores, through `vectord
+//! restore`, to a consistent cut, scheduled snapshots continue from the newest one across
+//! restarts, and a stuck request cannot hold shutdown past the drain deadline.
 
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -131,6 +134,13 @@ fn instruction_arg(dockerfile: &str, instruction: &str) -> String {
         .to_string()
 }
 
+/// `vectord run`'s flags, parsed by the server's own clap definition.
+#[derive(clap::Parser)]
+struct RunCli {
+    #[command(flatten)]
+    args: vectord::config::RunArgs,
+}
+
 fn flag(args: &[String], name: &str) -> String {
     let i = args
         .iter()
@@ -186,6 +196,39 @@ async fn dockerfile_and_fly_toml_agree_with_the_server() {
         .and_then(|s| s.parse().ok())
         .expect("kill_timeout like \"30s\"");
     assert!(kill_timeout >= 10);
+
+    // The CMD's flags and fly.toml's [env] resolve through the real config parser: daily
+    // snapshots keeping 30 (the current deployment's 30 days of dailies), and a shutdown that
+    // drains, then flushes, well inside kill_timeout.
+    let env: std::collections::HashMap<String, String> = fly["env"]
+        .as_table()
+        .expect("[env]")
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_str().expect("[env] values are strings").into(),
+            )
+        })
+        .collect();
+    let run_args = <RunCli as clap::Parser>::try_parse_from(&cmd)
+        .unwrap_or_else(|e| panic!("CMD flags: {e}"))
+        .args;
+    let settings = vectord::config::Settings::resolve(run_args, |k| env.get(k).cloned())
+        .unwrap_or_else(|e| panic!("fly.toml [env] with the CMD: {e}"));
+    assert_eq!(settings.snapshot_every, Some(Duration::from_secs(86_400)));
+    assert_eq!(settings.snapshot_keep, 30);
+    assert_eq!(
+        settings.snapshot_dir,
+        Path::new(&flag(&cmd, "--path")).join("snapshots")
+    );
+    // Time left after the drain for sync jobs' last checkpoint and the final memtable flush.
+    const FLUSH_MARGIN: Duration = Duration::from_secs(10);
+    assert!(
+        Duration::from_secs(kill_timeout) >= settings.limits.shutdown_drain + FLUSH_MARGIN,
+        "kill_timeout {kill_timeout}s leaves no room to flush after a {:?} drain",
+        settings.limits.shutdown_drain
+    );
 
     // Health: Docker's HEALTHCHECK and Fly's check probe the same readiness route.
     let checks = http["checks"].as_array().expect("[[http_service.checks]]");
@@ -537,4 +580,163 @@ async fn audit_log_records_access_without_phi() {
     assert!(events
         .iter()
         .all(|e| e["request_id"].as_str().is_some_and(|s| s.len() == 32)));
+}
+
+/// The value of the unlabelled metric `name` on `base`'s `/metrics`.
+async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not exported"))
+}
+
+/// The complete snapshots the server lists: (name, created_at).
+async fn listed_snapshots(client: &reqwest::Client, base: &str) -> Vec<(String, u64)> {
+    let list: Value = client
+        .get(format!("{base}/api/v2/admin/snapshots"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    list["snapshots"]
+        .as_array()
+        .expect("snapshots")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().expect("name").to_string(),
+                s["created_at"].as_u64().expect("created_at"),
+            )
+        })
+        .collect()
+}
+
+/// A first start with `--snapshot-every` and no snapshot takes one right away; a restart
+/// reports the existing snapshot's time in the gauge and waits for `every` after it instead of
+/// snapshotting again (or resetting the stale-snapshot alert to 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_snapshots_continue_from_the_newest_across_restarts() {
+    const LAST_SUCCESS: &str = "vectord_snapshot_last_success_timestamp_seconds";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let every = ["--snapshot-every".to_string(), "24h".to_string()];
+    let client = reqwest::Client::new();
+
+    let port = free_port();
+    let server = ServerProcess::run(&data, port, &every);
+    server.wait_ready(&client, "/api/v2/healthcheck").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let list = listed_snapshots(&client, &server.base).await;
+        if let [one] = list.as_slice() {
+            break one.clone();
+        }
+        assert!(list.is_empty(), "more than one snapshot: {list:?}");
+        assert!(Instant::now() < deadline, "no snapshot at startup");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The gauge is set after the snapshot is listed; give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&client, &server.base, LAST_SUCCESS).await < first.1 as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "gauge not set after the snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(server.terminate(Duration::from_secs(30)).success());
+
+    for extra in [every.to_vec(), Vec::new()] {
+        let port = free_port();
+        let server = ServerProcess::run(&data, port, &extra);
+        server.wait_ready(&client, "/api/v2/healthcheck").await;
+        assert_eq!(
+            metric(&client, &server.base, LAST_SUCCESS).await,
+            first.1 as f64,
+            "the gauge starts from the snapshot on disk ({extra:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            listed_snapshots(&client, &server.base).await,
+            vec![first.clone()],
+            "a restart within the interval takes no new snapshot ({extra:?})"
+        );
+        assert!(server.terminate(Duration::from_secs(30)).success());
+    }
+}
+
+/// A request whose body never arrives would hold a graceful shutdown for the whole body read
+/// timeout (60 s by default, past fly.toml's kill_timeout); the drain deadline cuts it short
+/// and the server still flushes and exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_waiting_for_a_stuck_request_at_the_drain_deadline() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let extra = [
+        "--shutdown-drain-secs",
+        "1",
+        "--body-read-timeout-secs",
+        "120",
+    ]
+    .map(String::from);
+    let server = ServerProcess::run(&tmp.path().join("data"), port, &extra);
+    let client = reqwest::Client::new();
+    server.wait_ready(&client, "/api/v2/healthcheck").await;
+    let id = create_collection(&client, &server.base, "kept").await;
+    let r = client
+        .post(format!("{}{DB}/collections/{id}/add", server.base))
+        .json(&json!({"ids": ["a"], "embeddings": [[1.0, 2.0]]}))
+        .send()
+        .await
+        .expect("add");
+    assert_eq!(r.status().as_u16(), 201);
+
+    // Headers and the first byte of a 100-byte body, then nothing.
+    let mut stuck = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        stuck,
+        "POST {DB}/collections/{id}/add HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    )
+    .expect("send headers");
+    stuck.flush().expect("flush");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let status = server.terminate(Duration::from_secs(20));
+    assert!(
+        status.success(),
+        "clean exit after the deadline: {status:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?} with a 1 s drain",
+        started.elapsed()
+    );
+    drop(stuck);
+
+    // The acknowledged write survived.
+    let port = free_port();
+    let server = ServerProcess::run(&tmp.path().join("data"), port, &[]);
+    server.wait_ready(&client, "/api/v2/healthcheck").await;
+    let n: Value = client
+        .get(format!("{}{DB}/collections/{id}/count", server.base))
+        .send()
+        .await
+        .expect("count")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(n, json!(1));
+    assert!(server.terminate(Duration::from_secs(30)).success());
 }

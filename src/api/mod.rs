@@ -126,6 +126,45 @@ impl AppState {
         Ok(summary)
     }
 
+    /// Sets `vectord_snapshot_last_success_timestamp_seconds` from the newest complete snapshot
+    /// already in the snapshot folder and returns its time (Unix seconds): after a restart the
+    /// stale-snapshot alert keeps measuring the snapshot's age, and the schedule counts from it.
+    /// Reads the manifests only (no checksums); a folder that cannot be listed counts as empty.
+    pub fn note_existing_snapshots(&self) -> Option<u64> {
+        match self.snapshots.list() {
+            Ok(list) => {
+                let newest = list.iter().map(|i| i.created_at).max();
+                if let Some(t) = newest {
+                    self.metrics.note_snapshot_taken_at(t);
+                }
+                newest
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list existing snapshots");
+                None
+            }
+        }
+    }
+
+    /// With a bucket, sets `vectord_snapshot_upload_last_success_timestamp_seconds` from the
+    /// newest complete snapshot there (same reason as [`AppState::note_existing_snapshots`]).
+    /// A listing failure is logged and leaves the gauge alone.
+    pub async fn note_remote_snapshots(&self) {
+        let Some(remote) = self.snapshots.remote() else {
+            return;
+        };
+        match remote.list().await {
+            Ok(list) => {
+                if let Some(t) = list.iter().map(|i| i.created_at).max() {
+                    self.metrics.note_snapshot_uploaded_at(t);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(url = %remote.url(), error = %e, "cannot list snapshots in the bucket")
+            }
+        }
+    }
+
     /// Sends audit events to `audit` instead of the `audit` tracing target.
     pub fn with_audit(mut self, audit: AuditLog) -> AppState {
         self.audit = Arc::new(audit);
@@ -597,8 +636,15 @@ where
     if let Some(auth) = &state.auth {
         auth.spawn_reloader();
     }
-    let header_timeout = state.settings.limits.header_read_timeout;
-    server::run(listener, app(state), header_timeout, shutdown).await
+    let limits = state.settings.limits;
+    server::run(
+        listener,
+        app(state),
+        limits.header_read_timeout,
+        limits.shutdown_drain,
+        shutdown,
+    )
+    .await
 }
 
 /// The router of the separate metrics listener (`--metrics-port`): `/metrics` only, never
@@ -620,6 +666,13 @@ pub async fn serve_metrics<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let header_timeout = state.settings.limits.header_read_timeout;
-    server::run(listener, metrics_app(state), header_timeout, shutdown).await
+    let limits = state.settings.limits;
+    server::run(
+        listener,
+        metrics_app(state),
+        limits.header_read_timeout,
+        limits.shutdown_drain,
+        shutdown,
+    )
+    .await
 }

@@ -1,5 +1,6 @@
 //! The accept loop: hyper's HTTP/1 server with a header read timeout (axum::serve has none, so a
-//! slowloris client could hold a connection and its task forever), and graceful shutdown.
+//! slowloris client could hold a connection and its task forever), and graceful shutdown with a
+//! deadline.
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,12 +15,13 @@ use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and waits for
-/// in-flight requests. Connections that do not deliver a request's headers within
-/// `header_read_timeout` (including idle keep-alive connections) are closed.
+/// in-flight requests, at most `drain`. Connections that do not deliver a request's headers
+/// within `header_read_timeout` (including idle keep-alive connections) are closed.
 pub async fn run<F>(
     listener: TcpListener,
     router: Router,
     header_read_timeout: Duration,
+    drain: Duration,
     shutdown: F,
 ) -> std::io::Result<()>
 where
@@ -60,6 +62,18 @@ where
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // A client trickling a 40 MiB body may hold its request for the whole body timeout; the
+    // platform kills the process after its own timeout. Past `drain`, stop waiting: the caller
+    // flushes next, and every acknowledged write is already in the WAL. Connections still open
+    // end when the runtime does.
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            drain_secs = drain.as_secs_f64(),
+            "requests still in flight after the shutdown drain deadline; not waiting for them"
+        );
+    }
     Ok(())
 }

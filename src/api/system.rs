@@ -121,8 +121,12 @@ pub async fn identity(principal: Option<Extension<Arc<Principal>>>) -> Json<Valu
 pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
     let m = &st.metrics;
     m.collections.set(st.catalog.collection_count() as i64);
-    m.collections_failed
-        .set(st.catalog.failed_collections().len() as i64);
+    let failed = st.catalog.failed_collections();
+    m.collections_failed.set(failed.len() as i64);
+    m.set_failed_collections(failed.into_iter().map(|(id, name, _)| CollectionLabels {
+        collection: id.to_string(),
+        name,
+    }));
     let (catalog, metrics) = (st.catalog.clone(), st.metrics.clone());
     // Stats take each collection's locks briefly; keep that off the async workers.
     blocking(move || {

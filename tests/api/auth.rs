@@ -117,6 +117,31 @@ async fn open_routes_need_no_token_and_others_401() {
     s.get("/api/v2/nope").await.err(404, "NotFoundError");
 }
 
+/// Snapshots copy every tenant's data: read-write and read-only tokens get 403 (and nothing is
+/// written), no token gets 401, an admin token takes one.
+#[tokio::test]
+async fn only_admins_take_or_list_snapshots() {
+    let (s, _d) = secured().await;
+    const SNAPSHOTS: &str = "/api/v2/admin/snapshots";
+    for token in ["rw-tok", "ro-tok", "alice:pw"] {
+        for method in [Method::POST, Method::GET] {
+            let r = as_(&s, method.clone(), SNAPSHOTS, None, &bearer(token)).await;
+            r.err(403, "AuthorizationError");
+        }
+    }
+    s.post(SNAPSHOTS, json!({})).await.err(401, "AuthError");
+    let taken = as_(&s, Method::POST, SNAPSHOTS, None, &bearer("admin-tok")).await;
+    let name = taken.ok(201)["name"].as_str().unwrap().to_string();
+    let list = as_(&s, Method::GET, SNAPSHOTS, None, &bearer("env-admin")).await;
+    let names: Vec<&str> = list.ok(200)["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x["name"].as_str())
+        .collect();
+    assert_eq!(names, [name.as_str()], "refused requests took no snapshot");
+}
+
 #[tokio::test]
 async fn bearer_x_chroma_token_and_basic_are_accepted() {
     let (s, _d) = secured().await;

@@ -224,7 +224,30 @@ async fn a_collection_that_fails_to_open_is_reported_and_the_rest_serve() {
     );
     let h = s.get("/api/v2/healthcheck").await.ok(200).clone();
     assert_eq!(h["failed_collections"][0]["name"], "broken");
+    // Metrics count the failure and name the collection, so an alert can say which one.
+    let r = s.get("/metrics").await;
+    assert!(
+        r.text.contains("vectord_collections_failed 1"),
+        "{}",
+        r.text
+    );
+    let series = format!(r#"vectord_collection_failed{{collection="{bad}",name="broken"}} 1"#);
+    assert!(r.text.contains(&series), "{}", r.text);
+    assert!(
+        !r.text.contains(&format!(
+            r#"vectord_collection_failed{{collection="{good}""#
+        )),
+        "{}",
+        r.text
+    );
     s.delete(&format!("{DB}/collections/broken")).await.ok(200);
+    let r = s.get("/metrics").await;
+    assert!(
+        r.text.contains("vectord_collections_failed 0"),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains("vectord_collection_failed{"), "{}", r.text);
     assert_eq!(
         s.get(&format!("{DB}/collections_count")).await.ok(200),
         &json!(1)

@@ -73,6 +73,7 @@ pub fn operation(method: &str, route: &str) -> String {
         (_, "add" | "upsert" | "update" | "delete" | "get" | "query" | "count") => last,
         ("POST", "snapshots") => "snapshot",
         ("GET", "snapshots") => "list_snapshots",
+        ("POST", "compact") => "compact",
         ("POST", "reset") => "reset",
         ("POST", "collections") => "create_collection",
         ("GET", "collections") => "list_collections",

@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 
 use vectord::api::{self, AppState};
 use vectord::audit::AuditLog;
-use vectord::catalog::Catalog;
+use vectord::catalog::{Catalog, CollectionSelector, DEFAULT_DATABASE, DEFAULT_TENANT};
 use vectord::config::{RunArgs, S3Args, S3Settings, Settings};
 use vectord::migrate;
 use vectord::s3::S3Target;
@@ -38,7 +38,8 @@ enum Command {
     /// `POST /api/v2/admin/snapshots` instead: the folder is locked by the server).
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
-    /// Replace a data folder with a verified snapshot (the server must be stopped).
+    /// Replace a data folder with a verified snapshot, or put back one collection of a
+    /// snapshot leaving the others alone (the server must be stopped).
     Restore {
         /// The snapshot folder (one with SNAPSHOT.json).
         #[arg(long, required_unless_present = "from_s3", conflicts_with = "from_s3")]
@@ -55,9 +56,26 @@ enum Command {
         /// The data folder to restore into.
         #[arg(long, default_value = vectord::config::DEFAULT_PATH)]
         path: PathBuf,
-        /// Replace a non-empty data folder (kept beside it as `<path>.before-restore-<time>`).
+        /// Replace a non-empty data folder (kept beside it as `<path>.before-restore-<time>`),
+        /// or, restoring one collection, that collection (kept as
+        /// `<path>/collections/.before-restore-<id>-<time>`).
         #[arg(long)]
         force: bool,
+        /// Restore only this collection of the snapshot into the existing folder (implied by a
+        /// one-collection snapshot).
+        #[command(flatten)]
+        which: CollectionArgs,
+    },
+    /// Purge deleted records from a data folder no server is using: flush, checkpoint the WAL
+    /// and rewrite every segment without deleted rows (while the server runs, use
+    /// `POST /api/v2/admin/collections/{id}/compact`).
+    Compact {
+        /// The data folder.
+        #[arg(long, default_value = vectord::config::DEFAULT_PATH)]
+        path: PathBuf,
+        /// Only this collection [default: every collection].
+        #[command(flatten)]
+        which: CollectionArgs,
     },
     /// Copy every database and collection from a Chroma server (or an NDJSON export) into a
     /// running vectord, resumably.
@@ -88,6 +106,31 @@ enum Command {
         #[command(flatten)]
         copy: CopyArgs,
     },
+}
+
+/// Which collection a command is limited to.
+#[derive(Debug, clap::Args)]
+struct CollectionArgs {
+    /// The collection: its id, or its name in --tenant/--database.
+    #[arg(long)]
+    collection: Option<String>,
+    /// Tenant of a collection given by name.
+    #[arg(long, default_value = DEFAULT_TENANT, requires = "collection")]
+    tenant: String,
+    /// Database of a collection given by name.
+    #[arg(long, default_value = DEFAULT_DATABASE, requires = "collection")]
+    database: String,
+}
+
+impl CollectionArgs {
+    fn selector(self) -> Option<CollectionSelector> {
+        let (tenant, database) = (self.tenant, self.database);
+        self.collection.map(|collection| CollectionSelector {
+            collection,
+            tenant,
+            database,
+        })
+    }
 }
 
 /// Options shared by `import` and `export`.
@@ -125,6 +168,10 @@ enum SnapshotCommand {
         s3: Option<String>,
         #[command(flatten)]
         s3_args: S3Args,
+        /// Snapshot only this collection [default: the whole folder]. Retention (`--keep`)
+        /// counts the whole folder's snapshots and each collection's separately.
+        #[command(flatten)]
+        which: CollectionArgs,
     },
     /// List the complete snapshots in a folder (or a bucket), oldest first.
     List {
@@ -175,7 +222,15 @@ fn main() -> ExitCode {
             s3,
             path,
             force,
-        } => restore_command(from, from_s3.map(|u| (u, snapshot, s3)), &path, force),
+            which,
+        } => restore_command(
+            from,
+            from_s3.map(|u| (u, snapshot, s3)),
+            &path,
+            force,
+            which.selector(),
+        ),
+        Command::Compact { path, which } => compact_command(&path, which.selector()),
         Command::Sync(cmd) => run_sync(*cmd),
         Command::Bench(args) => vectord::bench::run(*args),
     };
@@ -220,16 +275,41 @@ fn restore_command(
     from_s3: Option<(String, Option<String>, S3Args)>,
     path: &std::path::Path,
     force: bool,
+    sel: Option<CollectionSelector>,
 ) -> anyhow::Result<()> {
-    let report = |info: snapshot::SnapshotInfo| {
+    // One collection when asked for, or when the snapshot holds only one collection's scope;
+    // the whole folder otherwise.
+    let restore = |dir: &std::path::Path| -> anyhow::Result<()> {
+        let info = snapshot::read_info(dir)?;
+        if sel.is_none() && info.collection.is_none() {
+            let info = snapshot::restore(dir, path, force)?;
+            println!(
+                "restored {} ({} collections, {} files, {} bytes) into {}",
+                info.name,
+                info.collections,
+                info.files.len(),
+                info.total_bytes,
+                path.display()
+            );
+            return Ok(());
+        }
+        let done = snapshot::restore_collection(dir, path, sel.as_ref(), force)?;
         println!(
-            "restored {} ({} collections, {} files, {} bytes) into {}",
-            info.name,
-            info.collections,
-            info.files.len(),
-            info.total_bytes,
+            "restored collection {} ({}) of {} into {}/{} of {}",
+            done.record.name,
+            done.record.id,
+            done.info.name,
+            done.record.tenant,
+            done.record.database,
             path.display()
-        )
+        );
+        if let Some(aside) = done.kept_aside {
+            println!(
+                "the replaced collection folder is kept at {} (delete it when no longer needed: it holds the old records)",
+                aside.display()
+            );
+        }
+        Ok(())
     };
     if let Some((url, name, args)) = from_s3 {
         let target = s3_target(url.clone(), args)?;
@@ -248,16 +328,56 @@ fn restore_command(
             let dir = runtime()?
                 .block_on(target.download(name.as_deref(), &download))
                 .with_context(|| format!("downloading from {url}"))?;
-            snapshot::restore(&dir, path, force)
+            restore(&dir)
                 .with_context(|| format!("restoring {} into {}", dir.display(), path.display()))
         })();
         let _ = std::fs::remove_dir_all(&download);
-        return result.map(report);
+        return result;
     }
     let from = from.context("--from or --from-s3 is required")?;
-    snapshot::restore(&from, path, force)
-        .map(report)
-        .with_context(|| format!("restoring {} into {}", from.display(), path.display()))
+    restore(&from).with_context(|| format!("restoring {} into {}", from.display(), path.display()))
+}
+
+/// `vectord compact`: purges deleted records from the selected collection (or every one) of
+/// a stopped server's folder, printing one JSON report per collection. Every collection is
+/// attempted; any failure makes the exit status non-zero.
+fn compact_command(path: &std::path::Path, sel: Option<CollectionSelector>) -> anyhow::Result<()> {
+    let catalog = Catalog::open(path).with_context(|| {
+        format!(
+            "opening {} (if a server is running, use POST /api/v2/admin/collections/{{id}}/compact)",
+            path.display()
+        )
+    })?;
+    let entries = match &sel {
+        Some(sel) => vec![catalog.select(sel)?],
+        None => catalog.all_collections(),
+    };
+    let mut failed = 0;
+    for entry in entries {
+        let started = std::time::Instant::now();
+        let result = entry
+            .engine()
+            .map_err(anyhow::Error::from)
+            .and_then(|c| c.purge_deleted().map_err(anyhow::Error::from));
+        match result {
+            Ok(report) => {
+                let mut line = serde_json::to_value(report)?;
+                line["collection"] = serde_json::json!(entry.record.id);
+                line["name"] = serde_json::json!(entry.record.name);
+                line["elapsed_ms"] = serde_json::json!(started.elapsed().as_millis() as u64);
+                println!("{line}");
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!(
+                    "vectord: purging {} ({}) failed: {e:#}",
+                    entry.record.name, entry.record.id
+                );
+            }
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} collection(s) could not be purged");
+    Ok(())
 }
 
 fn snapshot_command(cmd: SnapshotCommand) -> anyhow::Result<()> {
@@ -268,6 +388,7 @@ fn snapshot_command(cmd: SnapshotCommand) -> anyhow::Result<()> {
             keep,
             s3,
             s3_args,
+            which,
         } => {
             let catalog = Catalog::open(&path).with_context(|| {
                 format!(
@@ -279,7 +400,11 @@ fn snapshot_command(cmd: SnapshotCommand) -> anyhow::Result<()> {
             if let Some(url) = s3 {
                 snapshots = snapshots.with_remote(s3_target(url, s3_args)?);
             }
-            let info = snapshots.take(&catalog)?;
+            let only = match which.selector() {
+                Some(sel) => Some(catalog.select(&sel)?.record.id),
+                None => None,
+            };
+            let info = snapshots.take_scoped(&catalog, only)?;
             let mut summary = SnapshotSummary::from(&info);
             summary.s3 = runtime()?.block_on(snapshots.upload(&info));
             println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -420,7 +545,7 @@ async fn snapshot_schedule(state: AppState, first: Duration, every: Duration) {
     loop {
         tick.tick().await;
         // Metrics and upload-failure logs are recorded inside; only the local failure is here.
-        if let Err(e) = state.snapshot_now().await {
+        if let Err(e) = state.snapshot_now(None).await {
             tracing::error!(error = %e, "scheduled snapshot failed");
         }
     }

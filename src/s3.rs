@@ -208,17 +208,13 @@ impl S3Target {
         Ok(out)
     }
 
-    /// Deletes all but the newest `keep` complete snapshots, and incomplete folders older than
+    /// Deletes all but the newest `keep` complete snapshots of each scope (the whole folder, or
+    /// one collection: [`snapshot::excess`]), and incomplete folders older than
     /// the newest complete one (abandoned uploads). Returns the names removed.
     pub async fn prune(&self, keep: usize) -> Result<Vec<String>, S3Error> {
         let complete = self.list().await?;
         let newest = complete.last().map(|i| i.name.clone());
-        let excess = complete.len().saturating_sub(keep.max(1));
-        let mut doomed: Vec<String> = complete
-            .iter()
-            .take(excess)
-            .map(|i| i.name.clone())
-            .collect();
+        let mut doomed = snapshot::excess(&complete, keep);
         let complete_names: std::collections::HashSet<&str> =
             complete.iter().map(|i| i.name.as_str()).collect();
         if let Some(newest) = &newest {

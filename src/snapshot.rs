@@ -6,6 +6,12 @@
 //! folder without `SNAPSHOT.json`, or whose files disagree with it, is not a snapshot and is
 //! never restored. Segment files are hard-linked when the snapshot lives on the data volume, so
 //! a snapshot costs little space until compaction replaces the segments it shares.
+//!
+//! A snapshot of one collection has the same layout with a catalog holding only that
+//! collection (and its tenant and database); its `SNAPSHOT.json` names the collection and
+//! has format version 2, so a vectord that predates them refuses it instead of restoring it
+//! as a whole data folder. [`restore_collection`] puts one collection of any snapshot back
+//! into a stopped server's folder and leaves the other collections alone.
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -17,15 +23,20 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::catalog::{Catalog, CatalogError, CATALOG_FILE};
+use crate::catalog::{
+    self, Catalog, CatalogError, CollectionRecord, CollectionSelector, CATALOG_FILE,
+    COLLECTIONS_DIR,
+};
 use crate::engine::{DirLock, EngineError};
 use crate::fsutil::atomic_replace;
 use crate::s3::{S3Error, S3Target};
 
 /// The description file written last into every snapshot folder.
 pub const SNAPSHOT_FILE: &str = "SNAPSHOT.json";
-/// Layout version of `SNAPSHOT.json`.
+/// Layout version of a whole-folder snapshot's `SNAPSHOT.json`.
 const FORMAT_VERSION: u32 = 1;
+/// Layout version of a one-collection snapshot's `SNAPSHOT.json` (older vectords refuse it).
+const COLLECTION_FORMAT_VERSION: u32 = 2;
 /// Prefix of snapshot folders created by the server (followed by a sortable UTC timestamp).
 pub const NAME_PREFIX: &str = "snapshot-";
 
@@ -69,6 +80,56 @@ pub enum SnapshotError {
     /// The restore target is in use by a running server.
     #[error("{0} is locked by a running vectord; stop it before restoring")]
     TargetLocked(PathBuf),
+    /// A one-collection snapshot given to the whole-folder restore, which would drop every
+    /// other collection.
+    #[error(
+        "snapshot {path} holds only collection {collection}; restore it with \
+         `vectord restore` (restore_collection), which keeps the folder's other collections"
+    )]
+    OneCollection {
+        /// The snapshot folder.
+        path: PathBuf,
+        /// Its collection.
+        collection: Uuid,
+    },
+    /// The snapshot has no collection matching the selector.
+    #[error("snapshot {path} has no collection {collection}")]
+    NoSuchCollection {
+        /// The snapshot folder.
+        path: PathBuf,
+        /// The selector, as text.
+        collection: String,
+    },
+    /// A whole-folder snapshot of several collections and no collection chosen.
+    #[error("snapshot {0} holds several collections; choose one with --collection")]
+    NeedsCollection(PathBuf),
+    /// The collection exists in the target and `force` was not given.
+    #[error("collection {name} ({id}) exists in {path}; restore replaces it only with --force")]
+    CollectionPresent {
+        /// Collection id.
+        id: Uuid,
+        /// Collection name.
+        name: String,
+        /// The data folder.
+        path: PathBuf,
+    },
+    /// Another collection of the target has the restored collection's name in its database.
+    #[error(
+        "{path} already has a different collection {name} ({id}) in {tenant}/{database}; \
+         delete or rename it before restoring"
+    )]
+    NameTaken {
+        /// The other collection's id.
+        id: Uuid,
+        /// The shared name.
+        name: String,
+        /// Tenant.
+        tenant: String,
+        /// Database.
+        database: String,
+        /// The data folder.
+        path: PathBuf,
+    },
 }
 
 impl SnapshotError {
@@ -114,6 +175,9 @@ pub struct SnapshotInfo {
     pub collections: usize,
     /// Collections left out because they had failed to open.
     pub skipped_collections: Vec<Uuid>,
+    /// The one collection a collection snapshot holds; absent for a whole-folder snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<Uuid>,
     /// Sum of file sizes.
     pub total_bytes: u64,
     /// Every file with its checksum.
@@ -156,6 +220,9 @@ pub struct SnapshotSummary {
     pub collections: usize,
     /// Collections left out (failed to open).
     pub skipped_collections: Vec<Uuid>,
+    /// The one collection of a collection snapshot; absent for a whole-folder snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collection: Option<Uuid>,
     /// Files and their total size.
     pub files: usize,
     /// Sum of file sizes (hard-linked files count in full).
@@ -172,6 +239,7 @@ impl From<&SnapshotInfo> for SnapshotSummary {
             created_at: i.created_at,
             collections: i.collections,
             skipped_collections: i.skipped_collections.clone(),
+            collection: i.collection,
             files: i.files.len(),
             total_bytes: i.total_bytes,
             s3: None,
@@ -244,15 +312,27 @@ impl Snapshots {
         &self.root
     }
 
-    /// Takes a snapshot now (waiting for one in progress), then prunes old ones.
+    /// Takes a snapshot of the whole folder now (waiting for one in progress), then prunes
+    /// old ones.
     pub fn take(&self, catalog: &Catalog) -> Result<SnapshotInfo, SnapshotError> {
+        self.take_scoped(catalog, None)
+    }
+
+    /// Takes a snapshot of the collection `only` (the whole folder when `None`), then prunes
+    /// old snapshots of the same scope (see [`prune`]).
+    pub fn take_scoped(
+        &self,
+        catalog: &Catalog,
+        only: Option<Uuid>,
+    ) -> Result<SnapshotInfo, SnapshotError> {
         let _one = self.running.lock();
-        let name = new_name(&self.root);
+        let name = new_name_for(&self.root, only);
         let started = std::time::Instant::now();
-        let info = create(catalog, &self.root, &name)?;
+        let info = create_scoped(catalog, &self.root, &name, only)?;
         let pruned = prune(&self.root, self.keep)?;
         tracing::info!(
             snapshot = %info.name,
+            collection = ?info.collection,
             collections = info.collections,
             files = info.files.len(),
             bytes = info.total_bytes,
@@ -286,11 +366,19 @@ pub fn next_snapshot_delay(newest: Option<u64>, now: u64, every: Duration) -> Du
 /// A new snapshot's folder name: `snapshot-YYYYMMDDTHHMMSSZ` (sortable, UTC), plus a suffix
 /// when two snapshots fall in the same second.
 pub fn new_name(root: &Path) -> String {
+    new_name_for(root, None)
+}
+
+/// As [`new_name`], with `-<collection id>` after the timestamp for a collection snapshot.
+pub fn new_name_for(root: &Path, only: Option<Uuid>) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs();
-    let base = format!("{NAME_PREFIX}{}", utc_stamp(now));
+    let base = match only {
+        Some(id) => format!("{NAME_PREFIX}{}-{id}", utc_stamp(now)),
+        None => format!("{NAME_PREFIX}{}", utc_stamp(now)),
+    };
     let mut name = base.clone();
     let mut n = 1;
     while root.join(&name).exists() {
@@ -303,6 +391,18 @@ pub fn new_name(root: &Path) -> String {
 /// Takes a consistent snapshot of `catalog` into `root/<name>` and returns its description.
 /// Writes go on meanwhile; they wait only while segment files are linked.
 pub fn create(catalog: &Catalog, root: &Path, name: &str) -> Result<SnapshotInfo, SnapshotError> {
+    create_scoped(catalog, root, name, None)
+}
+
+/// As [`create`], of the collection `only` when given: the snapshot then holds that
+/// collection's files and a catalog listing just it, and writers of other collections never
+/// wait for it.
+pub fn create_scoped(
+    catalog: &Catalog,
+    root: &Path,
+    name: &str,
+    only: Option<Uuid>,
+) -> Result<SnapshotInfo, SnapshotError> {
     fs::create_dir_all(root).map_err(|e| SnapshotError::io("create", root, e))?;
     let out = root.join(name);
     // Built under a temporary name and renamed at the end: a crash leaves a `.partial` folder
@@ -316,7 +416,18 @@ pub fn create(catalog: &Catalog, root: &Path, name: &str) -> Result<SnapshotInfo
         .unwrap_or(Duration::ZERO)
         .as_secs();
     fs::create_dir_all(&tmp).map_err(|e| SnapshotError::io("create", &tmp, e))?;
-    let taken = catalog.snapshot_into(&tmp)?;
+    let taken = match only {
+        Some(id) => catalog.snapshot_collection_into(id, &tmp),
+        None => catalog.snapshot_into(&tmp),
+    };
+    let taken = match taken {
+        Ok(t) => t,
+        Err(e) => {
+            // Links already made would otherwise stay until the next prune.
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e.into());
+        }
+    };
     for (id, pending) in taken.pending {
         pending
             .finish()
@@ -329,12 +440,17 @@ pub fn create(catalog: &Catalog, root: &Path, name: &str) -> Result<SnapshotInfo
         .map_err(|e| SnapshotError::io(e.op, e.path, e.source))?;
     let files = checksum_tree(&tmp)?;
     let info = SnapshotInfo {
-        format_version: FORMAT_VERSION,
+        format_version: if only.is_some() {
+            COLLECTION_FORMAT_VERSION
+        } else {
+            FORMAT_VERSION
+        },
         name: name.to_string(),
         created_at,
         vectord_version: env!("CARGO_PKG_VERSION").to_string(),
         collections: taken.file.collections.len(),
         skipped_collections: taken.skipped,
+        collection: only,
         total_bytes: files.iter().map(|f| f.bytes).sum(),
         files,
     };
@@ -353,9 +469,9 @@ fn write_info(dir: &Path, info: &SnapshotInfo) -> Result<(), SnapshotError> {
         .map_err(|e| SnapshotError::io(e.op, e.path, e.source))
 }
 
-/// Reads `SNAPSHOT.json` and checks every listed file's size and SHA-256, and that no file of
-/// the data layout is missing from the list. Returns the description when all match.
-pub fn verify(dir: &Path) -> Result<SnapshotInfo, SnapshotError> {
+/// Reads and checks `SNAPSHOT.json` alone (no file is hashed): what a snapshot claims to be.
+/// Use [`verify`] before trusting any of its files.
+pub fn read_info(dir: &Path) -> Result<SnapshotInfo, SnapshotError> {
     let info_path = dir.join(SNAPSHOT_FILE);
     let bytes = fs::read(&info_path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => SnapshotError::invalid(
@@ -366,15 +482,28 @@ pub fn verify(dir: &Path) -> Result<SnapshotInfo, SnapshotError> {
     })?;
     let info: SnapshotInfo = serde_json::from_slice(&bytes)
         .map_err(|e| SnapshotError::invalid(&info_path, format!("unreadable: {e}")))?;
-    if info.format_version != FORMAT_VERSION {
+    let expected = if info.collection.is_some() {
+        COLLECTION_FORMAT_VERSION
+    } else {
+        FORMAT_VERSION
+    };
+    if info.format_version != expected {
         return Err(SnapshotError::invalid(
             &info_path,
             format!(
-                "format version {} (this vectord reads {FORMAT_VERSION})",
+                "format version {} (this vectord reads {FORMAT_VERSION} for a data folder, \
+                 {COLLECTION_FORMAT_VERSION} for one collection)",
                 info.format_version
             ),
         ));
     }
+    Ok(info)
+}
+
+/// Reads `SNAPSHOT.json` and checks every listed file's size and SHA-256, and that no file of
+/// the data layout is missing from the list. Returns the description when all match.
+pub fn verify(dir: &Path) -> Result<SnapshotInfo, SnapshotError> {
+    let info = read_info(dir)?;
     let on_disk = list_files(dir)?;
     let listed: std::collections::HashSet<&str> =
         info.files.iter().map(|f| f.path.as_str()).collect();
@@ -411,6 +540,12 @@ pub fn verify(dir: &Path) -> Result<SnapshotInfo, SnapshotError> {
 /// kept beside it as `<target>.before-restore-<time>`. Nothing is replaced if anything fails.
 pub fn restore(snapshot: &Path, target: &Path, force: bool) -> Result<SnapshotInfo, SnapshotError> {
     let info = verify(snapshot)?;
+    if let Some(collection) = info.collection {
+        return Err(SnapshotError::OneCollection {
+            path: snapshot.to_path_buf(),
+            collection,
+        });
+    }
     let has_data = match fs::read_dir(target) {
         Ok(mut it) => it.next().is_some(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
@@ -440,23 +575,7 @@ pub fn restore(snapshot: &Path, target: &Path, force: bool) -> Result<SnapshotIn
     }
     for entry in &info.files {
         let from = safe_join(snapshot, &entry.path)?;
-        let to = staging.join(&entry.path);
-        if let Some(dir) = to.parent() {
-            fs::create_dir_all(dir).map_err(|e| SnapshotError::io("create", dir, e))?;
-        }
-        // Copied, not linked: the restored folder must not share inodes with the snapshot, or
-        // a later write to it (WAL append) would change the snapshot too.
-        fs::copy(&from, &to).map_err(|e| SnapshotError::io("copy", &from, e))?;
-        let (bytes, sha) = hash_file(&to).map_err(|e| SnapshotError::io("read", &to, e))?;
-        if bytes != entry.bytes || sha != entry.sha256 {
-            return Err(SnapshotError::invalid(
-                &to,
-                "copy does not match its checksum",
-            ));
-        }
-        File::open(&to)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| SnapshotError::io("fsync", &to, e))?;
+        copy_checked(&from, &staging.join(&entry.path), entry)?;
     }
     sync_tree(&staging)?;
     if target.exists() {
@@ -472,6 +591,172 @@ pub fn restore(snapshot: &Path, target: &Path, force: bool) -> Result<SnapshotIn
         .and_then(|d| d.sync_all())
         .map_err(|e| SnapshotError::io("fsync", &parent, e))?;
     Ok(info)
+}
+
+/// What [`restore_collection`] put back.
+#[derive(Debug, Clone)]
+pub struct RestoredCollection {
+    /// The snapshot it came from.
+    pub info: SnapshotInfo,
+    /// The collection's catalog record as restored (configuration and metadata included).
+    pub record: CollectionRecord,
+    /// Where the collection's replaced folder was kept (inside the data folder's
+    /// `collections/`), when one existed.
+    pub kept_aside: Option<PathBuf>,
+}
+
+/// Restores one collection of `snapshot` into the data folder `target` (created if absent),
+/// leaving its other collections alone: every checksum of the snapshot is verified first,
+/// the collection's files are copied to a staging folder and checked again, then swapped in
+/// and its catalog record (configuration, metadata, and its tenant and database when
+/// missing) written. `sel` picks the collection (optional for a one-collection snapshot, or
+/// a snapshot holding one). A collection of the same id is replaced only with `force`, its
+/// folder kept as `collections/.before-restore-<id>-<time>`; another collection of the same
+/// name is never replaced. The folder's lock is held throughout, so a running server makes
+/// this fail with [`SnapshotError::TargetLocked`]: its catalog and open collection would not
+/// see the swap, and would write over it.
+pub fn restore_collection(
+    snapshot: &Path,
+    target: &Path,
+    sel: Option<&CollectionSelector>,
+    force: bool,
+) -> Result<RestoredCollection, SnapshotError> {
+    let info = verify(snapshot)?;
+    let snap_catalog = catalog::read_catalog_file(snapshot)?
+        .ok_or_else(|| SnapshotError::invalid(snapshot, "no catalog.json"))?;
+    let record = match (sel, info.collection) {
+        (Some(sel), _) => sel.find(snap_catalog.collections.iter()),
+        (None, Some(id)) => snap_catalog.collections.iter().find(|c| c.id == id),
+        (None, None) if snap_catalog.collections.len() == 1 => snap_catalog.collections.first(),
+        (None, None) => return Err(SnapshotError::NeedsCollection(snapshot.to_path_buf())),
+    }
+    .filter(|r| info.collection.is_none_or(|id| id == r.id))
+    .cloned()
+    .ok_or_else(|| SnapshotError::NoSuchCollection {
+        path: snapshot.to_path_buf(),
+        collection: sel.map_or_else(|| format!("{:?}", info.collection), |s| s.to_string()),
+    })?;
+    let id = record.id;
+    let prefix = format!("{COLLECTIONS_DIR}/{id}/");
+    let files: Vec<&SnapshotEntry> = info
+        .files
+        .iter()
+        .filter(|f| f.path.starts_with(&prefix))
+        .collect();
+    // The MANIFEST is written last into a collection's snapshot: without it the copy is
+    // partial (verify cannot tell, since SNAPSHOT.json would not list it either).
+    if !files.iter().any(|f| f.path == format!("{prefix}MANIFEST")) {
+        return Err(SnapshotError::invalid(
+            snapshot.join(&prefix),
+            "the collection has no MANIFEST (a partial snapshot)",
+        ));
+    }
+
+    fs::create_dir_all(target).map_err(|e| SnapshotError::io("create", target, e))?;
+    let _held = DirLock::acquire(target).map_err(|_| SnapshotError::TargetLocked(target.into()))?;
+    let mut current = catalog::read_catalog_file(target)?.unwrap_or_default();
+    if let Some(other) = current.collections.iter().find(|c| {
+        c.id != id
+            && c.name == record.name
+            && c.tenant == record.tenant
+            && c.database == record.database
+    }) {
+        return Err(SnapshotError::NameTaken {
+            id: other.id,
+            name: other.name.clone(),
+            tenant: other.tenant.clone(),
+            database: other.database.clone(),
+            path: target.to_path_buf(),
+        });
+    }
+    let coll_root = target.join(COLLECTIONS_DIR);
+    let live = coll_root.join(id.to_string());
+    let present = current.collections.iter().any(|c| c.id == id) || live.exists();
+    if present && !force {
+        return Err(SnapshotError::CollectionPresent {
+            id,
+            name: record.name,
+            path: target.to_path_buf(),
+        });
+    }
+
+    // Staged inside `collections/`: the same file system as the live folder, so the swap is
+    // a rename; the catalog never names a dot-folder, so a crash leaves only litter.
+    let staging = coll_root.join(format!(".restoring-{id}"));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(|e| SnapshotError::io("remove", &staging, e))?;
+    }
+    let staged = (|| {
+        for entry in &files {
+            let from = safe_join(snapshot, &entry.path)?;
+            let to = safe_join(&staging, &entry.path[prefix.len()..])?;
+            copy_checked(&from, &to, entry)?;
+        }
+        sync_tree(&staging)
+    })();
+    if let Err(e) = staged {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+
+    let kept_aside = if live.exists() {
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs();
+        let aside = coll_root.join(format!(".before-restore-{id}-{}", utc_stamp(stamp)));
+        fs::rename(&live, &aside).map_err(|e| SnapshotError::io("rename", &live, e))?;
+        Some(aside)
+    } else {
+        None
+    };
+    let swapped = fs::rename(&staging, &live)
+        .map_err(|e| SnapshotError::io("rename", &staging, e))
+        .and_then(|()| {
+            current.put_collection(record.clone(), &snap_catalog)?;
+            catalog::write_catalog_file(target, &current)?;
+            Ok(())
+        });
+    if let Err(e) = swapped {
+        // Put the old folder back, so the catalog (unchanged) and the files still agree.
+        if live.exists() {
+            let _ = fs::rename(&live, &staging);
+        }
+        if let Some(aside) = &kept_aside {
+            let _ = fs::rename(aside, &live);
+        }
+        let _ = fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    File::open(&coll_root)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| SnapshotError::io("fsync", &coll_root, e))?;
+    Ok(RestoredCollection {
+        info,
+        record,
+        kept_aside,
+    })
+}
+
+/// Copies one snapshot file to `to` (creating its folder), checks the copy against `entry`
+/// and fsyncs it.
+fn copy_checked(from: &Path, to: &Path, entry: &SnapshotEntry) -> Result<(), SnapshotError> {
+    if let Some(dir) = to.parent() {
+        fs::create_dir_all(dir).map_err(|e| SnapshotError::io("create", dir, e))?;
+    }
+    // Copied, not linked: the restored folder must not share inodes with the snapshot, or
+    // a later write to it (WAL append) would change the snapshot too.
+    fs::copy(from, to).map_err(|e| SnapshotError::io("copy", from, e))?;
+    let (bytes, sha) = hash_file(to).map_err(|e| SnapshotError::io("read", to, e))?;
+    if bytes != entry.bytes || sha != entry.sha256 {
+        return Err(SnapshotError::invalid(
+            to,
+            "copy does not match its checksum",
+        ));
+    }
+    File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| SnapshotError::io("fsync", to, e))
 }
 
 /// The complete snapshots under `root`, oldest first (folders being written are ignored).
@@ -499,8 +784,8 @@ pub fn list(root: &Path) -> Result<Vec<SnapshotInfo>, SnapshotError> {
     Ok(out)
 }
 
-/// Deletes all but the newest `keep` snapshots under `root`, and leftovers of interrupted
-/// ones. Returns the names removed.
+/// Deletes all but the newest `keep` snapshots of each scope under `root` (see [`excess`]),
+/// and leftovers of interrupted ones. Returns the names removed.
 pub fn prune(root: &Path, keep: usize) -> Result<Vec<String>, SnapshotError> {
     let mut removed = Vec::new();
     if let Ok(entries) = fs::read_dir(root) {
@@ -512,14 +797,31 @@ pub fn prune(root: &Path, keep: usize) -> Result<Vec<String>, SnapshotError> {
             }
         }
     }
-    let all = list(root)?;
-    let excess = all.len().saturating_sub(keep);
-    for info in all.into_iter().take(excess) {
-        let path = root.join(&info.name);
+    for name in excess(&list(root)?, keep) {
+        let path = root.join(&name);
         fs::remove_dir_all(&path).map_err(|e| SnapshotError::io("remove", &path, e))?;
-        removed.push(info.name);
+        removed.push(name);
     }
     Ok(removed)
+}
+
+/// Names of the snapshots beyond the newest `keep` (at least one) of their scope — the whole
+/// folder, or one collection — in `sorted` (oldest first). Counted per scope so that
+/// collection snapshots taken by hand never push whole-folder backups out of retention.
+pub fn excess(sorted: &[SnapshotInfo], keep: usize) -> Vec<String> {
+    let mut left: std::collections::HashMap<Option<Uuid>, usize> = Default::default();
+    for info in sorted {
+        *left.entry(info.collection).or_default() += 1;
+    }
+    let mut out = Vec::new();
+    for info in sorted {
+        let n = left.entry(info.collection).or_default();
+        if *n > keep.max(1) {
+            *n -= 1;
+            out.push(info.name.clone());
+        }
+    }
+    out
 }
 
 /// Joins a relative `/`-separated path from `SNAPSHOT.json` onto `dir`, refusing anything that

@@ -740,3 +740,200 @@ async fn shutdown_stops_waiting_for_a_stuck_request_at_the_drain_deadline() {
     assert_eq!(n, json!(1));
     assert!(server.terminate(Duration::from_secs(30)).success());
 }
+
+/// Files under `dir` containing `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("list").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if std::fs::read(&path)
+                .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                .unwrap_or(false)
+            {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// The operator flow for one collection: snapshot it over HTTP, delete and purge records over
+/// HTTP (their text leaves the collection's files while the server runs), purge offline with
+/// `vectord compact`, then put the snapshot back with `vectord restore` (which needs --force
+/// because the collection exists) without touching the other collection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_collection_snapshot_purge_and_cli_restore() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let port = free_port();
+    let server = ServerProcess::run(&data, port, &[]);
+    let client = reqwest::Client::new();
+    server.wait_ready(&client, "/api/v2/healthcheck").await;
+    let base = server.base.clone();
+    let phi = create_collection(&client, &base, "phi").await;
+    let other = create_collection(&client, &base, "other").await;
+    let add = |coll: &str, prefix: &str, n: u64| {
+        let body = json!({
+            "ids": (0..n).map(|i| format!("{prefix}-{i:03}")).collect::<Vec<_>>(),
+            "embeddings": (0..n).map(|i| vector(3, i)).collect::<Vec<_>>(),
+            "documents": (0..n).map(|i| format!("{prefix} chart note {i:03} qjz")).collect::<Vec<_>>(),
+        });
+        client
+            .post(format!("{base}{DB}/collections/{coll}/add"))
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        add(&phi, "gone", 30).await.expect("add").status().as_u16(),
+        201
+    );
+    assert_eq!(
+        add(&phi, "kept", 30).await.expect("add").status().as_u16(),
+        201
+    );
+    assert_eq!(
+        add(&other, "side", 10)
+            .await
+            .expect("add")
+            .status()
+            .as_u16(),
+        201
+    );
+
+    let snap_url = format!("{base}/api/v2/admin/snapshots");
+    let r = client
+        .post(&snap_url)
+        .json(&json!({"collection": "phi"}))
+        .send()
+        .await
+        .expect("snapshot");
+    assert_eq!(r.status().as_u16(), 201);
+    let summary: Value = r.json().await.expect("json");
+    assert_eq!(summary["collection"], json!(phi));
+    assert_eq!(summary["collections"], json!(1));
+    let name = summary["name"].as_str().expect("name").to_string();
+    for (body, status) in [
+        (json!({"collection": "nope"}), 404),
+        (json!({"tenant": "default_tenant"}), 400),
+        (json!({"colection": "phi"}), 400),
+    ] {
+        let r = client
+            .post(&snap_url)
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status().as_u16(), status, "{body}");
+    }
+
+    let r = client
+        .post(format!("{base}{DB}/collections/{phi}/delete"))
+        .json(&json!({"ids": (0..30).map(|i| format!("gone-{i:03}")).collect::<Vec<_>>()}))
+        .send()
+        .await
+        .expect("delete");
+    assert!(r.status().is_success());
+    let coll_dir = data.join("collections").join(&phi);
+    assert!(!files_containing(&coll_dir, "gone chart note 007 qjz").is_empty());
+    let r = client
+        .post(format!("{base}/api/v2/admin/collections/{phi}/compact"))
+        .send()
+        .await
+        .expect("compact");
+    assert_eq!(r.status().as_u16(), 200);
+    let report: Value = r.json().await.expect("json");
+    assert_eq!(report["collection"], json!(phi));
+    assert_eq!(report["compacted"], json!(true), "{report}");
+    for needle in ["gone chart note 007 qjz", "gone-029"] {
+        let hits = files_containing(&coll_dir, needle);
+        assert!(hits.is_empty(), "{needle} still in {hits:?}");
+    }
+    assert!(!files_containing(&coll_dir, "kept chart note 007 qjz").is_empty());
+    for (id, status) in [(uuid_nil(), 404), ("not-a-uuid".to_string(), 400)] {
+        let r = client
+            .post(format!("{base}/api/v2/admin/collections/{id}/compact"))
+            .send()
+            .await
+            .expect("compact");
+        assert_eq!(r.status().as_u16(), status);
+    }
+    assert!(server.terminate(Duration::from_secs(30)).success());
+
+    let out = Command::new(BIN)
+        .args(["compact", "--collection", "phi", "--path"])
+        .arg(&data)
+        .output()
+        .expect("compact");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Logs share stdout (JSON lines when it is not a terminal): pick the report out.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line: Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v.get("dropped_rows").is_some())
+        .unwrap_or_else(|| panic!("no purge report in {stdout}"));
+    assert_eq!(line["name"], json!("phi"));
+
+    let snap = data.join("snapshots").join(&name);
+    let restore = |force: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["restore", "--from"])
+            .arg(&snap)
+            .arg("--path")
+            .arg(&data);
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().expect("restore")
+    };
+    let refused = restore(false);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    let out = restore(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let port = free_port();
+    let server = ServerProcess::run(&data, port, &[]);
+    server.wait_ready(&client, "/api/v2/healthcheck").await;
+    let count = |coll: String| {
+        let client = client.clone();
+        let url = format!("{}{DB}/collections/{coll}/count", server.base);
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .expect("count")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    assert_eq!(
+        count(phi.clone()).await,
+        json!(60),
+        "the snapshot's records are back"
+    );
+    assert_eq!(
+        count(other.clone()).await,
+        json!(10),
+        "the other collection is untouched"
+    );
+    assert!(server.terminate(Duration::from_secs(30)).success());
+}
+
+fn uuid_nil() -> String {
+    "00000000-0000-0000-0000-000000000000".to_string()
+}

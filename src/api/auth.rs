@@ -455,10 +455,12 @@ pub fn rule(method: &Method, template: &str) -> Option<(Need, Scope)> {
             (Authenticated, Scope::None)
         }
         "/api/v2/reset" | "/api/v2/tenants" => (Admin, Scope::Everything),
-        // Snapshots copy every tenant's data; sync status names tables and positions.
-        "/api/v2/admin/snapshots" | "/sync/status" | "/sync/status/{job}" => {
-            (Admin, Scope::Everything)
-        }
+        // Snapshots copy every tenant's data; sync status names tables and positions; a
+        // purge rewrites a collection of any tenant (and costs a graph rebuild).
+        "/api/v2/admin/snapshots"
+        | "/api/v2/admin/collections/{collection_id}/compact"
+        | "/sync/status"
+        | "/sync/status/{job}" => (Admin, Scope::Everything),
         "/api/v2/tenants/{tenant}" => {
             if method == Method::GET {
                 (Read, Scope::TenantOnly)

@@ -105,22 +105,38 @@ impl AppState {
         self
     }
 
-    /// Takes a snapshot now and, when a bucket is configured, uploads it and prunes the bucket.
-    /// Both outcomes are recorded in the metrics; a failed upload leaves the local snapshot.
-    pub async fn snapshot_now(&self) -> Result<crate::snapshot::SnapshotSummary, ApiError> {
+    /// Takes a snapshot now — of the collection `only`, or of the whole folder — and, when a
+    /// bucket is configured, uploads it and prunes the bucket. A whole-folder snapshot's
+    /// outcomes are recorded in the metrics; a failed upload leaves the local snapshot.
+    pub async fn snapshot_now(
+        &self,
+        only: Option<uuid::Uuid>,
+    ) -> Result<crate::snapshot::SnapshotSummary, ApiError> {
         let started = std::time::Instant::now();
         let (catalog, snapshots) = (self.catalog.clone(), self.snapshots.clone());
-        let result = blocking(move || snapshots.take(&catalog).map_err(ApiError::from)).await;
-        self.metrics
-            .observe_snapshot(result.is_ok(), started.elapsed().as_secs_f64());
+        let result = blocking(move || {
+            snapshots
+                .take_scoped(&catalog, only)
+                .map_err(ApiError::from)
+        })
+        .await;
+        // The snapshot metrics are the folder backups the alerts watch ("snapshot older than
+        // 26 h"): a collection snapshot taken by hand must not make a missed backup look fresh.
+        let whole = only.is_none();
+        if whole {
+            self.metrics
+                .observe_snapshot(result.is_ok(), started.elapsed().as_secs_f64());
+        }
         let info = result?;
         let mut summary = crate::snapshot::SnapshotSummary::from(&info);
         let started = std::time::Instant::now();
         if let Some(copy) = self.snapshots.upload(&info).await {
-            self.metrics.observe_snapshot_upload(
-                copy.uploaded && copy.error.is_none(),
-                started.elapsed().as_secs_f64(),
-            );
+            if whole {
+                self.metrics.observe_snapshot_upload(
+                    copy.uploaded && copy.error.is_none(),
+                    started.elapsed().as_secs_f64(),
+                );
+            }
             summary.s3 = Some(copy);
         }
         Ok(summary)
@@ -465,10 +481,19 @@ fn routes() -> Routes {
             (g.clone(), "List data-folder snapshots"),
             (
                 p.clone(),
-                "Take a consistent snapshot now (writes continue)",
+                "Take a consistent snapshot now, of one collection or all (writes continue)",
             ),
         ],
         get(admin::list_snapshots).post(admin::create_snapshot),
+    )
+    .add(
+        "/api/v2/admin/collections/{collection_id}/compact",
+        "admin",
+        &[(
+            p.clone(),
+            "Purge deleted records now: flush, checkpoint the WAL, rewrite segments without them",
+        )],
+        post(admin::compact_collection),
     )
     .add(
         "/sync/status",

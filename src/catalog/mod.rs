@@ -279,6 +279,69 @@ pub struct CatalogSnapshot {
     pub skipped: Vec<Uuid>,
 }
 
+/// Which collection an operator command means: `collection` is an id (a UUID, matched in any
+/// tenant and database) or a name within `tenant`/`database`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionSelector {
+    /// The collection's id or name.
+    pub collection: String,
+    /// The tenant a name is looked up in.
+    pub tenant: String,
+    /// The database a name is looked up in.
+    pub database: String,
+}
+
+impl CollectionSelector {
+    /// A selector for `collection` (id or name) in the default tenant and database.
+    pub fn new(collection: impl Into<String>) -> CollectionSelector {
+        CollectionSelector {
+            collection: collection.into(),
+            tenant: DEFAULT_TENANT.to_string(),
+            database: DEFAULT_DATABASE.to_string(),
+        }
+    }
+
+    /// The matching record: by id first, then by name in the tenant and database (a name may
+    /// itself look like a UUID, so a UUID that is no collection's id is tried as a name).
+    pub fn find<'a>(
+        &self,
+        mut records: impl Iterator<Item = &'a CollectionRecord> + Clone,
+    ) -> Option<&'a CollectionRecord> {
+        let by_id = self
+            .collection
+            .parse::<Uuid>()
+            .ok()
+            .and_then(|id| records.clone().find(|r| r.id == id));
+        by_id.or_else(|| {
+            records.find(|r| {
+                r.name == self.collection && r.tenant == self.tenant && r.database == self.database
+            })
+        })
+    }
+}
+
+impl std::fmt::Display for CollectionSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (in {}/{} if a name)",
+            self.collection, self.tenant, self.database
+        )
+    }
+}
+
+/// Reads a data folder's catalog file without opening it (`None` when it has none). For
+/// offline tools that hold the folder's [`DirLock`] themselves (single-collection restore).
+pub fn read_catalog_file(dir: &Path) -> Result<Option<CatalogFile>, CatalogError> {
+    store::load(dir)
+}
+
+/// Replaces a data folder's catalog file atomically and durably. Only for offline tools that
+/// hold the folder's [`DirLock`]: a running [`Catalog`] would overwrite the change.
+pub fn write_catalog_file(dir: &Path, file: &CatalogFile) -> Result<(), CatalogError> {
+    store::save(dir, file)
+}
+
 /// The catalog of one data folder. Holds the folder's lock for its whole life.
 pub struct Catalog {
     dir: PathBuf,
@@ -460,6 +523,60 @@ impl Catalog {
             pending,
             skipped,
         })
+    }
+
+    /// Starts an online snapshot of one collection into `out`, laid out like a data folder
+    /// whose catalog holds only that collection (with its tenant and database). As
+    /// [`Catalog::snapshot_into`], but a collection that failed to open is an error.
+    pub fn snapshot_collection_into(
+        &self,
+        id: Uuid,
+        out: &Path,
+    ) -> Result<CatalogSnapshot, CatalogError> {
+        // Held while the files are linked, so the collection cannot be deleted or renamed
+        // between the catalog record taken here and its files.
+        let _w = self.writer.lock();
+        let state = self.snapshot();
+        let entry = state
+            .collections
+            .get(&id)
+            .ok_or(CatalogError::CollectionIdNotFound(id))?;
+        let engine = entry.engine()?;
+        let dest = out.join(COLLECTIONS_DIR).join(id.to_string());
+        let pending = engine
+            .snapshot_into(&dest)
+            .map_err(|e| entry.engine_error(e))?;
+        let r = &entry.record;
+        let file = CatalogFile {
+            format_version: store::FORMAT_VERSION,
+            tenants: state.tenants.get(&r.tenant).cloned().into_iter().collect(),
+            databases: state
+                .databases
+                .get(&(r.tenant.clone(), r.database.clone()))
+                .cloned()
+                .into_iter()
+                .collect(),
+            collections: vec![r.clone()],
+        };
+        Ok(CatalogSnapshot {
+            file,
+            pending: vec![(id, pending)],
+            skipped: Vec::new(),
+        })
+    }
+
+    /// The collection `sel` names, or `CollectionNameNotFound`.
+    pub fn select(&self, sel: &CollectionSelector) -> Result<CollectionEntry, CatalogError> {
+        let state = self.snapshot();
+        let id = sel
+            .find(state.collections.values().map(|e| &e.record))
+            .map(|r| r.id)
+            .ok_or_else(|| CatalogError::CollectionNameNotFound(sel.collection.clone()))?;
+        state
+            .collections
+            .get(&id)
+            .cloned()
+            .ok_or(CatalogError::CollectionIdNotFound(id))
     }
 
     /// Number of collections in the catalog, across tenants and databases.

@@ -83,6 +83,66 @@ impl Default for CatalogFile {
     }
 }
 
+impl CatalogFile {
+    /// Adds `record` (replacing the collection of the same id, which is returned), and its
+    /// tenant and database from `from` when this file lacks them. Refused with
+    /// `CollectionExists` when another collection already has its name in its database: two
+    /// collections of one name would make name lookups ambiguous.
+    pub fn put_collection(
+        &mut self,
+        record: CollectionRecord,
+        from: &CatalogFile,
+    ) -> Result<Option<CollectionRecord>, CatalogError> {
+        if self.collections.iter().any(|c| {
+            c.id != record.id
+                && c.name == record.name
+                && c.tenant == record.tenant
+                && c.database == record.database
+        }) {
+            return Err(CatalogError::CollectionExists(record.name));
+        }
+        if !self.tenants.iter().any(|t| t.name == record.tenant) {
+            let tenant = from
+                .tenants
+                .iter()
+                .find(|t| t.name == record.tenant)
+                .cloned()
+                .unwrap_or_else(|| TenantRecord {
+                    name: record.tenant.clone(),
+                    resource_name: None,
+                });
+            self.tenants.push(tenant);
+        }
+        if !self
+            .databases
+            .iter()
+            .any(|d| d.tenant == record.tenant && d.name == record.database)
+        {
+            // The snapshot's id is kept, unless this folder already uses it elsewhere.
+            let id = from
+                .databases
+                .iter()
+                .find(|d| d.tenant == record.tenant && d.name == record.database)
+                .map(|d| d.id)
+                .filter(|id| !self.databases.iter().any(|d| d.id == *id))
+                .unwrap_or_else(Uuid::new_v4);
+            self.databases.push(DatabaseRecord {
+                id,
+                name: record.database.clone(),
+                tenant: record.tenant.clone(),
+            });
+        }
+        let old = self
+            .collections
+            .iter()
+            .position(|c| c.id == record.id)
+            .map(|i| self.collections.remove(i));
+        self.collections.push(record);
+        self.collections.sort_by_key(|c| c.id);
+        Ok(old)
+    }
+}
+
 /// Reads the catalog file; `None` when the folder has none yet.
 pub fn load(dir: &Path) -> Result<Option<CatalogFile>, CatalogError> {
     let path = dir.join(CATALOG_FILE);

@@ -515,6 +515,40 @@ impl Collection {
         self.inner.compact(&self.inner.shutdown, None)
     }
 
+    /// Removes deleted and superseded records from every file of the collection, now: flushes
+    /// the memtable (or, when it holds no rows, checkpoints the WAL so its delete records are
+    /// dropped), then merges every segment into one without dead rows. Everything deleted
+    /// before the call is then in no WAL file, segment file or tombstone file of the folder
+    /// (hard links a snapshot holds are the snapshot's). Writes go on meanwhile; what they
+    /// delete later waits for the next purge or the background policy.
+    pub fn purge_deleted(&self) -> Result<PurgeReport, EngineError> {
+        let mut report = PurgeReport::default();
+        // A write that lands between an empty flush and the checkpoint makes the checkpoint
+        // decline (its WAL record is not in the segments yet); the next round's flush covers
+        // both. Three rounds need writes timed to the microsecond to lose.
+        for _ in 0..3 {
+            if self.inner.flush()? {
+                report.flushed = true;
+                break;
+            }
+            match self.inner.checkpoint_wal()? {
+                Checkpoint::Written => {
+                    report.wal_checkpointed = true;
+                    break;
+                }
+                Checkpoint::Clean => break,
+                Checkpoint::Busy => continue,
+            }
+        }
+        let before = self.stats();
+        report.compacted = self.compact()?;
+        let after = self.stats();
+        report.dropped_rows = before.segment_rows.saturating_sub(after.segment_rows);
+        report.segments = after.segments;
+        report.tombstones = after.tombstones;
+        Ok(report)
+    }
+
     /// Starts an online snapshot of this collection into `dest` (a new folder, ideally on the
     /// same file system so segment files are hard-linked). Writers wait only while links are
     /// made; [`PendingSnapshot::finish`] then copies the WAL tail without blocking anyone.
@@ -567,6 +601,33 @@ impl Collection {
     pub fn begin_shutdown(&self) {
         self.inner.shutdown.store(true, Ordering::Relaxed);
     }
+}
+
+/// What [`Collection::purge_deleted`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PurgeReport {
+    /// The memtable was written out as a segment (and the WAL it covered deleted).
+    pub flushed: bool,
+    /// The memtable held no rows, and the WAL's delete records were checkpointed away.
+    pub wal_checkpointed: bool,
+    /// Segments were rewritten without their dead rows.
+    pub compacted: bool,
+    /// Segment rows the rewrite dropped (deleted or superseded versions).
+    pub dropped_rows: usize,
+    /// Segments after the purge.
+    pub segments: usize,
+    /// Dead rows left in segments: deletes that arrived while the purge ran.
+    pub tombstones: usize,
+}
+
+/// Outcome of [`Inner::checkpoint_wal`].
+enum Checkpoint {
+    /// The WAL was rotated and every file before it deleted.
+    Written,
+    /// The WAL holds nothing the MANIFEST does not cover.
+    Clean,
+    /// The memtable holds rows (a write raced in, or a flush is under way): flush instead.
+    Busy,
 }
 
 /// Keeps a collection's flushes failing while alive (see [`Collection::hold_flushes`]).
@@ -1427,6 +1488,42 @@ impl Inner {
         }
         tracing::info!(collection = %self.dir.display(), segment = seg_id, rows = seg.rows(), "memtable flushed");
         Ok(true)
+    }
+
+    /// Drops WAL files whose records the memtable does not hold: with no rows in memory, every
+    /// record since the last flush is a delete of segment rows (or of nothing), and publishing
+    /// the tombstones with a MANIFEST covering the WAL's last record makes them redundant. A
+    /// flush cannot do this (it has no rows to write), so without it delete records — ids —
+    /// would stay in the WAL until the next write that adds rows is flushed.
+    fn checkpoint_wal(&self) -> Result<Checkpoint, EngineError> {
+        // Same order as a flush: no freeze or publish can run in between.
+        let _one = self.flushing.lock();
+        let mut writer = self.writer.lock();
+        if let Some(why) = self.durability.failure() {
+            return Err(EngineError::Poisoned(why));
+        }
+        let mut state = self.state.write();
+        if state.frozen().is_some() || state.active_rows() > 0 {
+            return Ok(Checkpoint::Busy);
+        }
+        let mut m = self.manifest.lock();
+        let dirty = state.segments().iter().any(|s| s.dirty);
+        if writer.last_seq() <= m.flushed_seq && !dirty {
+            return Ok(Checkpoint::Clean);
+        }
+        writer.rotate()?;
+        let seq = writer.last_seq();
+        let position = self.source_position.read().clone();
+        let stale = self.publish(&mut state, &mut m, Some((seq, position)))?;
+        drop(m);
+        drop(state);
+        writer.remove_covered(seq);
+        drop(writer);
+        for path in stale {
+            let _ = fs::remove_file(path);
+        }
+        tracing::info!(collection = %self.dir.display(), covered_seq = seq, "WAL checkpointed");
+        Ok(Checkpoint::Written)
     }
 
     /// Writes the MANIFEST for the current state: persists changed tombstones under new names,

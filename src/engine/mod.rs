@@ -24,7 +24,7 @@ mod filter_plan_tests;
 pub use background::pool_threads;
 pub use budget::{MemtableBudget, DEFAULT_MEMTABLE_BUDGET_BYTES};
 pub use collection::{
-    wal_recoveries_total, write_stalls_total, Collection, CollectionStats, FlushHold,
+    wal_recoveries_total, write_stalls_total, Collection, CollectionStats, FlushHold, PurgeReport,
     DEFAULT_MEMTABLE_ROWS, DEFAULT_WRITE_STALL,
 };
 pub use config::{CollectionConfig, HnswParams, MAX_NEIGHBORS_LIMIT};

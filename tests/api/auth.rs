@@ -540,3 +540,43 @@ async fn metrics_port_serves_metrics_without_a_token() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// Purging a collection's deleted records and snapshotting one collection are admin
+/// operations: a read-write token on that very database gets 403, no token 401, the admin 200.
+#[tokio::test]
+async fn purge_and_collection_snapshot_need_the_admin_role() {
+    let (s, _d) = secured().await;
+    let admin = bearer("admin-tok");
+    let rw = bearer("rw-tok");
+    let c = as_(
+        &s,
+        Method::POST,
+        &format!("{DB}/collections"),
+        Some(json!({"name": "purged"})),
+        &rw,
+    )
+    .await;
+    let cid = c.ok(200)["id"].as_str().unwrap().to_string();
+    let compact = format!("/api/v2/admin/collections/{cid}/compact");
+    as_(&s, Method::POST, &compact, None, &rw)
+        .await
+        .err(403, "AuthorizationError");
+    assert_eq!(
+        s.req(Method::POST, &compact, None).await.status.as_u16(),
+        401
+    );
+    let report = as_(&s, Method::POST, &compact, None, &admin).await;
+    assert_eq!(report.ok(200)["collection"], json!(cid));
+    let snap = Some(json!({"collection": "purged"}));
+    as_(
+        &s,
+        Method::POST,
+        "/api/v2/admin/snapshots",
+        snap.clone(),
+        &rw,
+    )
+    .await
+    .err(403, "AuthorizationError");
+    let taken = as_(&s, Method::POST, "/api/v2/admin/snapshots", snap, &admin).await;
+    assert_eq!(taken.ok(201)["collection"], json!(cid));
+}

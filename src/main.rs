@@ -48,7 +48,7 @@ enum Command {
         /// checksum, then restore it.
         #[arg(long)]
         from_s3: Option<String>,
-        /// Which remote snapshot (folder name) to restore [default: the newest complete one].
+        /// Which remote snapshot (folder name) to restore [default: the newest complete whole-folder one].
         #[arg(long, requires = "from_s3")]
         snapshot: Option<String>,
         #[command(flatten)]

@@ -255,8 +255,9 @@ impl S3Target {
         Ok(())
     }
 
-    /// Downloads the complete snapshot `name` (the newest when `None`) into `dest/<name>` and
-    /// returns that folder. Nothing is verified here; restore verifies before it replaces.
+    /// Downloads the complete snapshot `name` (the newest whole-folder one when `None`) into
+    /// `dest/<name>` and returns that folder. Nothing is verified here; restore verifies
+    /// before it replaces.
     pub async fn download(&self, name: Option<&str>, dest: &Path) -> Result<PathBuf, S3Error> {
         let info = match name {
             Some(n) => self.manifest(n).await?.ok_or_else(|| {
@@ -265,9 +266,19 @@ impl S3Target {
                     self.url()
                 ))
             })?,
-            None => self.list().await?.pop().ok_or_else(|| {
-                S3Error::Invalid(format!("no complete snapshot under {}", self.url()))
-            })?,
+            // The newest whole-folder snapshot: it holds every collection, so it also serves
+            // `restore --collection`; a collection snapshot is restored by naming it.
+            None => self
+                .list()
+                .await?
+                .into_iter()
+                .rfind(|i| i.collection.is_none())
+                .ok_or_else(|| {
+                    S3Error::Invalid(format!(
+                        "no complete whole-folder snapshot under {}",
+                        self.url()
+                    ))
+                })?,
         };
         let out = snapshot::safe_join(dest, &info.name)?;
         for entry in &info.files {

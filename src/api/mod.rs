@@ -149,7 +149,14 @@ impl AppState {
     pub fn note_existing_snapshots(&self) -> Option<u64> {
         match self.snapshots.list() {
             Ok(list) => {
-                let newest = list.iter().map(|i| i.created_at).max();
+                // Whole-folder snapshots only: a collection snapshot taken by hand is not a
+                // backup of the folder, so it must neither look fresh to the backup-age alert
+                // nor put off the next scheduled one.
+                let newest = list
+                    .iter()
+                    .filter(|i| i.collection.is_none())
+                    .map(|i| i.created_at)
+                    .max();
                 if let Some(t) = newest {
                     self.metrics.note_snapshot_taken_at(t);
                 }
@@ -171,7 +178,8 @@ impl AppState {
         };
         match remote.list().await {
             Ok(list) => {
-                if let Some(t) = list.iter().map(|i| i.created_at).max() {
+                let whole = list.iter().filter(|i| i.collection.is_none());
+                if let Some(t) = whole.map(|i| i.created_at).max() {
                     self.metrics.note_snapshot_uploaded_at(t);
                 }
             }

@@ -183,8 +183,8 @@ fn engine_error(e: EngineError, collection: Option<String>) -> ApiError {
             ApiError::Internal(ctx(format!("collection data is corrupt: {e}")))
         }
         EngineError::Overloaded(_) => ApiError::Overloaded(ctx(e.to_string())),
-        // Both pass: the log recovers in place and a retry succeeds.
-        EngineError::Poisoned(_) | EngineError::SyncFailed(_) => {
+        // These pass: the log recovers in place (or the purge is rerun) and a retry succeeds.
+        EngineError::Poisoned(_) | EngineError::SyncFailed(_) | EngineError::Unfinished(_) => {
             ApiError::ServiceUnavailable(ctx(e.to_string()))
         }
         EngineError::Internal(_)

@@ -46,6 +46,10 @@ use crate::types::{
     QueryResult, SourcePosition, Space, WriteBatch,
 };
 
+/// Flush / checkpoint rounds a purge tries before reporting that writes kept it from emptying
+/// the WAL (each round is a flush or a checkpoint under the writer lock).
+const PURGE_ROUNDS: usize = 5;
+
 const MANIFEST: &str = "MANIFEST";
 const WAL_DIR: &str = "wal";
 const SEGMENTS_DIR: &str = "segments";
@@ -523,26 +527,42 @@ impl Collection {
     /// delete later waits for the next purge or the background policy.
     pub fn purge_deleted(&self) -> Result<PurgeReport, EngineError> {
         let mut report = PurgeReport::default();
-        // A write that lands between an empty flush and the checkpoint makes the checkpoint
-        // decline (its WAL record is not in the segments yet); the next round's flush covers
-        // both. Three rounds need writes timed to the microsecond to lose.
-        for _ in 0..3 {
-            if self.inner.flush()? {
-                report.flushed = true;
+        // Everything written before the purge began must leave the WAL: the MANIFEST's
+        // `flushed_seq` has to reach this record. A flush may cover only a frozen memtable left
+        // by an earlier failed flush, and a write landing between an empty flush and the
+        // checkpoint makes the checkpoint decline; both take another round.
+        let target = self.inner.writer.lock().last_seq();
+        for _ in 0..PURGE_ROUNDS {
+            if self.inner.manifest.lock().flushed_seq >= target {
                 break;
             }
-            match self.inner.checkpoint_wal()? {
-                Checkpoint::Written => {
-                    report.wal_checkpointed = true;
-                    break;
-                }
-                Checkpoint::Clean => break,
-                Checkpoint::Busy => continue,
+            if self.inner.flush()? {
+                report.flushed = true;
+                continue;
             }
+            match self.inner.checkpoint_wal()? {
+                Checkpoint::Written => report.wal_checkpointed = true,
+                Checkpoint::Clean | Checkpoint::Busy => {}
+            }
+        }
+        let covered = self.inner.manifest.lock().flushed_seq;
+        if covered < target {
+            return Err(EngineError::Unfinished(format!(
+                "the purge could not empty the WAL of records up to #{target} (covered up to \
+                 #{covered}): writes kept arriving"
+            )));
         }
         let before = self.stats();
         report.compacted = self.compact()?;
         let after = self.stats();
+        // `compact` also answers false when it gave up (shutdown, or a log recovery meanwhile):
+        // with dead rows before it, that is a purge that did not happen.
+        if !report.compacted && before.tombstones > 0 {
+            return Err(EngineError::Unfinished(format!(
+                "the compaction of {} dead rows did not run (shutdown or log recovery)",
+                before.tombstones
+            )));
+        }
         report.dropped_rows = before.segment_rows.saturating_sub(after.segment_rows);
         report.segments = after.segments;
         report.tombstones = after.tombstones;

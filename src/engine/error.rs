@@ -65,6 +65,10 @@ pub enum EngineError {
     /// later (HTTP 429).
     #[error("the write was not applied: {0}")]
     Overloaded(String),
+    /// A maintenance operation (a purge) could not finish its work because writes or a
+    /// shutdown kept interfering; what it did finish is kept, and retrying is safe (HTTP 503).
+    #[error("{0}; nothing was lost, retry")]
+    Unfinished(String),
     /// A bug: an internal invariant did not hold. The operation was not applied.
     #[error("internal error: {0}")]
     Internal(String),

@@ -28,7 +28,7 @@ use super::EngineError;
 use crate::filter::Filter;
 use crate::index::distance::distance;
 use crate::index::topk::{Scored, TopK};
-use crate::index::{quant, BuildParams, PreparedQuery, Rejected, SearchParams};
+use crate::index::{quant, BuildParams, PreparedQuery, Rejected, SearchParams, MAX_SEARCH_EF};
 use crate::types::{
     validate_embedding, GetRequest, GetResult, Include, InputError, QueryHits, QueryRequest,
     QueryResult, Space,
@@ -1235,7 +1235,7 @@ const FILTER_EXACT_MAX_PERMILLE: usize = 100;
 fn two_hop_ef(ef: usize, matches: usize, rows: usize) -> usize {
     let permille = (matches * 1000 / rows.max(1)).min(1000);
     let widen_pct = 300usize.saturating_sub(permille) * 16 / 100;
-    ef.saturating_mul(100 + widen_pct) / 100
+    (ef.saturating_mul(100 + widen_pct) / 100).clamp(ef, MAX_SEARCH_EF.max(ef))
 }
 
 /// Beam for hnsw_rs's post-filtered search: wide enough that about `max(ef, 3k)` rows of the

@@ -31,6 +31,6 @@ pub use flat_graph::{write_file_atomic, FlatGraph, GraphParts};
 pub use hnsw_rs_builder::{HnswRsBuilder, SpaceDistance};
 pub use search::{
     exact_search, search, search_rescored, Rejected, SearchOutput, SearchParams, SearchScratch,
-    SearchStats,
+    SearchStats, MAX_SEARCH_EF,
 };
 pub use vectors::{F32Vectors, I8Vectors, PreparedQuery, VectorStore};

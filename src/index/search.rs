@@ -305,7 +305,9 @@ where
                     row: nb,
                 };
                 scratch.candidates.push(Reverse(s));
-                if accept(nb) {
+                // Under TwoHop every fresh point was accepted already (and `accept` may read
+                // metadata for a filter the payload index answers only as a superset).
+                if params.rejected == Rejected::TwoHop || accept(nb) {
                     scratch.results.push(s);
                     if scratch.results.len() > ef {
                         scratch.results.pop();
@@ -397,9 +399,9 @@ where
     Ok(())
 }
 
-/// Rejected neighbours one [`Rejected::TwoHop`] expansion detours through (a layer-0 list is
-/// far shorter in practice; the array bounds the stack).
-const MAX_TWO_HOP_DETOURS: usize = 256;
+/// Rejected neighbours one [`Rejected::TwoHop`] expansion detours through: the longest layer-0
+/// list there can be (`m0 = 2 × M`, `M` ≤ 256), so no detour is ever dropped.
+const MAX_TWO_HOP_DETOURS: usize = 512;
 
 /// How many of the walk's best candidates (by int8 distance) are rescored in f32 for `k`
 /// results. Each rescoring is a random 6 KiB read at 1536-d, so rescoring all `ef` (100 by

@@ -190,6 +190,10 @@ pub struct Snapshots {
     root: PathBuf,
     keep: usize,
     running: parking_lot::Mutex<()>,
+    /// One upload (and the bucket prune after it) at a time: a prune run while another
+    /// upload is in flight would take that upload's manifest-less folder for an abandoned one
+    /// and delete files it has already sent.
+    uploading: tokio::sync::Mutex<()>,
     remote: Option<Arc<S3Target>>,
 }
 
@@ -254,6 +258,7 @@ impl Snapshots {
             root,
             keep: keep.max(1),
             running: parking_lot::Mutex::new(()),
+            uploading: tokio::sync::Mutex::new(()),
             remote: None,
         }
     }
@@ -274,6 +279,7 @@ impl Snapshots {
     /// never touch the local snapshot.
     pub async fn upload(&self, info: &SnapshotInfo) -> Option<RemoteCopy> {
         let remote = self.remote.as_ref()?;
+        let _one = self.uploading.lock().await;
         let started = std::time::Instant::now();
         let dir = self.root.join(&info.name);
         let mut copy = RemoteCopy {

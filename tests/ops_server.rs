@@ -385,28 +385,14 @@ async fn http_snapshot_under_load_restores_through_the_cli() {
     assert!(server.terminate(Duration::from_secs(30)).success());
 
     let snap: PathBuf = data.join("snapshots").join(&name);
-    let verify = Command::new(BIN)
-        .args(["snapshot", "verify"])
-        .arg(&snap)
-        .output()
-        .expect("verify");
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    succeeded(Command::new(BIN).args(["snapshot", "verify"]).arg(&snap));
     let restored = tmp.path().join("restored");
-    let out = Command::new(BIN)
-        .args(["restore", "--from"])
-        .arg(&snap)
-        .arg("--path")
-        .arg(&restored)
-        .output()
-        .expect("restore");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeded(
+        Command::new(BIN)
+            .args(["restore", "--from"])
+            .arg(&snap)
+            .arg("--path")
+            .arg(&restored),
     );
 
     let port = free_port();
@@ -580,6 +566,18 @@ async fn audit_log_records_access_without_phi() {
     assert!(events
         .iter()
         .all(|e| e["request_id"].as_str().is_some_and(|s| s.len() == 32)));
+}
+
+/// Runs a `vectord` CLI command and asserts it succeeded (its stderr in the failure message).
+fn succeeded(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().expect("run vectord");
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// The value of the unlabelled metric `name` on `base`'s `/metrics`.
@@ -875,15 +873,10 @@ async fn http_collection_snapshot_purge_and_cli_restore() {
     }
     assert!(server.terminate(Duration::from_secs(30)).success());
 
-    let out = Command::new(BIN)
-        .args(["compact", "--collection", "phi", "--path"])
-        .arg(&data)
-        .output()
-        .expect("compact");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeded(
+        Command::new(BIN)
+            .args(["compact", "--collection", "phi", "--path"])
+            .arg(&data),
     );
     // Logs share stdout (JSON lines when it is not a terminal): pick the report out.
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -895,26 +888,18 @@ async fn http_collection_snapshot_purge_and_cli_restore() {
     assert_eq!(line["name"], json!("phi"));
 
     let snap = data.join("snapshots").join(&name);
-    let restore = |force: bool| {
+    let restore = || {
         let mut cmd = Command::new(BIN);
         cmd.args(["restore", "--from"])
             .arg(&snap)
             .arg("--path")
             .arg(&data);
-        if force {
-            cmd.arg("--force");
-        }
-        cmd.output().expect("restore")
+        cmd
     };
-    let refused = restore(false);
+    let refused = restore().output().expect("restore");
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
-    let out = restore(true);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(restore().arg("--force"));
 
     let port = free_port();
     let server = ServerProcess::run(&data, port, &[]);

@@ -15,6 +15,7 @@
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`migrate`]: copying from a Chroma server, NDJSON export and import.
 //! - [`snapshot`]: online data-folder snapshots, verification and restore.
+//! - [`restore`]: restoring a snapshot into a stopped server's folder (whole or one collection).
 //! - [`s3`]: copies of snapshots in an S3-compatible bucket (upload, list, prune, download).
 //! - [`sync`]: pgvector sync (snapshot, logical replication or trigger follow, reconcile).
 //!
@@ -50,6 +51,7 @@ pub mod index;
 pub mod limits;
 pub mod metrics;
 pub mod migrate;
+pub mod restore;
 pub mod s3;
 pub mod snapshot;
 pub mod sync;

@@ -42,7 +42,11 @@ enum Command {
     /// snapshot leaving the others alone (the server must be stopped).
     Restore {
         /// The snapshot folder (one with SNAPSHOT.json).
-        #[arg(long, required_unless_present = "from_s3", conflicts_with = "from_s3")]
+        #[arg(
+            long,
+            required_unless_present_any = ["from_s3", "finish"],
+            conflicts_with = "from_s3"
+        )]
         from: Option<PathBuf>,
         /// Download the snapshot from this bucket and prefix (`s3://bucket/prefix`), verify every
         /// checksum, then restore it.
@@ -56,11 +60,15 @@ enum Command {
         /// The data folder to restore into.
         #[arg(long, default_value = vectord::config::DEFAULT_PATH)]
         path: PathBuf,
-        /// Replace a non-empty data folder (kept beside it as `<path>.before-restore-<time>`),
-        /// or, restoring one collection, that collection (kept as
-        /// `<path>/collections/.before-restore-<id>-<time>`).
+        /// Replace a data folder holding data (its catalog and collections are kept in
+        /// `<path>/.before-restore-<time>/`), or, restoring one collection, that collection
+        /// (kept as `<path>/collections/.before-restore-<id>-<time>`).
         #[arg(long)]
         force: bool,
+        /// Finish a restore into `--path` that stopped half way through its swap (the server
+        /// refuses to start until then); needs no snapshot.
+        #[arg(long, conflicts_with_all = ["from", "from_s3", "force"])]
+        finish: bool,
         /// Restore only this collection of the snapshot into the existing folder (implied by a
         /// one-collection snapshot).
         #[command(flatten)]
@@ -222,14 +230,21 @@ fn main() -> ExitCode {
             s3,
             path,
             force,
+            finish,
             which,
-        } => restore_command(
-            from,
-            from_s3.map(|u| (u, snapshot, s3)),
-            &path,
-            force,
-            which.selector(),
-        ),
+        } => {
+            if finish {
+                finish_restore_command(&path)
+            } else {
+                restore_command(
+                    from,
+                    from_s3.map(|u| (u, snapshot, s3)),
+                    &path,
+                    force,
+                    which.selector(),
+                )
+            }
+        }
         Command::Compact { path, which } => compact_command(&path, which.selector()),
         Command::Sync(cmd) => run_sync(*cmd),
         Command::Bench(args) => vectord::bench::run(*args),
@@ -269,7 +284,8 @@ fn s3_target(url: String, args: S3Args) -> anyhow::Result<S3Target> {
 }
 
 /// `vectord restore`: from a local snapshot folder, or downloaded from a bucket into a folder
-/// beside the target (same volume), verified, restored, then the download is removed.
+/// inside the target (same volume, even when the target is a mount point), verified,
+/// restored, then the download is removed.
 fn restore_command(
     from: Option<PathBuf>,
     from_s3: Option<(String, Option<String>, S3Args)>,
@@ -282,18 +298,19 @@ fn restore_command(
     let restore = |dir: &std::path::Path| -> anyhow::Result<()> {
         let info = snapshot::read_info(dir)?;
         if sel.is_none() && info.collection.is_none() {
-            let info = snapshot::restore(dir, path, force)?;
+            let done = vectord::restore::restore(dir, path, force)?;
             println!(
                 "restored {} ({} collections, {} files, {} bytes) into {}",
-                info.name,
-                info.collections,
-                info.files.len(),
-                info.total_bytes,
+                done.info.name,
+                done.info.collections,
+                done.info.files.len(),
+                done.info.total_bytes,
                 path.display()
             );
+            print_kept_aside(done.kept_aside.as_deref());
             return Ok(());
         }
-        let done = snapshot::restore_collection(dir, path, sel.as_ref(), force)?;
+        let done = vectord::restore::restore_collection(dir, path, sel.as_ref(), force)?;
         println!(
             "restored collection {} ({}) of {} into {}/{} of {}",
             done.record.name,
@@ -303,27 +320,23 @@ fn restore_command(
             done.record.database,
             path.display()
         );
-        if let Some(aside) = done.kept_aside {
-            println!(
-                "the replaced collection folder is kept at {} (delete it when no longer needed: it holds the old records)",
-                aside.display()
-            );
-        }
+        print_kept_aside(done.kept_aside.as_deref());
         Ok(())
     };
     if let Some((url, name, args)) = from_s3 {
         let target = s3_target(url.clone(), args)?;
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-        let base = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "vectord_data".into());
-        let download = parent.join(format!(".{base}.download-{}", std::process::id()));
+        let created = !path.exists();
+        std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+        // Fail before a long download, not after it, when a server holds the folder.
+        drop(
+            vectord::engine::DirLock::acquire(path)
+                .map_err(|_| snapshot::SnapshotError::TargetLocked(path.to_path_buf()))?,
+        );
+        let download = path.join(format!(
+            "{}{}",
+            vectord::catalog::RESTORE_DOWNLOAD_PREFIX,
+            std::process::id()
+        ));
         let result = (|| {
             let dir = runtime()?
                 .block_on(target.download(name.as_deref(), &download))
@@ -332,10 +345,61 @@ fn restore_command(
                 .with_context(|| format!("restoring {} into {}", dir.display(), path.display()))
         })();
         let _ = std::fs::remove_dir_all(&download);
+        if result.is_err() && created {
+            remove_if_only_lock(path);
+        }
         return result;
     }
     let from = from.context("--from or --from-s3 is required")?;
     restore(&from).with_context(|| format!("restoring {} into {}", from.display(), path.display()))
+}
+
+/// Removes a data folder this command created when a failed restore left nothing in it but
+/// its lock file, so a refused restore leaves no trace.
+fn remove_if_only_lock(path: &std::path::Path) {
+    let only_lock = std::fs::read_dir(path).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .all(|e| e.file_name() == std::ffi::OsStr::new("LOCK"))
+    });
+    if only_lock {
+        let _ = std::fs::remove_dir_all(path);
+    }
+}
+
+/// `vectord restore --finish`: replays an interrupted restore's journal.
+fn finish_restore_command(path: &std::path::Path) -> anyhow::Result<()> {
+    match vectord::restore::finish(path)
+        .with_context(|| format!("finishing the restore into {}", path.display()))?
+    {
+        None => println!("{}: no interrupted restore to finish", path.display()),
+        Some(done) => {
+            match done.collection {
+                Some(id) => println!(
+                    "finished restoring collection {id} of {} into {}",
+                    done.snapshot,
+                    path.display()
+                ),
+                None => println!(
+                    "finished restoring {} into {}",
+                    done.snapshot,
+                    path.display()
+                ),
+            }
+            print_kept_aside(done.kept_aside.as_deref());
+        }
+    }
+    Ok(())
+}
+
+/// Tells the operator where the replaced data went: it holds records (PHI) until deleted.
+fn print_kept_aside(kept: Option<&std::path::Path>) {
+    if let Some(kept) = kept {
+        println!(
+            "the replaced data is kept at {} (delete it when no longer needed: it holds the old records)",
+            kept.display()
+        );
+    }
 }
 
 /// `vectord compact`: purges deleted records from the selected collection (or every one) of

@@ -10,8 +10,7 @@
 //! A snapshot of one collection has the same layout with a catalog holding only that
 //! collection (and its tenant and database); its `SNAPSHOT.json` names the collection and
 //! has format version 2, so a vectord that predates them refuses it instead of restoring it
-//! as a whole data folder. [`restore_collection`] puts one collection of any snapshot back
-//! into a stopped server's folder and leaves the other collections alone.
+//! as a whole data folder. Restoring (whole folder or one collection) is `crate::restore`.
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -23,11 +22,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::catalog::{
-    self, Catalog, CatalogError, CollectionRecord, CollectionSelector, CATALOG_FILE,
-    COLLECTIONS_DIR,
-};
-use crate::engine::{DirLock, EngineError};
+use crate::catalog::{Catalog, CatalogError, CATALOG_FILE};
+use crate::engine::EngineError;
 use crate::fsutil::atomic_replace;
 use crate::s3::{S3Error, S3Target};
 
@@ -80,11 +76,16 @@ pub enum SnapshotError {
     /// The restore target is in use by a running server.
     #[error("{0} is locked by a running vectord; stop it before restoring")]
     TargetLocked(PathBuf),
+    /// An earlier restore into the target stopped half way through its swap.
+    #[error(
+        "{0} holds an interrupted restore; finish it first with `vectord restore --finish --path {0}`"
+    )]
+    Interrupted(PathBuf),
     /// A one-collection snapshot given to the whole-folder restore, which would drop every
     /// other collection.
     #[error(
         "snapshot {path} holds only collection {collection}; restore it with \
-         `vectord restore` (restore_collection), which keeps the folder's other collections"
+         `vectord restore --collection`, which keeps the folder's other collections"
     )]
     OneCollection {
         /// The snapshot folder.
@@ -133,7 +134,11 @@ pub enum SnapshotError {
 }
 
 impl SnapshotError {
-    fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> SnapshotError {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+        source: io::Error,
+    ) -> SnapshotError {
         SnapshotError::Io {
             op,
             path: path.into(),
@@ -141,7 +146,7 @@ impl SnapshotError {
         }
     }
 
-    fn invalid(path: impl Into<PathBuf>, reason: impl Into<String>) -> SnapshotError {
+    pub(crate) fn invalid(path: impl Into<PathBuf>, reason: impl Into<String>) -> SnapshotError {
         SnapshotError::Invalid {
             path: path.into(),
             reason: reason.into(),
@@ -541,212 +546,13 @@ pub fn verify(dir: &Path) -> Result<SnapshotInfo, SnapshotError> {
     Ok(info)
 }
 
-/// Restores the snapshot in `snapshot` as the data folder `target`, after verifying every
-/// checksum. `target` must be absent or empty unless `force`, in which case the old folder is
-/// kept beside it as `<target>.before-restore-<time>`. Nothing is replaced if anything fails.
-pub fn restore(snapshot: &Path, target: &Path, force: bool) -> Result<SnapshotInfo, SnapshotError> {
-    let info = verify(snapshot)?;
-    if let Some(collection) = info.collection {
-        return Err(SnapshotError::OneCollection {
-            path: snapshot.to_path_buf(),
-            collection,
-        });
-    }
-    let has_data = match fs::read_dir(target) {
-        Ok(mut it) => it.next().is_some(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-        Err(e) => return Err(SnapshotError::io("read", target, e)),
-    };
-    if has_data && !force {
-        return Err(SnapshotError::TargetNotEmpty(target.to_path_buf()));
-    }
-    // Hold the target's lock for the whole swap so a server cannot start on a half-restored
-    // folder (and we cannot replace a folder a server is using).
-    let _held = if target.exists() {
-        Some(DirLock::acquire(target).map_err(|_| SnapshotError::TargetLocked(target.into()))?)
-    } else {
-        None
-    };
-    let parent = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let base = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "vectord_data".into());
-    let staging = parent.join(format!(".{base}.restoring"));
-    if staging.exists() {
-        fs::remove_dir_all(&staging).map_err(|e| SnapshotError::io("remove", &staging, e))?;
-    }
-    for entry in &info.files {
-        let from = safe_join(snapshot, &entry.path)?;
-        copy_checked(&from, &staging.join(&entry.path), entry)?;
-    }
-    sync_tree(&staging)?;
-    if target.exists() {
-        let stamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_secs();
-        let aside = parent.join(format!("{base}.before-restore-{}", utc_stamp(stamp)));
-        fs::rename(target, &aside).map_err(|e| SnapshotError::io("rename", target, e))?;
-    }
-    fs::rename(&staging, target).map_err(|e| SnapshotError::io("rename", &staging, e))?;
-    File::open(&parent)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| SnapshotError::io("fsync", &parent, e))?;
-    Ok(info)
-}
-
-/// What [`restore_collection`] put back.
-#[derive(Debug, Clone)]
-pub struct RestoredCollection {
-    /// The snapshot it came from.
-    pub info: SnapshotInfo,
-    /// The collection's catalog record as restored (configuration and metadata included).
-    pub record: CollectionRecord,
-    /// Where the collection's replaced folder was kept (inside the data folder's
-    /// `collections/`), when one existed.
-    pub kept_aside: Option<PathBuf>,
-}
-
-/// Restores one collection of `snapshot` into the data folder `target` (created if absent),
-/// leaving its other collections alone: every checksum of the snapshot is verified first,
-/// the collection's files are copied to a staging folder and checked again, then swapped in
-/// and its catalog record (configuration, metadata, and its tenant and database when
-/// missing) written. `sel` picks the collection (optional for a one-collection snapshot, or
-/// a snapshot holding one). A collection of the same id is replaced only with `force`, its
-/// folder kept as `collections/.before-restore-<id>-<time>`; another collection of the same
-/// name is never replaced. The folder's lock is held throughout, so a running server makes
-/// this fail with [`SnapshotError::TargetLocked`]: its catalog and open collection would not
-/// see the swap, and would write over it.
-pub fn restore_collection(
-    snapshot: &Path,
-    target: &Path,
-    sel: Option<&CollectionSelector>,
-    force: bool,
-) -> Result<RestoredCollection, SnapshotError> {
-    let info = verify(snapshot)?;
-    let snap_catalog = catalog::read_catalog_file(snapshot)?
-        .ok_or_else(|| SnapshotError::invalid(snapshot, "no catalog.json"))?;
-    let record = match (sel, info.collection) {
-        (Some(sel), _) => sel.find(snap_catalog.collections.iter()),
-        (None, Some(id)) => snap_catalog.collections.iter().find(|c| c.id == id),
-        (None, None) if snap_catalog.collections.len() == 1 => snap_catalog.collections.first(),
-        (None, None) => return Err(SnapshotError::NeedsCollection(snapshot.to_path_buf())),
-    }
-    .filter(|r| info.collection.is_none_or(|id| id == r.id))
-    .cloned()
-    .ok_or_else(|| SnapshotError::NoSuchCollection {
-        path: snapshot.to_path_buf(),
-        collection: sel.map_or_else(|| format!("{:?}", info.collection), |s| s.to_string()),
-    })?;
-    let id = record.id;
-    let prefix = format!("{COLLECTIONS_DIR}/{id}/");
-    let files: Vec<&SnapshotEntry> = info
-        .files
-        .iter()
-        .filter(|f| f.path.starts_with(&prefix))
-        .collect();
-    // The MANIFEST is written last into a collection's snapshot: without it the copy is
-    // partial (verify cannot tell, since SNAPSHOT.json would not list it either).
-    if !files.iter().any(|f| f.path == format!("{prefix}MANIFEST")) {
-        return Err(SnapshotError::invalid(
-            snapshot.join(&prefix),
-            "the collection has no MANIFEST (a partial snapshot)",
-        ));
-    }
-
-    fs::create_dir_all(target).map_err(|e| SnapshotError::io("create", target, e))?;
-    let _held = DirLock::acquire(target).map_err(|_| SnapshotError::TargetLocked(target.into()))?;
-    let mut current = catalog::read_catalog_file(target)?.unwrap_or_default();
-    if let Some(other) = current.collections.iter().find(|c| {
-        c.id != id
-            && c.name == record.name
-            && c.tenant == record.tenant
-            && c.database == record.database
-    }) {
-        return Err(SnapshotError::NameTaken {
-            id: other.id,
-            name: other.name.clone(),
-            tenant: other.tenant.clone(),
-            database: other.database.clone(),
-            path: target.to_path_buf(),
-        });
-    }
-    let coll_root = target.join(COLLECTIONS_DIR);
-    let live = coll_root.join(id.to_string());
-    let present = current.collections.iter().any(|c| c.id == id) || live.exists();
-    if present && !force {
-        return Err(SnapshotError::CollectionPresent {
-            id,
-            name: record.name,
-            path: target.to_path_buf(),
-        });
-    }
-
-    // Staged inside `collections/`: the same file system as the live folder, so the swap is
-    // a rename; the catalog never names a dot-folder, so a crash leaves only litter.
-    let staging = coll_root.join(format!(".restoring-{id}"));
-    if staging.exists() {
-        fs::remove_dir_all(&staging).map_err(|e| SnapshotError::io("remove", &staging, e))?;
-    }
-    let staged = (|| {
-        for entry in &files {
-            let from = safe_join(snapshot, &entry.path)?;
-            let to = safe_join(&staging, &entry.path[prefix.len()..])?;
-            copy_checked(&from, &to, entry)?;
-        }
-        sync_tree(&staging)
-    })();
-    if let Err(e) = staged {
-        let _ = fs::remove_dir_all(&staging);
-        return Err(e);
-    }
-
-    let kept_aside = if live.exists() {
-        let stamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_secs();
-        let aside = coll_root.join(format!(".before-restore-{id}-{}", utc_stamp(stamp)));
-        fs::rename(&live, &aside).map_err(|e| SnapshotError::io("rename", &live, e))?;
-        Some(aside)
-    } else {
-        None
-    };
-    let swapped = fs::rename(&staging, &live)
-        .map_err(|e| SnapshotError::io("rename", &staging, e))
-        .and_then(|()| {
-            current.put_collection(record.clone(), &snap_catalog)?;
-            catalog::write_catalog_file(target, &current)?;
-            Ok(())
-        });
-    if let Err(e) = swapped {
-        // Put the old folder back, so the catalog (unchanged) and the files still agree.
-        if live.exists() {
-            let _ = fs::rename(&live, &staging);
-        }
-        if let Some(aside) = &kept_aside {
-            let _ = fs::rename(aside, &live);
-        }
-        let _ = fs::remove_dir_all(&staging);
-        return Err(e);
-    }
-    File::open(&coll_root)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| SnapshotError::io("fsync", &coll_root, e))?;
-    Ok(RestoredCollection {
-        info,
-        record,
-        kept_aside,
-    })
-}
-
 /// Copies one snapshot file to `to` (creating its folder), checks the copy against `entry`
 /// and fsyncs it.
-fn copy_checked(from: &Path, to: &Path, entry: &SnapshotEntry) -> Result<(), SnapshotError> {
+pub(crate) fn copy_checked(
+    from: &Path,
+    to: &Path,
+    entry: &SnapshotEntry,
+) -> Result<(), SnapshotError> {
     if let Some(dir) = to.parent() {
         fs::create_dir_all(dir).map_err(|e| SnapshotError::io("create", dir, e))?;
     }
@@ -909,7 +715,7 @@ fn hash_file(path: &Path) -> io::Result<(u64, String)> {
 }
 
 /// Fsyncs every folder under `dir` (files were fsynced as they were written).
-fn sync_tree(dir: &Path) -> Result<(), SnapshotError> {
+pub(crate) fn sync_tree(dir: &Path) -> Result<(), SnapshotError> {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let entries = fs::read_dir(&d).map_err(|e| SnapshotError::io("list", &d, e))?;
@@ -926,7 +732,7 @@ fn sync_tree(dir: &Path) -> Result<(), SnapshotError> {
 }
 
 /// `YYYYMMDDTHHMMSSZ` for a Unix time (civil-from-days, proleptic Gregorian, UTC).
-fn utc_stamp(secs: u64) -> String {
+pub(crate) fn utc_stamp(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);

@@ -10,6 +10,9 @@
 //!   one truncation, each on a fresh copy of a folder with two collections: the server starts,
 //!   the damaged collection is reported with its file and offset (error responses, the
 //!   healthcheck's `failed_collections`), the other collection serves exactly what was written.
+//! - `whole_folder_restore_into_a_mount_point`: the data folder is a tmpfs mount point, as `/data`
+//!   is on Fly: it cannot be renamed and beside it is another file system. `vectord restore
+//!   --force` still replaces its data, swapping inside it.
 
 mod server_common;
 
@@ -547,4 +550,102 @@ async fn damaged_files_are_reported_and_others_serve() {
     check_exact(&client, &s.base, &good, &good_ids, 50).await;
     assert!(s.stop().success());
     let _ = BIN;
+}
+
+#[test]
+fn whole_folder_restore_into_a_mount_point() {
+    use std::os::unix::fs::MetadataExt;
+    use vectord::catalog::{Catalog, NewCollection};
+    use vectord::types::{Record, WriteBatch};
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    if !mount_tmpfs(&data, "64m") {
+        return;
+    }
+    let _mount = Mount(data.clone());
+    let device = std::fs::metadata(&data).expect("stat").dev();
+    assert_ne!(device, std::fs::metadata(tmp.path()).expect("stat").dev());
+
+    let add = |from: usize, n: usize| {
+        WriteBatch::Add(
+            (from..from + n)
+                .map(|i| Record {
+                    id: format!("r{i}"),
+                    embedding: vector_for(&format!("r{i}"), 0, DIM),
+                    metadata: None,
+                    document: Some(format!("doc {i}")),
+                    uri: None,
+                })
+                .collect(),
+        )
+    };
+    let count = |dir: &Path| -> u64 {
+        let catalog = Catalog::open(dir).expect("open");
+        let entry = catalog
+            .collection_by_name("default_tenant", "default_database", "policies")
+            .expect("collection");
+        entry.engine().expect("engine").count()
+    };
+    let snapshots = data.join("snapshots");
+    let name = {
+        let catalog = Catalog::open(&data).expect("open");
+        let (entry, _) = catalog
+            .create_collection(
+                NewCollection {
+                    tenant: "default_tenant".into(),
+                    database: "default_database".into(),
+                    name: "policies".into(),
+                    metadata: None,
+                    configuration: None,
+                    schema: None,
+                    config: Default::default(),
+                },
+                false,
+            )
+            .expect("create");
+        let c = entry.engine().expect("engine");
+        c.apply(add(0, 50), None).expect("apply");
+        c.flush().expect("flush");
+        let name = vectord::snapshot::new_name(&snapshots);
+        vectord::snapshot::create(&catalog, &snapshots, &name).expect("snapshot");
+        c.apply(add(50, 30), None)
+            .expect("apply after the snapshot");
+        name
+    };
+
+    let out = Command::new(BIN)
+        .args(["restore", "--force", "--from"])
+        .arg(snapshots.join(&name))
+        .arg("--path")
+        .arg(&data)
+        .output()
+        .expect("run vectord restore");
+    assert!(
+        out.status.success(),
+        "restore into a mount point failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::metadata(&data).expect("stat").dev(),
+        device,
+        "still the mount"
+    );
+    assert_eq!(count(&data), 50, "the snapshot's records");
+    let kept: Vec<PathBuf> = std::fs::read_dir(&data)
+        .expect("list")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".before-restore-"))
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "one folder of replaced data: {kept:?}");
+    assert_eq!(
+        count(&kept[0]),
+        80,
+        "the replaced data, writes after the snapshot included"
+    );
 }

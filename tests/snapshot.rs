@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 use vectord::catalog::{Catalog, CollectionSelector, NewCollection};
 use vectord::engine::{Collection, CollectionConfig};
+use vectord::restore;
 use vectord::snapshot::{self, SnapshotError};
 use vectord::types::{Columns, DeleteSelector, GetRequest, Include, MetadataValue, WriteBatch};
 
@@ -148,7 +149,7 @@ fn snapshot_under_load_restores_a_consistent_cut() {
     drop(catalog);
 
     let restored_dir = tmp.path().join("restored");
-    snapshot::restore(&root.join(&name), &restored_dir, false).expect("restore");
+    restore::restore(&root.join(&name), &restored_dir, false).expect("restore");
     let restored = Catalog::open(&restored_dir).expect("open restored");
     assert!(restored.failed_collections().is_empty());
     for (ci, cname) in ["alpha", "beta"].iter().enumerate() {
@@ -215,7 +216,7 @@ fn restore_refuses_a_damaged_or_partial_snapshot() {
     fs::remove_file(&victim_path).expect("unlink");
     fs::write(&victim_path, &bytes).expect("write");
     let target = tmp.path().join("restored");
-    match snapshot::restore(&snap, &target, false) {
+    match restore::restore(&snap, &target, false) {
         Err(SnapshotError::Invalid { path, reason }) => {
             assert_eq!(path, victim_path);
             assert!(reason.contains("checksum mismatch"), "{reason}");
@@ -230,7 +231,7 @@ fn restore_refuses_a_damaged_or_partial_snapshot() {
     // Without SNAPSHOT.json it is not a snapshot at all.
     fs::remove_file(snap.join(snapshot::SNAPSHOT_FILE)).expect("remove");
     assert!(matches!(
-        snapshot::restore(&snap, &target, false),
+        restore::restore(&snap, &target, false),
         Err(SnapshotError::Invalid { .. })
     ));
     // The original data folder still opens intact.
@@ -242,10 +243,13 @@ fn restore_refuses_a_damaged_or_partial_snapshot() {
 }
 
 #[test]
-fn restore_over_existing_data_needs_force_and_keeps_the_old_folder() {
+fn restore_over_existing_data_needs_force_and_swaps_inside_the_folder() {
+    use std::os::unix::fs::MetadataExt;
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
-    let root = tmp.path().join("snapshots");
+    // The default layout: snapshots inside the data folder, which on Fly is the volume's mount
+    // point. The restore must neither rename the folder nor write beside it.
+    let root = data.join("snapshots");
     let name = {
         let catalog = Catalog::open(&data).expect("open");
         let c = new_collection(&catalog, "delta");
@@ -258,28 +262,88 @@ fn restore_over_existing_data_needs_force_and_keeps_the_old_folder() {
     };
     let snap = root.join(&name);
     assert!(matches!(
-        snapshot::restore(&snap, &data, false),
+        restore::restore(&snap, &data, false),
         Err(SnapshotError::TargetNotEmpty(_))
     ));
     {
         let _running = Catalog::open(&data).expect("open");
         assert!(matches!(
-            snapshot::restore(&snap, &data, true),
+            restore::restore(&snap, &data, true),
             Err(SnapshotError::TargetLocked(_))
         ));
     }
-    snapshot::restore(&snap, &data, true).expect("forced restore");
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let beside_before = names(tmp.path());
+    let inode_before = fs::metadata(&data).expect("stat").ino();
+    let done = restore::restore(&snap, &data, true).expect("forced restore");
+    assert_eq!(
+        names(tmp.path()),
+        beside_before,
+        "nothing written beside the folder"
+    );
+    assert_eq!(
+        fs::metadata(&data).expect("stat").ino(),
+        inode_before,
+        "the folder itself stays"
+    );
+    let kept = done.kept_aside.expect("the replaced data is kept");
+    assert!(
+        kept.starts_with(&data),
+        "kept inside the folder: {}",
+        kept.display()
+    );
+    assert_eq!(names(&kept), ["catalog.json", "collections"]);
+    let mut left = names(&data);
+    left.retain(|n| !n.starts_with(".before-restore-"));
+    assert_eq!(left, ["LOCK", "catalog.json", "collections", "snapshots"]);
+    snapshot::verify(&snap).expect("the snapshots folder is left alone");
+
     let catalog = Catalog::open(&data).expect("open restored");
     let entry = catalog
         .collection_by_name("default_tenant", "default_database", "delta")
         .expect("collection");
     assert_eq!(entry.engine().expect("engine").count(), BATCH);
-    let kept = fs::read_dir(tmp.path()).expect("list").flatten().any(|e| {
-        e.file_name()
-            .to_string_lossy()
-            .starts_with("data.before-restore-")
-    });
-    assert!(kept, "the replaced folder is kept beside the restored one");
+    drop(catalog);
+    // What was kept aside is a data folder of its own: the records written after the snapshot
+    // are still there.
+    let old = Catalog::open(&kept).expect("open the kept data");
+    let entry = old
+        .collection_by_name("default_tenant", "default_database", "delta")
+        .expect("collection");
+    assert_eq!(entry.engine().expect("engine").count(), 2 * BATCH);
+}
+
+#[test]
+fn leftover_staging_and_downloads_are_removed_when_the_server_opens() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    for dir in [
+        ".restore-staging/collections/x",
+        ".restore-download-123/snapshot-1",
+        "collections/.restoring-7b0c7d5e-0000-4000-8000-000000000000",
+    ] {
+        fs::create_dir_all(data.join(dir)).expect("leftover");
+        fs::write(data.join(dir).join("f"), b"phi").expect("leftover file");
+    }
+    fs::create_dir_all(data.join(".before-restore-20260101T000000Z")).expect("kept");
+    drop(Catalog::open(&data).expect("open"));
+    assert!(!data.join(".restore-staging").exists());
+    assert!(!data.join(".restore-download-123").exists());
+    assert!(!data
+        .join("collections/.restoring-7b0c7d5e-0000-4000-8000-000000000000")
+        .exists());
+    assert!(
+        data.join(".before-restore-20260101T000000Z").exists(),
+        "kept data is the operator's to delete"
+    );
 }
 
 #[test]
@@ -453,11 +517,11 @@ fn collection_snapshot_under_load_restores_only_that_collection() {
 
     // The whole-folder restore refuses a one-collection snapshot: it would drop beta.
     assert!(matches!(
-        snapshot::restore(&root.join(&name), &tmp.path().join("elsewhere"), false),
+        restore::restore(&root.join(&name), &tmp.path().join("elsewhere"), false),
         Err(SnapshotError::OneCollection { .. })
     ));
     // A running server holds the folder: restoring under it is refused, and says so.
-    match snapshot::restore_collection(&root.join(&name), &data, None, true) {
+    match restore::restore_collection(&root.join(&name), &data, None, true) {
         Err(e @ SnapshotError::TargetLocked(_)) => {
             assert!(e.to_string().contains("stop it"), "{e}")
         }
@@ -466,10 +530,10 @@ fn collection_snapshot_under_load_restores_only_that_collection() {
     drop(catalog);
     // The collection exists: replacing it needs force.
     assert!(matches!(
-        snapshot::restore_collection(&root.join(&name), &data, None, false),
+        restore::restore_collection(&root.join(&name), &data, None, false),
         Err(SnapshotError::CollectionPresent { .. })
     ));
-    let done = snapshot::restore_collection(&root.join(&name), &data, None, true).expect("restore");
+    let done = restore::restore_collection(&root.join(&name), &data, None, true).expect("restore");
     assert_eq!(done.record, alpha_record);
     let aside = done.kept_aside.expect("old folder kept");
     assert!(aside.starts_with(data.join("collections")));
@@ -586,7 +650,7 @@ fn collection_restore_into_another_folder_checks_everything_first() {
     fs::remove_file(&victim_path).expect("unlink");
     fs::write(&victim_path, &bad).expect("write");
     assert!(matches!(
-        snapshot::restore_collection(&snap, &target, None, true),
+        restore::restore_collection(&snap, &target, None, true),
         Err(SnapshotError::Invalid { .. })
     ));
     fs::write(&victim_path, &good).expect("repair");
@@ -594,7 +658,7 @@ fn collection_restore_into_another_folder_checks_everything_first() {
     let manifest = fs::read(snap.join(snapshot::SNAPSHOT_FILE)).expect("read");
     fs::remove_file(snap.join(snapshot::SNAPSHOT_FILE)).expect("remove");
     assert!(matches!(
-        snapshot::restore_collection(&snap, &target, None, true),
+        restore::restore_collection(&snap, &target, None, true),
         Err(SnapshotError::Invalid { .. })
     ));
     fs::write(snap.join(snapshot::SNAPSHOT_FILE), &manifest).expect("put back");
@@ -605,7 +669,7 @@ fn collection_restore_into_another_folder_checks_everything_first() {
     );
     assert!(!target.join("collections").join(rec.id.to_string()).exists());
 
-    let done = snapshot::restore_collection(&snap, &target, None, false).expect("restore");
+    let done = restore::restore_collection(&snap, &target, None, false).expect("restore");
     assert!(done.kept_aside.is_none());
     let catalog = Catalog::open(&target).expect("open restored");
     assert!(catalog.get_database("default_tenant", "imaging").is_ok());
@@ -648,7 +712,7 @@ fn collection_restore_into_another_folder_checks_everything_first() {
             .expect("create");
     }
     assert!(matches!(
-        snapshot::restore_collection(&snap, &other, None, true),
+        restore::restore_collection(&snap, &other, None, true),
         Err(SnapshotError::NameTaken { .. })
     ));
 }

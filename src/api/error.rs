@@ -216,6 +216,7 @@ impl From<CatalogError> for ApiError {
             }
             CatalogError::CollectionUnavailable { .. }
             | CatalogError::Lock(_)
+            | CatalogError::InterruptedRestore(_)
             | CatalogError::Io { .. }
             | CatalogError::Corrupt { .. } => ApiError::Internal(e.to_string()),
         }

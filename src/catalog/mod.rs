@@ -43,6 +43,15 @@ pub const SHUTDOWN_FLUSH_MAX_UNINDEXED: usize = 4096;
 /// Prefix of a collection folder being removed (renamed first so a crash never leaves a
 /// half-deleted folder under a live UUID).
 const TRASH_PREFIX: &str = ".deleted-";
+/// The journal of a restore that is swapping files in the data folder (`restore` module). While
+/// it exists the folder is half old, half new, so no server may open it.
+pub const RESTORE_JOURNAL: &str = "RESTORE.json";
+/// Folder (in the data folder) a whole-folder restore copies a snapshot into before the swap.
+pub const RESTORE_STAGING: &str = ".restore-staging";
+/// Prefix of a folder (in the data folder) `restore --from-s3` downloads a snapshot into.
+pub const RESTORE_DOWNLOAD_PREFIX: &str = ".restore-download-";
+/// Prefix of a folder (in `collections/`) a collection restore copies a collection into.
+pub const COLLECTION_STAGING_PREFIX: &str = ".restoring-";
 
 /// Catalog failures. `api` maps each variant to a status in one place.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +143,12 @@ pub enum CatalogError {
         /// What was wrong.
         reason: String,
     },
+    /// A restore stopped half way through its swap (its journal is still there).
+    #[error(
+        "{0} holds an interrupted restore ({RESTORE_JOURNAL}); finish it with \
+         `vectord restore --finish --path {0}` before starting the server"
+    )]
+    InterruptedRestore(PathBuf),
 }
 
 impl CatalogError {
@@ -379,6 +394,10 @@ impl Catalog {
     pub fn open(dir: &Path) -> Result<Catalog, CatalogError> {
         fs::create_dir_all(dir).map_err(|e| CatalogError::io("create data folder", dir, e))?;
         let lock = DirLock::acquire(dir).map_err(CatalogError::Lock)?;
+        if dir.join(RESTORE_JOURNAL).exists() {
+            return Err(CatalogError::InterruptedRestore(dir.to_path_buf()));
+        }
+        sweep_restore_leftovers(dir);
         let coll_dir = dir.join(COLLECTIONS_DIR);
         fs::create_dir_all(&coll_dir)
             .map_err(|e| CatalogError::io("create collections folder", &coll_dir, e))?;
@@ -1035,17 +1054,36 @@ impl Catalog {
 
 /// Removes folders left by deletes that were interrupted.
 fn sweep_trash(coll_dir: &Path) {
-    let Ok(entries) = fs::read_dir(coll_dir) else {
+    sweep_prefixed(coll_dir, TRASH_PREFIX, "trashed collection folder");
+}
+
+/// Removes copies a restore or a download left when it stopped before its swap began (with no
+/// journal they are not part of the data): they hold records, which is PHI, and disk space.
+/// Only under the folder's lock, so no restore is writing them.
+fn sweep_restore_leftovers(dir: &Path) {
+    sweep_prefixed(dir, RESTORE_STAGING, "restore staging folder");
+    sweep_prefixed(dir, RESTORE_DOWNLOAD_PREFIX, "snapshot download folder");
+    sweep_prefixed(
+        &dir.join(COLLECTIONS_DIR),
+        COLLECTION_STAGING_PREFIX,
+        "collection restore staging folder",
+    );
+}
+
+/// Removes every folder in `dir` whose name starts with `prefix`.
+fn sweep_prefixed(dir: &Path, prefix: &str, what: &'static str) {
+    let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(TRASH_PREFIX)
-        {
-            if let Err(e) = fs::remove_dir_all(entry.path()) {
-                tracing::warn!(path = %entry.path().display(), error = %e, "could not remove trashed collection folder");
+        if entry.file_name().to_string_lossy().starts_with(prefix) {
+            match fs::remove_dir_all(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %entry.path().display(), "removed a leftover {what}")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "could not remove a leftover {what}")
+                }
             }
         }
     }

@@ -10,7 +10,9 @@ request and none issued after its answer.
     python tests/scale/snapshot_roundtrip.py BIN SRC RESTORED DATASET
     # BIN: a vectord binary; SRC: a copy of a data folder holding the real100k collection
     # `bench_real100k` as the shared harness loads it (ids "0".."99999", its metadatas);
-    # RESTORED: a new folder; DATASET: the real100k folder (base.npy, metadatas.jsonl)
+    # RESTORED: a new folder, or SRC itself to restore in place with --force (as on Fly, where
+    # the data folder is the volume's mount point); DATASET: the real100k folder (base.npy,
+    # metadatas.jsonl)
 """
 import json, sys, time, threading, urllib.request, subprocess, shutil
 import numpy as np
@@ -48,9 +50,10 @@ time.sleep(2); stop = True
 for t in ts: t.join()
 print("snapshot", json.dumps(snap)[:300], f"took {t_snap:.2f} s; batches acked before {before}, issued by its answer {after}")
 srv.terminate(); srv.wait()
-shutil.rmtree(RST, ignore_errors=True)
+in_place = RST == SRC
+if not in_place: shutil.rmtree(RST, ignore_errors=True)
 path = f"{SRC}/snapshots/{snap['name']}"
-t0 = time.time(); r = subprocess.run([BIN, "restore", "--from", path, "--path", RST], capture_output=True, text=True); t_rst = time.time() - t0
+t0 = time.time(); r = subprocess.run([BIN, "restore", "--from", path, "--path", RST] + (["--force"] if in_place else []), capture_output=True, text=True); t_rst = time.time() - t0
 print("restore rc", r.returncode, f"{t_rst:.2f} s", r.stdout[-300:], r.stderr[-300:])
 # Compare every record: original rows against base.npy + metadatas.jsonl; live rows per writer.
 base = np.load(f"{DATA}/base.npy"); metas = [json.loads(l) for l in open(f"{DATA}/metadatas.jsonl")]

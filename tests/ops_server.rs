@@ -857,6 +857,7 @@ async fn http_collection_snapshot_purge_and_cli_restore() {
     assert_eq!(r.status().as_u16(), 200);
     let report: Value = r.json().await.expect("json");
     assert_eq!(report["collection"], json!(phi));
+    assert_eq!(report["name"], json!("phi"), "{report}");
     assert_eq!(report["compacted"], json!(true), "{report}");
     for needle in ["gone chart note 007 qjz", "gone-029"] {
         let hits = files_containing(&coll_dir, needle);

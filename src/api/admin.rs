@@ -104,6 +104,7 @@ pub async fn compact_collection(
         return Err(crate::catalog::CatalogError::CollectionIdNotFound(id).into());
     }
     let engine = std::sync::Arc::clone(entry.engine()?);
+    let name = entry.record.name.clone();
     let started = std::time::Instant::now();
     let report = blocking(move || {
         engine
@@ -115,6 +116,7 @@ pub async fn compact_collection(
     let mut body = serde_json::to_value(report)
         .map_err(|e| ApiError::Internal(format!("encoding the purge report: {e}")))?;
     body["collection"] = json!(id);
+    body["name"] = json!(name);
     body["elapsed_ms"] = json!(started.elapsed().as_millis() as u64);
     Ok(Json(body))
 }

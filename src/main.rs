@@ -16,6 +16,7 @@ use vectord::audit::AuditLog;
 use vectord::catalog::{Catalog, CollectionSelector, DEFAULT_DATABASE, DEFAULT_TENANT};
 use vectord::config::{RunArgs, S3Args, S3Settings, Settings};
 use vectord::migrate;
+use vectord::restore::Transfer;
 use vectord::s3::S3Target;
 use vectord::snapshot::{self, SnapshotSummary, Snapshots};
 
@@ -261,9 +262,17 @@ fn main() -> ExitCode {
 }
 
 /// Logs as JSON lines when stdout is not a terminal (containers, CI), as text otherwise;
-/// `RUST_LOG` overrides the default `info` level.
+/// `RUST_LOG` overrides the default `info` level. Audit events (target `audit`) stay on at
+/// `info` whatever the level, unless `RUST_LOG` names the `audit` target itself: without
+/// `--audit-log` the log is the audit trail, and a quieter log level must not end it.
 fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let env = std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_default();
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if !env.contains("audit") {
+        if let Ok(directive) = "audit=info".parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if std::io::stdout().is_terminal() {
         builder.init();
@@ -295,10 +304,10 @@ fn restore_command(
 ) -> anyhow::Result<()> {
     // One collection when asked for, or when the snapshot holds only one collection's scope;
     // the whole folder otherwise.
-    let restore = |dir: &std::path::Path| -> anyhow::Result<()> {
+    let restore = |dir: &std::path::Path, transfer: Transfer| -> anyhow::Result<()> {
         let info = snapshot::read_info(dir)?;
         if sel.is_none() && info.collection.is_none() {
-            let done = vectord::restore::restore(dir, path, force)?;
+            let done = vectord::restore::restore_with(dir, path, force, transfer)?;
             println!(
                 "restored {} ({} collections, {} files, {} bytes) into {}",
                 done.info.name,
@@ -310,7 +319,8 @@ fn restore_command(
             print_kept_aside(done.kept_aside.as_deref());
             return Ok(());
         }
-        let done = vectord::restore::restore_collection(dir, path, sel.as_ref(), force)?;
+        let done =
+            vectord::restore::restore_collection_with(dir, path, sel.as_ref(), force, transfer)?;
         println!(
             "restored collection {} ({}) of {} into {}/{} of {}",
             done.record.name,
@@ -341,7 +351,9 @@ fn restore_command(
             let dir = runtime()?
                 .block_on(target.download(name.as_deref(), &download))
                 .with_context(|| format!("downloading from {url}"))?;
-            restore(&dir)
+            // The download is ours and verified before anything moves: its files are renamed
+            // into place, so the volume needs room for one copy of the snapshot, not two.
+            restore(&dir, Transfer::Move)
                 .with_context(|| format!("restoring {} into {}", dir.display(), path.display()))
         })();
         let _ = std::fs::remove_dir_all(&download);
@@ -351,7 +363,8 @@ fn restore_command(
         return result;
     }
     let from = from.context("--from or --from-s3 is required")?;
-    restore(&from).with_context(|| format!("restoring {} into {}", from.display(), path.display()))
+    restore(&from, Transfer::Copy)
+        .with_context(|| format!("restoring {} into {}", from.display(), path.display()))
 }
 
 /// Removes a data folder this command created when a failed restore left nothing in it but

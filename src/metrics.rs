@@ -22,7 +22,8 @@ use crate::engine::CollectionStats;
 pub struct HttpLabels {
     /// HTTP method.
     pub method: String,
-    /// Matched route template, or `unmatched`.
+    /// Matched route template, `unmatched`, or `admission` for requests refused (429) before
+    /// routing because the server was busy.
     pub route: String,
     /// Response status code.
     pub status: u16,

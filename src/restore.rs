@@ -70,6 +70,17 @@ struct Move {
     to: String,
 }
 
+/// How a restore stages the snapshot's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    /// Copy each file and check the copy against its checksum: the snapshot stays as it was.
+    Copy,
+    /// Rename each file into the staging folder and fsync it: for a private, just verified
+    /// download inside the data folder (`restore --from-s3`), which the restore consumes, so
+    /// the volume never holds a second copy of it.
+    Move,
+}
+
 /// What [`restore`] did.
 #[derive(Debug, Clone)]
 pub struct RestoredFolder {
@@ -114,6 +125,16 @@ pub fn restore(
     target: &Path,
     force: bool,
 ) -> Result<RestoredFolder, SnapshotError> {
+    restore_with(snapshot, target, force, Transfer::Copy)
+}
+
+/// [`restore`], staging the snapshot's files as `transfer` says.
+pub fn restore_with(
+    snapshot: &Path,
+    target: &Path,
+    force: bool,
+    transfer: Transfer,
+) -> Result<RestoredFolder, SnapshotError> {
     let info = verify(snapshot)?;
     if let Some(collection) = info.collection {
         return Err(SnapshotError::OneCollection {
@@ -149,18 +170,12 @@ pub fn restore(
         .collect();
 
     let staging = target.join(RESTORE_STAGING);
-    remove_if_present(&staging)?;
-    let staged = (|| {
-        for entry in &info.files {
-            let from = safe_join(snapshot, &entry.path)?;
-            copy_checked(&from, &safe_join(&staging, &entry.path)?, entry)?;
-        }
-        sync_tree(&staging)
-    })();
-    if let Err(e) = staged {
-        let _ = fs::remove_dir_all(&staging);
-        return Err(e);
-    }
+    stage(
+        snapshot,
+        &staging,
+        info.files.iter().map(|e| (e, e.path.as_str())),
+        transfer,
+    )?;
 
     let kept = (!replaced.is_empty()).then(|| unused_name(target, KEPT_PREFIX));
     let mut moves = Vec::new();
@@ -205,6 +220,17 @@ pub fn restore_collection(
     target: &Path,
     sel: Option<&CollectionSelector>,
     force: bool,
+) -> Result<RestoredCollection, SnapshotError> {
+    restore_collection_with(snapshot, target, sel, force, Transfer::Copy)
+}
+
+/// [`restore_collection`], staging the collection's files as `transfer` says.
+pub fn restore_collection_with(
+    snapshot: &Path,
+    target: &Path,
+    sel: Option<&CollectionSelector>,
+    force: bool,
+    transfer: Transfer,
 ) -> Result<RestoredCollection, SnapshotError> {
     let info = verify(snapshot)?;
     let snap_catalog = catalog::read_catalog_file(snapshot)?
@@ -271,19 +297,12 @@ pub fn restore_collection(
     // a rename; the catalog never names a dot-folder.
     let staging_rel = format!("{COLLECTIONS_DIR}/{COLLECTION_STAGING_PREFIX}{id}");
     let staging = target.join(&staging_rel);
-    remove_if_present(&staging)?;
-    let staged = (|| {
-        for entry in &files {
-            let from = safe_join(snapshot, &entry.path)?;
-            let to = safe_join(&staging, &entry.path[prefix.len()..])?;
-            copy_checked(&from, &to, entry)?;
-        }
-        sync_tree(&staging)
-    })();
-    if let Err(e) = staged {
-        let _ = fs::remove_dir_all(&staging);
-        return Err(e);
-    }
+    stage(
+        snapshot,
+        &staging,
+        files.iter().map(|e| (*e, &e.path[prefix.len()..])),
+        transfer,
+    )?;
 
     let kept = exists(&live).then(|| {
         unused_name(
@@ -343,6 +362,41 @@ pub fn finish(target: &Path) -> Result<Option<FinishedRestore>, SnapshotError> {
         ));
     }
     apply(target, &journal).map(Some)
+}
+
+/// Fills `staging` (emptied first) with the snapshot's files, each `(entry, path in staging)`,
+/// and fsyncs it; on failure removes it.
+fn stage<'a>(
+    snapshot: &Path,
+    staging: &Path,
+    files: impl Iterator<Item = (&'a SnapshotEntry, &'a str)>,
+    transfer: Transfer,
+) -> Result<(), SnapshotError> {
+    remove_if_present(staging)?;
+    let staged = (|| {
+        for (entry, rel) in files {
+            let from = safe_join(snapshot, &entry.path)?;
+            let to = safe_join(staging, rel)?;
+            match transfer {
+                Transfer::Copy => copy_checked(&from, &to, entry)?,
+                Transfer::Move => {
+                    let dir = parent_of(&to);
+                    fs::create_dir_all(&dir).map_err(|e| SnapshotError::io("create", &dir, e))?;
+                    fs::rename(&from, &to).map_err(|e| SnapshotError::io("rename", &from, e))?;
+                    // A download is written without fsync; the journal must not point at
+                    // files a power cut could still lose.
+                    File::open(&to)
+                        .and_then(|f| f.sync_all())
+                        .map_err(|e| SnapshotError::io("fsync", &to, e))?;
+                }
+            }
+        }
+        sync_tree(staging)
+    })();
+    if staged.is_err() {
+        let _ = fs::remove_dir_all(staging);
+    }
+    staged
 }
 
 /// Writes the journal durably, then applies it.

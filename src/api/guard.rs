@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::error::ApiError;
 use crate::catalog::check_safe_name;
+use crate::metrics::{HttpLabels, Metrics};
 
 /// The cap on requests in flight, shared by every connection.
 #[derive(Debug, Clone)]
@@ -21,18 +22,24 @@ pub struct Admission {
     slots: Arc<Semaphore>,
     limit: usize,
     queue_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Admission {
-    /// `limit` requests at once; others wait up to `queue_timeout`.
-    pub fn new(limit: usize, queue_timeout: Duration) -> Admission {
+    /// `limit` requests at once; others wait up to `queue_timeout`. Refusals are counted in
+    /// `metrics`.
+    pub fn new(limit: usize, queue_timeout: Duration, metrics: Arc<Metrics>) -> Admission {
         Admission {
             slots: Arc::new(Semaphore::new(limit)),
             limit,
             queue_timeout,
+            metrics,
         }
     }
 }
+
+/// The `route` label of requests refused before routing (by [`admit`]).
+pub const ADMISSION_ROUTE: &str = "admission";
 
 /// Paths that are never queued: probes must answer while the server is saturated, or an
 /// orchestrator would restart a server that is merely busy.
@@ -52,17 +59,30 @@ pub async fn admit(State(adm): State<Admission>, req: Request, next: Next) -> Re
     let permit = match Arc::clone(&adm.slots).try_acquire_owned() {
         Ok(p) => p,
         Err(_) => {
+            let waited = std::time::Instant::now();
             match tokio::time::timeout(adm.queue_timeout, Arc::clone(&adm.slots).acquire_owned())
                 .await
             {
                 Ok(Ok(p)) => p,
                 _ => {
-                    return ApiError::Overloaded(format!(
+                    let response = ApiError::Overloaded(format!(
                         "Server busy: {} requests in flight and none finished within {:.1} s; retry later",
                         adm.limit,
                         adm.queue_timeout.as_secs_f64()
                     ))
-                    .into_response()
+                    .into_response();
+                    // Counted here because the request never reaches the router, whose layer
+                    // counts every other request: saturation must show in the metrics.
+                    adm.metrics.observe_http(
+                        HttpLabels {
+                            method: req.method().to_string(),
+                            route: ADMISSION_ROUTE.to_string(),
+                            status: response.status().as_u16(),
+                        },
+                        waited.elapsed().as_secs_f64(),
+                    );
+                    tracing::warn!(method = %req.method(), path = %req.uri().path(), "request refused: server busy");
+                    return response;
                 }
             }
         }

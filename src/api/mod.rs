@@ -112,6 +112,18 @@ impl AppState {
         &self,
         only: Option<uuid::Uuid>,
     ) -> Result<crate::snapshot::SnapshotSummary, ApiError> {
+        // In a task of its own: a client or proxy that gives up must not cancel the work half
+        // way (an upload cut short leaves partial objects, and neither outcome is counted).
+        let state = self.clone();
+        tokio::spawn(async move { state.take_and_upload(only).await })
+            .await
+            .map_err(|e| ApiError::Internal(format!("the snapshot task failed: {e}")))?
+    }
+
+    async fn take_and_upload(
+        &self,
+        only: Option<uuid::Uuid>,
+    ) -> Result<crate::snapshot::SnapshotSummary, ApiError> {
         let started = std::time::Instant::now();
         let (catalog, snapshots) = (self.catalog.clone(), self.snapshots.clone());
         let result = blocking(move || {
@@ -547,7 +559,11 @@ pub fn route_docs() -> Vec<RouteDoc> {
 pub fn app(state: AppState) -> Router {
     let limit = state.settings.max_body_bytes;
     let limits = state.settings.limits;
-    let admission = guard::Admission::new(limits.max_concurrent_requests, limits.queue_timeout);
+    let admission = guard::Admission::new(
+        limits.max_concurrent_requests,
+        limits.queue_timeout,
+        Arc::clone(&state.metrics),
+    );
     let v2 = routes()
         .router
         // Runs after auth (route layers added later run first): unsafe names are refused only

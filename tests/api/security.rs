@@ -868,6 +868,12 @@ async fn overload_gets_429_rate_limit_error_and_probes_still_answer() {
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
     s.get(&format!("{DB}/collections")).await.ok(200);
     assert_eq!(s.get(&s.coll(&id, "count")).await.ok(200), &json!(1));
+    // Refused before routing, yet counted: saturation shows in the request metrics.
+    let m = s.get("/metrics").await.text;
+    assert!(
+        m.contains(r#"vectord_http_requests_total{method="GET",route="admission",status="429"}"#),
+        "{m}"
+    );
 }
 
 /// A write refused by the write stall — the collection's own bound (`--memtable-rows`) or the

@@ -3,29 +3,13 @@
 //! (`VECTORD_TEST_CHROMA_BIN`, as in tests/migrate_chroma.rs), checking recall, filter
 //! correctness and the JSON / SVG outputs.
 
-use std::net::TcpListener;
+mod server_common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_vectord");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use server_common::{chroma_bin, start_chroma, Server, BIN};
 
 /// Runs `vectord bench` on the generated set against `url` and returns its JSON report.
 fn bench(url: &str, dir: &Path, extra: &[&str]) -> Value {
@@ -148,29 +132,13 @@ fn check(report: &Value, expect_ingest: bool) {
 #[test]
 fn bench_against_vectord_reports_recall_filters_json_and_chart() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let _server = Proc(
-        Command::new(BIN)
-            .args([
-                "run",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--path",
-            ])
-            .arg(tmp.path().join("data"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn vectord"),
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    let first = bench(&url, tmp.path(), &[]);
+    let server = Server::start(&tmp.path().join("data"), &[], None);
+    let url = &server.base;
+    let first = bench(url, tmp.path(), &[]);
     check(&first, true);
     assert_eq!(first["dataset"]["ground_truth_cached"], false);
     // A second run reuses the loaded collection and the cached ground truth.
-    let second = bench(&url, tmp.path(), &["--skip-ingest"]);
+    let second = bench(url, tmp.path(), &["--skip-ingest"]);
     check(&second, false);
     assert_eq!(second["dataset"]["ground_truth_cached"], true);
     assert!(second["runs"][0]["ingest"].is_null());
@@ -178,35 +146,10 @@ fn bench_against_vectord_reports_recall_filters_json_and_chart() {
 
 #[test]
 fn bench_against_real_chroma() {
-    let Some(chroma) = std::env::var_os("VECTORD_TEST_CHROMA_BIN") else {
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| !v.is_empty()),
-            "VECTORD_TEST_CHROMA_BIN is not set under CI: tests/run.sh installs Chroma 1.5.9"
-        );
-        eprintln!(
-            "SKIPPED: set VECTORD_TEST_CHROMA_BIN to a `chroma` executable (tests/run.sh does)"
-        );
-        return;
-    };
+    let Some(chroma) = chroma_bin() else { return };
     let tmp = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let _chroma = Proc(
-        Command::new(chroma)
-            .args([
-                "run",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--path",
-            ])
-            .arg(tmp.path().join("chroma"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn chroma"),
-    );
-    let report = bench(&format!("http://127.0.0.1:{port}"), tmp.path(), &[]);
+    let (_chroma, url) = start_chroma(&chroma, &tmp.path().join("chroma"));
+    let report = bench(&url, tmp.path(), &[]);
     check(&report, true);
     let run = &report["runs"][0];
     assert_eq!(

@@ -12,6 +12,8 @@
 //! With `--features failpoints` some rounds also make the child abort in the middle of a WAL
 //! append (`wal::append=return(torn)`), leaving half a record on disk for recovery to cut.
 
+mod server_common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use server_common::{crash_seed, vector_for};
 use vectord::engine::{Collection, CollectionConfig};
 use vectord::types::{GetRequest, Include, Metadata, MetadataValue, Record, WriteBatch};
 
@@ -33,24 +36,6 @@ const ROUNDS: u64 = 24;
 const DIM: usize = 48;
 const WRITERS: u64 = 3;
 
-/// The vector a record id always gets, so the parent can check it bit for bit.
-fn vector_for(id: &str) -> Vec<f32> {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.bytes() {
-        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-    }
-    (0..DIM)
-        .map(|_| {
-            // splitmix64
-            h = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = h;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
-
 fn record(tag: &str, n: usize, i: usize) -> Record {
     let id = format!("{tag}-{i}");
     let mut m = Metadata::new();
@@ -60,7 +45,7 @@ fn record(tag: &str, n: usize, i: usize) -> Record {
     m.insert("w".into(), MetadataValue::Float(i as f64 / 8.0));
     Record {
         document: Some(format!("document of {id}")),
-        embedding: vector_for(&id),
+        embedding: vector_for(&id, 0, DIM),
         id,
         metadata: Some(m),
         uri: None,
@@ -122,15 +107,7 @@ enum Event {
 
 #[test]
 fn kill_9_loses_no_acknowledged_write() {
-    let seed: u64 = std::env::var("VECTORD_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let seed = crash_seed();
     println!("kill -9 crash test: seed {seed} (replay with VECTORD_CRASH_SEED={seed})");
     let mut rng = StdRng::seed_from_u64(seed);
     let tmp = tempfile::tempdir().unwrap();

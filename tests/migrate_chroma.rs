@@ -5,61 +5,18 @@
 //! count, a target with records the source lacks fails the import, and `vectord export` →
 //! `vectord import --file` round-trips through NDJSON.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod server_common;
+
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{json, Value};
+use server_common::{chroma_bin, start_chroma, succeeded, wait_ok, Server, BIN};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vectord");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// Waits for `base`'s heartbeat, allowing Chroma's slow first start.
 async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{base}/api/v2/heartbeat")).send().await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{base} not ready within 90 s");
-}
-
-fn start_vectord(dir: &Path, port: u16) -> Proc {
-    Proc(
-        Command::new(BIN)
-            .args([
-                "run",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--path",
-            ])
-            .arg(dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn vectord"),
-    )
+    let url = format!("{base}/api/v2/heartbeat");
+    wait_ok(client, &url, Duration::from_secs(90)).await;
 }
 
 async fn call(client: &reqwest::Client, method: &str, url: &str, body: Option<Value>) -> Value {
@@ -121,12 +78,7 @@ async fn dump(
 }
 
 fn vectord(args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).output().expect("run vectord");
-    assert!(
-        out.status.success(),
-        "vectord {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeded(Command::new(BIN).args(args));
     // Progress logs share stdout when it is not a terminal; the summary is the last line.
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -137,37 +89,10 @@ fn vectord(args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_from_real_chroma_then_ndjson_round_trip() {
-    let Some(chroma) = std::env::var_os("VECTORD_TEST_CHROMA_BIN") else {
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| !v.is_empty()),
-            "VECTORD_TEST_CHROMA_BIN is not set under CI: tests/run.sh installs Chroma 1.5.9"
-        );
-        eprintln!(
-            "SKIPPED: set VECTORD_TEST_CHROMA_BIN to a `chroma` executable (tests/run.sh does)"
-        );
-        return;
-    };
+    let Some(chroma) = chroma_bin() else { return };
     let tmp = tempfile::tempdir().expect("tempdir");
     let client = reqwest::Client::new();
-    let chroma_port = free_port();
-    let _chroma = Proc(
-        Command::new(chroma)
-            .args([
-                "run",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &chroma_port.to_string(),
-                "--path",
-            ])
-            .arg(tmp.path().join("chroma"))
-            .env("ANONYMIZED_TELEMETRY", "False")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn chroma"),
-    );
-    let chroma_base = format!("http://127.0.0.1:{chroma_port}");
+    let (_chroma, chroma_base) = start_chroma(&chroma, &tmp.path().join("chroma"));
     wait_ready(&client, &chroma_base).await;
 
     // Source data: two databases, three collections with different spaces and metadata.
@@ -216,20 +141,17 @@ async fn import_from_real_chroma_then_ndjson_round_trip() {
         n_total += n;
     }
 
-    let target_port = free_port();
-    let target_dir = tmp.path().join("vectord");
-    let target = start_vectord(&target_dir, target_port);
-    let target_base = format!("http://127.0.0.1:{target_port}");
+    let target = Server::start(&tmp.path().join("vectord"), &[], None);
+    let target_base = target.base.clone();
     wait_ready(&client, &target_base).await;
-    let summary = vectord(&[
+    let import: [&str; 5] = [
         "import",
         "--from-chroma",
         &chroma_base,
         "--to",
         &target_base,
-        "--batch",
-        "250",
-    ]);
+    ];
+    let summary = vectord(&[&import[..], &["--batch", "250"]].concat());
     assert!(
         summary.starts_with(&format!(
             "3 collections, {n_total} records copied, 0 already present"
@@ -250,13 +172,7 @@ async fn import_from_real_chroma_then_ndjson_round_trip() {
         }
     }
     // A rerun finds everything present and copies nothing.
-    let again = vectord(&[
-        "import",
-        "--from-chroma",
-        &chroma_base,
-        "--to",
-        &target_base,
-    ]);
+    let again = vectord(&import);
     assert!(
         again.starts_with(&format!(
             "3 collections, 0 records copied, {n_total} already present"
@@ -284,13 +200,7 @@ async fn import_from_real_chroma_then_ndjson_round_trip() {
         Some(json!({"ids": ["notes-00002"]})),
     )
     .await;
-    let repaired = vectord(&[
-        "import",
-        "--from-chroma",
-        &chroma_base,
-        "--to",
-        &target_base,
-    ]);
+    let repaired = vectord(&import);
     assert!(
         repaired.starts_with(&format!(
             "3 collections, 7 records copied, {} already present",
@@ -308,13 +218,7 @@ async fn import_from_real_chroma_then_ndjson_round_trip() {
     )
     .await;
     let out = Command::new(BIN)
-        .args([
-            "import",
-            "--from-chroma",
-            &chroma_base,
-            "--to",
-            &target_base,
-        ])
+        .args(import)
         .output()
         .expect("run vectord");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -338,9 +242,8 @@ async fn import_from_real_chroma_then_ndjson_round_trip() {
     let file_arg = file.display().to_string();
     vectord(&["export", "--from", &target_base, "--out", &file_arg]);
     drop(target);
-    let fresh_port = free_port();
-    let _fresh = start_vectord(&tmp.path().join("fresh"), fresh_port);
-    let fresh_base = format!("http://127.0.0.1:{fresh_port}");
+    let fresh = Server::start(&tmp.path().join("fresh"), &[], None);
+    let fresh_base = fresh.base.clone();
     wait_ready(&client, &fresh_base).await;
     let loaded = vectord(&["import", "--file", &file_arg, "--to", &fresh_base]);
     // Only the default tenant's databases are exported; both came across.

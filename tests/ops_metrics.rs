@@ -2,14 +2,15 @@
 //! (graph, filtered, exact) and deletes (tombstone count and ratio) show up per collection,
 //! with mapped and resident segment bytes.
 
+mod server_common;
+
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
+use server_common::{metrics_text, DB};
 use vectord::catalog::{Catalog, NewCollection};
 use vectord::engine::CollectionConfig;
 use vectord::types::{Columns, MetadataValue, WriteBatch};
-
-const DB: &str = "/api/v2/tenants/default_tenant/databases/default_database";
 
 fn batch(start: u64, n: u64) -> WriteBatch {
     let ids = (start..start + n).map(|i| format!("r{i}")).collect();
@@ -101,14 +102,7 @@ async fn compaction_and_query_plans_are_exported() {
         .await
         .expect("delete");
     assert_eq!(r.status(), 200);
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = metrics_text(&http, &base).await;
     let coll_label = format!("collection=\"{id}\"");
     let c = coll_label.as_str();
     assert_eq!(series(&text, "vectord_collection_compactions", &[c]), 1.0);

@@ -4,115 +4,32 @@
 //! restore`, to a consistent cut, scheduled snapshots continue from the newest one across
 //! restarts, and a stuck request cannot hold shutdown past the drain deadline.
 
+mod server_common;
+
 use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
-const BIN: &str = env!("CARGO_BIN_EXE_vectord");
-const DB: &str = "/api/v2/tenants/default_tenant/databases/default_database";
+use server_common::{
+    create_collection, free_port, get_json, metric, metrics_text, post_ok, post_snapshot,
+    succeeded, Server, BIN, DB,
+};
 
 fn repo_file(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A `vectord run` child process, killed if the test panics.
-struct ServerProcess {
-    child: Option<Child>,
-    base: String,
-}
-
-impl ServerProcess {
-    fn spawn(args: &[String], port: u16) -> ServerProcess {
-        let child = Command::new(BIN)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn vectord");
-        ServerProcess {
-            child: Some(child),
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    /// `vectord run` on loopback with `data` as its folder, plus `extra` flags.
-    fn run(data: &Path, port: u16, extra: &[String]) -> ServerProcess {
-        let mut args = [
-            "run",
-            "--path",
-            &data.display().to_string(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-        ]
-        .map(String::from)
-        .to_vec();
-        args.extend_from_slice(extra);
-        ServerProcess::spawn(&args, port)
-    }
-
-    async fn wait_ready(&self, client: &reqwest::Client, path: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = client.get(format!("{}{path}", self.base)).send().await {
-                if r.status().is_success() {
-                    return r.json().await.unwrap_or(Value::Null);
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server not ready at {path} within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Sends SIGTERM and waits for a clean exit, within `limit`.
-    fn terminate(mut self, limit: Duration) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let pid = child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(
-            sent.map(|s| s.success()).unwrap_or(false),
-            "kill -TERM {pid}"
-        );
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("vectord did not stop within {limit:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// `vectord run` over `data` with `extra` flags, once its readiness check answers.
+async fn ready_server(client: &reqwest::Client, data: &Path, extra: &[&str]) -> Server {
+    let mut server = Server::start(data, extra, None);
+    server.ready_at(client, "/api/v2/healthcheck").await;
+    server
 }
 
 /// The JSON array of a Dockerfile exec-form instruction (`CMD ["a", "b"]`).
@@ -270,9 +187,9 @@ async fn dockerfile_and_fly_toml_agree_with_the_server() {
             }
         })
         .collect();
-    let server = ServerProcess::spawn(&args, run_port);
+    let mut server = Server::start_args(&args, run_port);
     let client = reqwest::Client::new();
-    let health = server.wait_ready(&client, &check_path).await;
+    let health = server.ready_at(&client, &check_path).await;
     assert_eq!(health["is_executor_ready"], json!(true));
     let scraped = client
         .get(format!("http://127.0.0.1:{run_metrics_port}/metrics"))
@@ -288,20 +205,6 @@ async fn dockerfile_and_fly_toml_agree_with_the_server() {
     let status = server.terminate(Duration::from_secs(kill_timeout));
     assert!(status.success(), "graceful stop on SIGTERM: {status:?}");
     assert!(tmp.path().join("catalog.json").exists());
-}
-
-/// Creates a collection in the default database; returns its id.
-async fn create_collection(client: &reqwest::Client, base: &str, name: &str) -> String {
-    let coll: Value = client
-        .post(format!("{base}{DB}/collections"))
-        .json(&json!({ "name": name }))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
-    coll["id"].as_str().expect("id").to_string()
 }
 
 fn b64(v: &[f32]) -> String {
@@ -321,10 +224,8 @@ async fn http_snapshot_under_load_restores_through_the_cli() {
     const BATCH: u64 = 25;
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
-    let port = free_port();
-    let server = ServerProcess::run(&data, port, &[]);
     let client = reqwest::Client::new();
-    server.wait_ready(&client, "/api/v2/healthcheck").await;
+    let server = ready_server(&client, &data, &[]).await;
     let base = server.base.clone();
     let id = create_collection(&client, &base, "policies").await;
     let upsert = format!("{base}{DB}/collections/{id}/upsert");
@@ -360,27 +261,14 @@ async fn http_snapshot_under_load_restores_through_the_cli() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let before: Vec<u64> = acked.iter().map(|a| a.load(Ordering::SeqCst)).collect();
-    let r = client
-        .post(format!("{base}/api/v2/admin/snapshots"))
-        .send()
-        .await
-        .expect("snapshot");
-    assert_eq!(r.status().as_u16(), 201);
-    let summary: Value = r.json().await.expect("json");
+    let summary = post_snapshot(&client, &base, None).await;
     let name = summary["name"].as_str().expect("name").to_string();
     assert_eq!(summary["collections"], json!(1));
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.await.expect("writer");
     }
-    let list: Value = client
-        .get(format!("{base}/api/v2/admin/snapshots"))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let list = get_json(&client, &format!("{base}/api/v2/admin/snapshots")).await;
     assert_eq!(list["snapshots"][0]["name"], json!(name));
     assert!(server.terminate(Duration::from_secs(30)).success());
 
@@ -395,18 +283,9 @@ async fn http_snapshot_under_load_restores_through_the_cli() {
             .arg(&restored),
     );
 
-    let port = free_port();
-    let server = ServerProcess::run(&restored, port, &[]);
-    server.wait_ready(&client, "/api/v2/healthcheck").await;
-    let got: Value = client
-        .post(format!("{}{DB}/collections/{id}/get", server.base))
-        .json(&json!({"include": ["embeddings", "documents", "metadatas"]}))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let server = ready_server(&client, &restored, &[]).await;
+    let include = json!({"include": ["embeddings", "documents", "metadatas"]});
+    let got = post_ok(&client, &server.base, &id, "get", &include).await;
     let ids = got["ids"].as_array().expect("ids");
     for w in 0..2u64 {
         let mut mine: Vec<u64> = ids
@@ -449,19 +328,11 @@ async fn alert_rules_only_use_exported_metrics() {
          table = \"healthcare.policy_embeddings\"\ncollection = \"policies\"\n",
     )
     .expect("sync config");
-    let port = free_port();
-    let extra = ["--sync-config".to_string(), sync.display().to_string()];
-    let server = ServerProcess::run(&tmp.path().join("data"), port, &extra);
+    let sync = sync.display().to_string();
+    let extra = ["--sync-config", &sync];
     let client = reqwest::Client::new();
-    server.wait_ready(&client, "/api/v2/healthcheck").await;
-    let text = client
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let server = ready_server(&client, &tmp.path().join("data"), &extra).await;
+    let text = metrics_text(&client, &server.base).await;
     let exported: std::collections::HashSet<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -497,11 +368,10 @@ async fn alert_rules_only_use_exported_metrics() {
 async fn audit_log_records_access_without_phi() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let log = tmp.path().join("audit").join("audit.jsonl");
-    let port = free_port();
-    let extra = ["--audit-log".to_string(), log.display().to_string()];
-    let server = ServerProcess::run(&tmp.path().join("data"), port, &extra);
+    let log_arg = log.display().to_string();
+    let extra = ["--audit-log", &log_arg];
     let client = reqwest::Client::new();
-    server.wait_ready(&client, "/api/v2/healthcheck").await;
+    let server = ready_server(&client, &tmp.path().join("data"), &extra).await;
     let base = server.base.clone();
     let id = create_collection(&client, &base, "phi").await;
     let secret_doc = "patient Jane Roe, DOB 1970-01-01, lumbar MRI";
@@ -568,44 +438,9 @@ async fn audit_log_records_access_without_phi() {
         .all(|e| e["request_id"].as_str().is_some_and(|s| s.len() == 32)));
 }
 
-/// Runs a `vectord` CLI command and asserts it succeeded (its stderr in the failure message).
-fn succeeded(cmd: &mut Command) -> std::process::Output {
-    let out = cmd.output().expect("run vectord");
-    assert!(
-        out.status.success(),
-        "{:?}: {}",
-        cmd,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// The value of the unlabelled metric `name` on `base`'s `/metrics`.
-async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not exported"))
-}
-
 /// The complete whole-folder snapshots the server lists: (name, created_at).
 async fn listed_snapshots(client: &reqwest::Client, base: &str) -> Vec<(String, u64)> {
-    let list: Value = client
-        .get(format!("{base}/api/v2/admin/snapshots"))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let list = get_json(client, &format!("{base}/api/v2/admin/snapshots")).await;
     list["snapshots"]
         .as_array()
         .expect("snapshots")
@@ -628,12 +463,10 @@ async fn scheduled_snapshots_continue_from_the_newest_across_restarts() {
     const LAST_SUCCESS: &str = "vectord_snapshot_last_success_timestamp_seconds";
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
-    let every = ["--snapshot-every".to_string(), "24h".to_string()];
+    let every = ["--snapshot-every", "24h"];
     let client = reqwest::Client::new();
 
-    let port = free_port();
-    let server = ServerProcess::run(&data, port, &every);
-    server.wait_ready(&client, "/api/v2/healthcheck").await;
+    let server = ready_server(&client, &data, &every).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let first = loop {
         let list = listed_snapshots(&client, &server.base).await;
@@ -657,19 +490,11 @@ async fn scheduled_snapshots_continue_from_the_newest_across_restarts() {
     // must neither set the gauge nor put off the schedule.
     create_collection(&client, &server.base, "one").await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let r = client
-        .post(format!("{}/api/v2/admin/snapshots", server.base))
-        .json(&json!({"collection": "one"}))
-        .send()
-        .await
-        .expect("collection snapshot");
-    assert_eq!(r.status(), 201);
+    post_snapshot(&client, &server.base, Some("one")).await;
     assert!(server.terminate(Duration::from_secs(30)).success());
 
     for extra in [every.to_vec(), Vec::new()] {
-        let port = free_port();
-        let server = ServerProcess::run(&data, port, &extra);
-        server.wait_ready(&client, "/api/v2/healthcheck").await;
+        let server = ready_server(&client, &data, &extra).await;
         assert_eq!(
             metric(&client, &server.base, LAST_SUCCESS).await,
             first.1 as f64,
@@ -691,17 +516,14 @@ async fn scheduled_snapshots_continue_from_the_newest_across_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_waiting_for_a_stuck_request_at_the_drain_deadline() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
     let extra = [
         "--shutdown-drain-secs",
         "1",
         "--body-read-timeout-secs",
         "120",
-    ]
-    .map(String::from);
-    let server = ServerProcess::run(&tmp.path().join("data"), port, &extra);
+    ];
     let client = reqwest::Client::new();
-    server.wait_ready(&client, "/api/v2/healthcheck").await;
+    let server = ready_server(&client, &tmp.path().join("data"), &extra).await;
     let id = create_collection(&client, &server.base, "kept").await;
     let r = client
         .post(format!("{}{DB}/collections/{id}/add", server.base))
@@ -712,7 +534,7 @@ async fn shutdown_stops_waiting_for_a_stuck_request_at_the_drain_deadline() {
     assert_eq!(r.status().as_u16(), 201);
 
     // Headers and the first byte of a 100-byte body, then nothing.
-    let mut stuck = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut stuck = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
     write!(
         stuck,
         "POST {DB}/collections/{id}/add HTTP/1.1\r\nHost: 127.0.0.1\r\n\
@@ -736,17 +558,12 @@ async fn shutdown_stops_waiting_for_a_stuck_request_at_the_drain_deadline() {
     drop(stuck);
 
     // The acknowledged write survived.
-    let port = free_port();
-    let server = ServerProcess::run(&tmp.path().join("data"), port, &[]);
-    server.wait_ready(&client, "/api/v2/healthcheck").await;
-    let n: Value = client
-        .get(format!("{}{DB}/collections/{id}/count", server.base))
-        .send()
-        .await
-        .expect("count")
-        .json()
-        .await
-        .expect("json");
+    let server = ready_server(&client, &tmp.path().join("data"), &[]).await;
+    let n = get_json(
+        &client,
+        &format!("{}{DB}/collections/{id}/count", server.base),
+    )
+    .await;
     assert_eq!(n, json!(1));
     assert!(server.terminate(Duration::from_secs(30)).success());
 }
@@ -779,10 +596,8 @@ fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
 async fn http_collection_snapshot_purge_and_cli_restore() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
-    let port = free_port();
-    let server = ServerProcess::run(&data, port, &[]);
     let client = reqwest::Client::new();
-    server.wait_ready(&client, "/api/v2/healthcheck").await;
+    let server = ready_server(&client, &data, &[]).await;
     let base = server.base.clone();
     let phi = create_collection(&client, &base, "phi").await;
     let other = create_collection(&client, &base, "other").await;
@@ -814,15 +629,7 @@ async fn http_collection_snapshot_purge_and_cli_restore() {
         201
     );
 
-    let snap_url = format!("{base}/api/v2/admin/snapshots");
-    let r = client
-        .post(&snap_url)
-        .json(&json!({"collection": "phi"}))
-        .send()
-        .await
-        .expect("snapshot");
-    assert_eq!(r.status().as_u16(), 201);
-    let summary: Value = r.json().await.expect("json");
+    let summary = post_snapshot(&client, &base, Some("phi")).await;
     assert_eq!(summary["collection"], json!(phi));
     assert_eq!(summary["collections"], json!(1));
     let name = summary["name"].as_str().expect("name").to_string();
@@ -832,7 +639,7 @@ async fn http_collection_snapshot_purge_and_cli_restore() {
         (json!({"colection": "phi"}), 400),
     ] {
         let r = client
-            .post(&snap_url)
+            .post(format!("{base}/api/v2/admin/snapshots"))
             .json(&body)
             .send()
             .await
@@ -902,30 +709,19 @@ async fn http_collection_snapshot_purge_and_cli_restore() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
     succeeded(restore().arg("--force"));
 
-    let port = free_port();
-    let server = ServerProcess::run(&data, port, &[]);
-    server.wait_ready(&client, "/api/v2/healthcheck").await;
-    let count = |coll: String| {
-        let client = client.clone();
+    let server = ready_server(&client, &data, &[]).await;
+    let count = |coll: &str| {
         let url = format!("{}{DB}/collections/{coll}/count", server.base);
-        async move {
-            client
-                .get(url)
-                .send()
-                .await
-                .expect("count")
-                .json::<Value>()
-                .await
-                .expect("json")
-        }
+        let client = &client;
+        async move { get_json(client, &url).await }
     };
     assert_eq!(
-        count(phi.clone()).await,
+        count(&phi).await,
         json!(60),
         "the snapshot's records are back"
     );
     assert_eq!(
-        count(other.clone()).await,
+        count(&other).await,
         json!(10),
         "the other collection is untouched"
     );

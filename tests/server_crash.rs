@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use server_common::{create_collection, post, vector_for, Server};
+use server_common::{crash_seed, create_collection, post, vector_for, Server};
 
 const DIM: usize = 16;
 const WRITERS: u64 = 4;
@@ -182,15 +182,7 @@ async fn kill_9_over_http_loses_no_acknowledged_write() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_KILLS);
-    let seed: u64 = std::env::var("VECTORD_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock")
-                .as_nanos() as u64
-        });
+    let seed = crash_seed();
     println!(
         "server kill -9 test: {kills} kills, seed {seed} (replay with VECTORD_CRASH_SEED={seed})"
     );

@@ -202,19 +202,7 @@ fn restore_refuses_a_damaged_or_partial_snapshot() {
     };
     let snap = root.join(&name);
     // Flip one byte in a segment file: verify and restore name that file.
-    let info = snapshot::verify(&snap).expect("verify");
-    let victim = info
-        .files
-        .iter()
-        .find(|f| f.path.contains("/segments/") && f.bytes > 0)
-        .expect("a segment file");
-    let victim_path = snap.join(&victim.path);
-    let mut bytes = fs::read(&victim_path).expect("read");
-    bytes[victim.bytes as usize / 2] ^= 0x40;
-    // Segment files are hard links into the data folder: write a new inode, do not damage the
-    // collection itself.
-    fs::remove_file(&victim_path).expect("unlink");
-    fs::write(&victim_path, &bytes).expect("write");
+    let (victim_path, _) = damage_a_segment(&snap);
     let target = tmp.path().join("restored");
     match restore::restore(&snap, &target, false) {
         Err(SnapshotError::Invalid { path, reason }) => {
@@ -235,11 +223,7 @@ fn restore_refuses_a_damaged_or_partial_snapshot() {
         Err(SnapshotError::Invalid { .. })
     ));
     // The original data folder still opens intact.
-    let catalog = Catalog::open(&data).expect("reopen");
-    let entry = catalog
-        .collection_by_name("default_tenant", "default_database", "gamma")
-        .expect("collection");
-    assert_eq!(entry.engine().expect("engine").count(), 2 * BATCH);
+    assert_eq!(count_in(&data, "gamma"), 2 * BATCH);
 }
 
 #[test]
@@ -306,19 +290,38 @@ fn restore_over_existing_data_needs_force_and_swaps_inside_the_folder() {
     assert_eq!(left, ["LOCK", "catalog.json", "collections", "snapshots"]);
     snapshot::verify(&snap).expect("the snapshots folder is left alone");
 
-    let catalog = Catalog::open(&data).expect("open restored");
-    let entry = catalog
-        .collection_by_name("default_tenant", "default_database", "delta")
-        .expect("collection");
-    assert_eq!(entry.engine().expect("engine").count(), BATCH);
-    drop(catalog);
+    assert_eq!(count_in(&data, "delta"), BATCH);
     // What was kept aside is a data folder of its own: the records written after the snapshot
     // are still there.
-    let old = Catalog::open(&kept).expect("open the kept data");
-    let entry = old
-        .collection_by_name("default_tenant", "default_database", "delta")
+    assert_eq!(count_in(&kept, "delta"), 2 * BATCH);
+}
+
+/// The record count of collection `name` (default database) in the data folder `dir`.
+fn count_in(dir: &std::path::Path, name: &str) -> u64 {
+    let catalog = Catalog::open(dir).expect("open catalog");
+    let entry = catalog
+        .collection_by_name("default_tenant", "default_database", name)
         .expect("collection");
-    assert_eq!(entry.engine().expect("engine").count(), 2 * BATCH);
+    entry.engine().expect("engine").count()
+}
+
+/// Flips one byte of a segment file in snapshot `snap`; returns the file and its good bytes.
+/// The file is written as a new inode: segment files are hard links into the data folder, which
+/// must stay intact.
+fn damage_a_segment(snap: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
+    let info = snapshot::verify(snap).expect("verify");
+    let victim = info
+        .files
+        .iter()
+        .find(|f| f.path.contains("/segments/") && f.bytes > 0)
+        .expect("a segment file");
+    let victim_path = snap.join(&victim.path);
+    let good = fs::read(&victim_path).expect("read");
+    let mut bad = good.clone();
+    bad[good.len() / 2] ^= 0x40;
+    fs::remove_file(&victim_path).expect("unlink");
+    fs::write(&victim_path, &bad).expect("write");
+    (victim_path, good)
 }
 
 #[test]
@@ -636,19 +639,8 @@ fn collection_restore_into_another_folder_checks_everything_first() {
     }
     let catalog_before = fs::read(target.join("catalog.json")).expect("catalog");
 
-    // Damage one file of the snapshot (a new inode: the segment is hard-linked to the source).
-    let info = snapshot::verify(&snap).expect("verify");
-    let victim = info
-        .files
-        .iter()
-        .find(|f| f.path.contains("/segments/") && f.bytes > 0)
-        .expect("a segment file");
-    let victim_path = snap.join(&victim.path);
-    let good = fs::read(&victim_path).expect("read");
-    let mut bad = good.clone();
-    bad[good.len() / 2] ^= 0x01;
-    fs::remove_file(&victim_path).expect("unlink");
-    fs::write(&victim_path, &bad).expect("write");
+    // Damage one file of the snapshot.
+    let (victim_path, good) = damage_a_segment(&snap);
     assert!(matches!(
         restore::restore_collection(&snap, &target, None, true),
         Err(SnapshotError::Invalid { .. })

@@ -7,93 +7,55 @@
 //! Needs `moto_server` (PyPI `moto[server]`): `VECTORD_TEST_MOTO_BIN`, or on `PATH`. Without it
 //! the test is skipped, except under CI (`CI` set and non-empty) where it fails.
 
-use std::net::TcpListener;
+mod server_common;
+
+use std::ffi::OsString;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use object_store::ObjectStoreExt;
 use serde_json::{json, Value};
+use server_common::{
+    create_collection, external_program, free_port, get_json, metric, post_ok, post_snapshot,
+    succeeded, wait_ok, Proc, Server, BIN,
+};
 
-const BIN: &str = env!("CARGO_BIN_EXE_vectord");
-const DB: &str = "/api/v2/tenants/default_tenant/databases/default_database";
 const BUCKET: &str = "vectord-backups";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A child process killed when the test ends or panics.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn moto_bin() -> Option<String> {
-    if let Ok(p) = std::env::var("VECTORD_TEST_MOTO_BIN") {
-        return Some(p);
-    }
-    let on_path = Command::new("moto_server")
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if on_path {
-        return Some("moto_server".into());
-    }
-    assert!(
-        !std::env::var("CI").is_ok_and(|v| !v.is_empty()),
-        "moto_server is required under CI (set VECTORD_TEST_MOTO_BIN; tests/run.sh installs it)"
-    );
-    eprintln!("skipping: no moto_server (set VECTORD_TEST_MOTO_BIN)");
-    None
+/// The S3 stand-in this test uploads to (see the module comment for the CI rule).
+fn moto_bin() -> Option<OsString> {
+    external_program(
+        "VECTORD_TEST_MOTO_BIN",
+        Some("moto_server"),
+        "moto_server is required under CI (set VECTORD_TEST_MOTO_BIN; tests/run.sh installs it)",
+        "skipping: no moto_server (set VECTORD_TEST_MOTO_BIN)",
+    )
 }
 
 /// Credentials moto accepts (any), given to every vectord child through the standard variables.
-fn with_aws_env(cmd: &mut Command) -> &mut Command {
-    cmd.env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env("RUST_LOG", "warn")
-}
+const AWS_ENV: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_REGION", "us-east-1"),
+];
 
-fn vectord(args: &[&str], endpoint: &str) -> Output {
+/// A `vectord` CLI command talking to the bucket at `endpoint`.
+fn vectord(args: &[&str], endpoint: &str) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.args(args).args(["--snapshot-s3-endpoint", endpoint]);
-    with_aws_env(&mut cmd).output().expect("run vectord")
+    cmd.args(args)
+        .args(["--snapshot-s3-endpoint", endpoint])
+        .envs(AWS_ENV)
+        .env("RUST_LOG", "warn");
+    cmd
 }
 
-async fn wait_ok(client: &reqwest::Client, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.get(url).send().await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "{url} not up within 60 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn serve(data: &Path, port: u16, extra: &[&str]) -> Proc {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["run", "--host", "127.0.0.1", "--port", &port.to_string()])
-        .arg("--path")
-        .arg(data)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    Proc(with_aws_env(&mut cmd).spawn().expect("spawn vectord"))
+/// `vectord run` over `data` with `extra` flags and S3 credentials, once its readiness check
+/// answers.
+async fn serve(client: &reqwest::Client, data: &Path, extra: &[&str]) -> Server {
+    let mut server = Server::start_env(data, extra, &AWS_ENV, None);
+    server.ready_at(client, "/api/v2/healthcheck").await;
+    server
 }
 
 fn vector(i: u64) -> Vec<f32> {
@@ -107,50 +69,12 @@ async fn upsert(client: &reqwest::Client, base: &str, id: &str, range: std::ops:
         "documents": range.clone().map(|i| format!("passage {i}")).collect::<Vec<_>>(),
         "metadatas": range.clone().map(|i| json!({"i": i})).collect::<Vec<_>>(),
     });
-    let r = client
-        .post(format!("{base}{DB}/collections/{id}/upsert"))
-        .json(&body)
-        .send()
-        .await
-        .expect("upsert");
-    assert!(r.status().is_success(), "upsert: {}", r.status());
-}
-
-async fn post_snapshot(client: &reqwest::Client, base: &str) -> Value {
-    let r = client
-        .post(format!("{base}/api/v2/admin/snapshots"))
-        .send()
-        .await
-        .expect("snapshot");
-    assert_eq!(r.status().as_u16(), 201);
-    r.json().await.expect("json")
+    post_ok(client, base, id, "upsert", &body).await;
 }
 
 async fn all_records(client: &reqwest::Client, base: &str, id: &str) -> Value {
-    client
-        .post(format!("{base}{DB}/collections/{id}/get"))
-        .json(&json!({"include": ["embeddings", "documents", "metadatas"]}))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json")
-}
-
-async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not exported"))
+    let include = json!({"include": ["embeddings", "documents", "metadatas"]});
+    post_ok(client, base, id, "get", &include).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +91,12 @@ async fn snapshots_round_trip_through_a_bucket() {
     );
     let endpoint = format!("http://127.0.0.1:{moto_port}");
     let client = reqwest::Client::new();
-    wait_ok(&client, &format!("{endpoint}/moto-api/")).await;
+    wait_ok(
+        &client,
+        &format!("{endpoint}/moto-api/"),
+        Duration::from_secs(60),
+    )
+    .await;
     // moto (like S3) needs the bucket to exist; it does not check signatures.
     let r = client
         .put(format!("{endpoint}/{BUCKET}"))
@@ -179,11 +108,9 @@ async fn snapshots_round_trip_through_a_bucket() {
 
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
     let server = serve(
+        &client,
         &data,
-        port,
         &[
             "--snapshot-keep",
             "2",
@@ -192,24 +119,16 @@ async fn snapshots_round_trip_through_a_bucket() {
             "--snapshot-s3-endpoint",
             &endpoint,
         ],
-    );
-    wait_ok(&client, &format!("{base}/api/v2/healthcheck")).await;
-    let coll: Value = client
-        .post(format!("{base}{DB}/collections"))
-        .json(&json!({ "name": "policies" }))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
-    let id = coll["id"].as_str().expect("id").to_string();
+    )
+    .await;
+    let base = server.base.clone();
+    let id = create_collection(&client, &base, "policies").await;
 
     // Three snapshots with writes between them; keep = 2 prunes the first remotely.
     let mut names = Vec::new();
     for round in 0..3u64 {
         upsert(&client, &base, &id, round * 300..(round + 1) * 300).await;
-        let s = post_snapshot(&client, &base).await;
+        let s = post_snapshot(&client, &base, None).await;
         assert_eq!(s["s3"]["uploaded"], json!(true), "{s}");
         assert!(s["s3"].get("error").is_none(), "{s}");
         assert_eq!(s["s3"]["url"], json!(url));
@@ -232,14 +151,7 @@ async fn snapshots_round_trip_through_a_bucket() {
         .await
             > 1.0e9
     );
-    let listed: Value = client
-        .get(format!("{base}/api/v2/admin/snapshots"))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let listed = get_json(&client, &format!("{base}/api/v2/admin/snapshots")).await;
     let remote: Vec<&str> = listed["s3"]["snapshots"]
         .as_array()
         .expect("remote list")
@@ -251,12 +163,7 @@ async fn snapshots_round_trip_through_a_bucket() {
     assert_eq!(expected["ids"].as_array().map(Vec::len), Some(900));
 
     // The CLI sees the same two complete snapshots in the bucket.
-    let out = vectord(&["snapshot", "list", "--s3", &url], &endpoint);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeded(&mut vectord(&["snapshot", "list", "--s3", &url], &endpoint));
     let cli_list: Value = serde_json::from_slice(&out.stdout).expect("list json");
     let cli_names: Vec<&str> = cli_list
         .as_array()
@@ -279,12 +186,10 @@ async fn snapshots_round_trip_through_a_bucket() {
         v
     };
     let beside = entries(tmp.path());
-    let out = vectord(&["restore", "--from-s3", &url, "--path", target], &endpoint);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeded(&mut vectord(
+        &["restore", "--from-s3", &url, "--path", target],
+        &endpoint,
+    ));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&names[2]));
     // The download went inside the target (on Fly the target is the volume's mount point, and
     // beside it is another file system) and is gone.
@@ -293,11 +198,8 @@ async fn snapshots_round_trip_through_a_bucket() {
     want.sort();
     assert_eq!(entries(tmp.path()), want, "restore wrote beside its target");
     assert_eq!(entries(&restored), ["LOCK", "catalog.json", "collections"]);
-    let port2 = free_port();
-    let base2 = format!("http://127.0.0.1:{port2}");
-    let second = serve(&restored, port2, &[]);
-    wait_ok(&client, &format!("{base2}/api/v2/healthcheck")).await;
-    let got = all_records(&client, &base2, &id).await;
+    let second = serve(&client, &restored, &[]).await;
+    let got = all_records(&client, &second.base, &id).await;
     assert_eq!(got, expected, "restored records differ");
     drop(second);
 
@@ -338,7 +240,9 @@ async fn snapshots_round_trip_through_a_bucket() {
             bad.to_str().expect("utf-8"),
         ],
         &endpoint,
-    );
+    )
+    .output()
+    .expect("run vectord");
     assert!(!out.status.success(), "restore accepted a corrupted object");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("checksum mismatch"), "{err}");
@@ -346,7 +250,7 @@ async fn snapshots_round_trip_through_a_bucket() {
 
     // The older remote snapshot is intact and still restores by name.
     let older = tmp.path().join("older");
-    let out = vectord(
+    succeeded(&mut vectord(
         &[
             "restore",
             "--from-s3",
@@ -357,32 +261,25 @@ async fn snapshots_round_trip_through_a_bucket() {
             older.to_str().expect("utf-8"),
         ],
         &endpoint,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     drop(server);
 
     // A bucket that does not exist: the snapshot is taken locally, the upload failure is
     // reported in the answer and counted.
     let data3 = tmp.path().join("data3");
-    let port3 = free_port();
-    let base3 = format!("http://127.0.0.1:{port3}");
-    let missing = "s3://no-such-bucket/x".to_string();
-    let _third = serve(
+    let third = serve(
+        &client,
         &data3,
-        port3,
         &[
             "--snapshot-s3-url",
-            &missing,
+            "s3://no-such-bucket/x",
             "--snapshot-s3-endpoint",
             &endpoint,
         ],
-    );
-    wait_ok(&client, &format!("{base3}/api/v2/healthcheck")).await;
-    let s = post_snapshot(&client, &base3).await;
+    )
+    .await;
+    let base3 = &third.base;
+    let s = post_snapshot(&client, base3, None).await;
     assert_eq!(s["s3"]["uploaded"], json!(false), "{s}");
     assert!(s["s3"]["error"].is_string(), "{s}");
     let name = s["name"].as_str().expect("name");
@@ -392,7 +289,7 @@ async fn snapshots_round_trip_through_a_bucket() {
         .join("SNAPSHOT.json")
         .exists());
     assert_eq!(
-        metric(&client, &base3, "vectord_snapshot_upload_failures_total").await,
+        metric(&client, base3, "vectord_snapshot_upload_failures_total").await,
         1.0
     );
 }

@@ -35,7 +35,8 @@ async fn call(client: &reqwest::Client, method: &str, url: &str, body: Option<Va
     serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
-/// Every collection of `db` on `base`: name → (space, metadata, records sorted by id).
+/// Every collection of `db` on `base`: name → ([space, ef_search], metadata, records sorted by
+/// id).
 async fn dump(
     client: &reqwest::Client,
     base: &str,
@@ -68,7 +69,11 @@ async fn dump(
         let meta = c["metadata"].clone();
         out.push((
             c["name"].as_str().expect("name").to_string(),
-            c["configuration_json"]["hnsw"]["space"].clone(),
+            // The configuration the import carries over: the space and the search beam.
+            json!([
+                c["configuration_json"]["hnsw"]["space"],
+                c["configuration_json"]["hnsw"]["ef_search"]
+            ]),
             meta,
             Value::Array(rows),
         ));
@@ -166,7 +171,8 @@ async fn import_from_real_chroma_then_ndjson_round_trip() {
         assert_eq!(src.len(), dst.len(), "{db}: collections");
         for (s, d) in src.iter().zip(&dst) {
             assert_eq!(s.0, d.0);
-            assert_eq!(s.1, d.1, "{}: space", s.0);
+            assert_eq!(s.1, d.1, "{}: space and ef_search", s.0);
+            assert_eq!(s.1[1], json!(120), "{}: the ef_search set at creation", s.0);
             assert_eq!(s.2, d.2, "{}: metadata", s.0);
             assert_eq!(s.3, d.3, "{}: records differ", s.0);
         }

@@ -160,6 +160,23 @@ async fn dockerfile_and_fly_toml_agree_with_the_server() {
         conc["hard_limit"].as_integer().expect("hard_limit"),
     );
     assert!(0 < soft && soft <= hard);
+    // Fly stops sending at hard_limit; the server's own admission cap is the same number, so
+    // Fly's proxy, not a queue inside vectord, holds the excess.
+    assert_eq!(
+        usize::try_from(hard).expect("positive"),
+        settings.limits.max_concurrent_requests,
+        "fly.toml hard_limit and the server's --max-concurrent-requests differ"
+    );
+    // The build is reproducible from Cargo.lock, and the runtime is not root.
+    assert!(
+        dockerfile.contains("cargo build --release --locked"),
+        "the Dockerfile builds without --locked"
+    );
+    let user = instruction_arg(&dockerfile, "USER");
+    assert!(
+        !user.is_empty() && user != "root" && user != "0",
+        "the image runs as {user:?}"
+    );
 
     // Run the image's CMD with the built binary: /data mapped to a temporary folder, and the
     // port fly.toml routes to (a free one instead if something on this machine holds it).
@@ -730,4 +747,34 @@ async fn http_collection_snapshot_purge_and_cli_restore() {
 
 fn uuid_nil() -> String {
     "00000000-0000-0000-0000-000000000000".to_string()
+}
+
+/// Without `--audit-log` the server log is the audit trail: a quieter `RUST_LOG` must not drop
+/// the audit events (the `audit` target stays at info unless `RUST_LOG` names it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_events_survive_a_quiet_log_level() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let log = tmp.path().join("server.log");
+    let client = reqwest::Client::new();
+    let mut server = Server::start_logged(&tmp.path().join("data"), &[], &log, "warn");
+    server.ready_at(&client, "/api/v2/healthcheck").await;
+    let base = server.base.clone();
+    let id = create_collection(&client, &base, "quiet").await;
+    let body = json!({"ids": ["a", "b"], "embeddings": [[0.5, 1.0], [1.0, 0.5]]});
+    post_ok(&client, &base, &id, "add", &body).await;
+    assert!(server.terminate(Duration::from_secs(30)).success());
+    let text = std::fs::read_to_string(&log).expect("server log");
+    let added = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .any(|v| {
+            v["target"] == json!("audit")
+                && v["fields"]["operation"] == json!("add")
+                && v["fields"]["records"] == json!(2)
+        });
+    assert!(added, "no audit event for the add at RUST_LOG=warn: {text}");
+    assert!(
+        !text.contains("request served"),
+        "RUST_LOG=warn still applies to the rest of the log"
+    );
 }

@@ -77,6 +77,26 @@ async fn all_records(client: &reqwest::Client, base: &str, id: &str) -> Value {
     post_ok(client, base, id, "get", &include).await
 }
 
+/// A get answer as id -> (embedding, document, metadata).
+fn by_id(got: &Value) -> std::collections::BTreeMap<String, (Value, Value, Value)> {
+    let col = |k: &str| got[k].as_array().cloned().unwrap_or_default();
+    let (ids, embs, docs, metas) = (
+        col("ids"),
+        col("embeddings"),
+        col("documents"),
+        col("metadatas"),
+    );
+    ids.iter()
+        .enumerate()
+        .map(|(i, rid)| {
+            (
+                rid.as_str().expect("id").to_string(),
+                (embs[i].clone(), docs[i].clone(), metas[i].clone()),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_round_trip_through_a_bucket() {
     let Some(moto) = moto_bin() else { return };
@@ -248,8 +268,9 @@ async fn snapshots_round_trip_through_a_bucket() {
     assert!(err.contains("checksum mismatch"), "{err}");
     assert!(!bad.exists(), "a refused restore created the data folder");
 
-    // The older remote snapshot is intact and still restores by name.
-    let older = tmp.path().join("older");
+    // The older remote snapshot is intact and restores by name with --force over the folder
+    // restored above, as an operator replaces live data: the folder then holds exactly the
+    // older snapshot's records, and the data it replaced is kept inside it.
     succeeded(&mut vectord(
         &[
             "restore",
@@ -258,10 +279,29 @@ async fn snapshots_round_trip_through_a_bucket() {
             "--snapshot",
             &names[1],
             "--path",
-            older.to_str().expect("utf-8"),
+            target,
+            "--force",
         ],
         &endpoint,
     ));
+    let now = entries(&restored);
+    let kept: Vec<&String> = now
+        .iter()
+        .filter(|n| n.starts_with(".before-restore-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{now:?}");
+    assert!(
+        !now.iter().any(|n| n.starts_with(".restore")),
+        "download or staging left behind: {now:?}"
+    );
+    let third = serve(&client, &restored, &[]).await;
+    let older = by_id(&all_records(&client, &third.base, &id).await);
+    drop(third);
+    let newest = by_id(&expected);
+    assert_eq!(older.len(), 600, "the records of the second snapshot");
+    for (rid, record) in &older {
+        assert_eq!(Some(record), newest.get(rid), "{rid} differs");
+    }
     drop(server);
 
     // A bucket that does not exist: the snapshot is taken locally, the upload failure is

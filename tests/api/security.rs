@@ -704,7 +704,52 @@ async fn secrets_never_reach_the_logs_or_the_audit_log() {
         "no JSON debug logs captured: {:.2000}",
         logs
     );
-    assert!(audit_text.contains("worker"), "audit log: {audit_text}");
+    // Every log line is one JSON object (stdout is not a terminal), and each served request
+    // carries its request id, the one its audit event has.
+    let served: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"))
+        })
+        .filter(|v: &Value| v["fields"]["message"] == json!("request served"))
+        .collect();
+    assert!(!served.is_empty(), "no request log lines");
+    let events: Vec<Value> = audit_text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON audit event per line"))
+        .collect();
+    let add = events
+        .iter()
+        .find(|e| e["operation"] == json!("add"))
+        .unwrap_or_else(|| panic!("no add event: {audit_text}"));
+    assert_eq!(
+        add["principal"],
+        json!("worker"),
+        "the token file's user: {add}"
+    );
+    assert_eq!(add["outcome"], json!("ok"));
+    assert_eq!(add["records"], json!(1));
+    let request_id = add["request_id"].as_str().expect("request id");
+    assert!(
+        served
+            .iter()
+            .any(|v| v["fields"]["trace_id"].as_str() == Some(request_id)),
+        "no request log line with the add's request id {request_id}"
+    );
+    let denied: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["outcome"] == json!("denied"))
+        .collect();
+    assert_eq!(denied.len(), 3, "the three refused gets: {audit_text}");
+    for e in denied {
+        assert_eq!(e["status"], json!(401));
+        assert_eq!(e["operation"], json!("get"));
+        assert_eq!(
+            e["principal"],
+            json!("anonymous"),
+            "no credentials were accepted: {e}"
+        );
+    }
     for secret in [
         admin_secret,
         file_secret,

@@ -23,6 +23,9 @@ pub struct AuditEvent {
     pub request_id: String,
     /// Token id of the caller (`anonymous` when auth is off or no token was sent).
     pub principal: String,
+    /// The tenant the caller's token is scoped to (`*` for every tenant), when a token was
+    /// accepted; `tenant` below is the one the request addressed.
+    pub principal_tenant: Option<String>,
     /// Client address as reported by the proxy (`Fly-Client-IP`, else `X-Forwarded-For`).
     pub client_ip: Option<String>,
     /// HTTP method.
@@ -49,9 +52,15 @@ pub struct AuditEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditRecords(pub u64);
 
-/// Response extension set by authentication: the caller's token id.
+/// Response extension set by authentication: the caller's token id and the tenant it is
+/// scoped to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditPrincipal(pub String);
+pub struct AuditPrincipal {
+    /// Token id (the token file's `user`).
+    pub user: String,
+    /// The token's tenant, or `*`.
+    pub tenant: String,
+}
 
 /// Tags a response with the number of records it concerned.
 pub fn tag_records(response: &mut axum::response::Response, n: u64) {
@@ -175,6 +184,7 @@ impl AuditLog {
                 ts_ms = event.ts_ms,
                 request_id = %event.request_id,
                 principal = %event.principal,
+                principal_tenant = event.principal_tenant.as_deref().unwrap_or(""),
                 client_ip = event.client_ip.as_deref().unwrap_or(""),
                 method = %event.method,
                 route = %event.route,

@@ -575,14 +575,18 @@ pub async fn require(State(st): State<AppState>, req: Request, next: Next) -> Re
         let mut denied =
             ApiError::Unauthorized(format!("User {:?} may not {what} {target}", principal.user))
                 .into_response();
-        denied
-            .extensions_mut()
-            .insert(AuditPrincipal(principal.user.clone()));
+        denied.extensions_mut().insert(AuditPrincipal {
+            user: principal.user.clone(),
+            tenant: principal.tenant.clone(),
+        });
         return denied;
     }
     tracing::debug!(user = %principal.user, "authorized");
     // The audit log (outside this layer) reads who it was from the response.
-    let who = AuditPrincipal(principal.user.clone());
+    let who = AuditPrincipal {
+        user: principal.user.clone(),
+        tenant: principal.tenant.clone(),
+    };
     let mut req = Request::from_parts(parts, body);
     req.extensions_mut().insert(principal);
     let mut response = next.run(req).await;

@@ -646,13 +646,13 @@ async fn trace_request(State(st): State<AppState>, req: Request, next: Next) -> 
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         };
+        let who = response.extensions().get::<AuditPrincipal>();
         st.audit.record(AuditEvent {
             ts_ms: audit::now_ms(),
-            principal: response
-                .extensions()
-                .get::<AuditPrincipal>()
-                .map(|p| p.0.clone())
+            principal: who
+                .map(|p| p.user.clone())
                 .unwrap_or_else(|| "anonymous".to_owned()),
+            principal_tenant: who.map(|p| p.tenant.clone()),
             client_ip,
             method: method.to_string(),
             operation: audit::operation(method.as_str(), &route),

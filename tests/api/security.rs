@@ -727,6 +727,7 @@ async fn secrets_never_reach_the_logs_or_the_audit_log() {
         json!("worker"),
         "the token file's user: {add}"
     );
+    assert_eq!(add["principal_tenant"], json!("default_tenant"), "{add}");
     assert_eq!(add["outcome"], json!("ok"));
     assert_eq!(add["records"], json!(1));
     let request_id = add["request_id"].as_str().expect("request id");
@@ -749,6 +750,7 @@ async fn secrets_never_reach_the_logs_or_the_audit_log() {
             json!("anonymous"),
             "no credentials were accepted: {e}"
         );
+        assert_eq!(e["principal_tenant"], Value::Null, "{e}");
     }
     for secret in [
         admin_secret,

@@ -786,3 +786,41 @@ async fn audit_events_survive_a_quiet_log_level() {
         "info lines at RUST_LOG=warn: {other_info:?}"
     );
 }
+
+/// A snapshot that fails (here: the snapshot folder is a file) is an error answer, counted in
+/// `vectord_snapshot_failures_total`, and leaves the last-success gauge alone, so the "snapshot
+/// older than 26 h" alert keeps counting from the last good one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_snapshot_is_counted_and_does_not_look_fresh() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let blocker = tmp.path().join("not-a-folder");
+    std::fs::write(&blocker, b"x").expect("file");
+    let client = reqwest::Client::new();
+    let dir = blocker.display().to_string();
+    let server = ready_server(&client, &tmp.path().join("data"), &["--snapshot-dir", &dir]).await;
+    let base = server.base.clone();
+    let r = client
+        .post(format!("{base}/api/v2/admin/snapshots"))
+        .send()
+        .await
+        .expect("snapshot");
+    assert!(r.status().is_server_error(), "{}", r.status());
+    let body: Value = r.json().await.expect("Chroma error JSON");
+    assert!(
+        body["error"].is_string() && body["message"].is_string(),
+        "{body}"
+    );
+    assert_eq!(
+        metric(&client, &base, "vectord_snapshot_failures_total").await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &client,
+            &base,
+            "vectord_snapshot_last_success_timestamp_seconds"
+        )
+        .await,
+        0.0
+    );
+}

@@ -89,8 +89,10 @@ async fn check_exact(
     }
 }
 
-/// Mounts a tmpfs of `size` on `dir`; `false` when mounting is not permitted outside CI.
-fn mount_tmpfs(dir: &Path, size: &str) -> bool {
+/// Creates `dir` and mounts a tmpfs of `size` on it, unmounted when the guard drops; `None`
+/// when mounting is not permitted outside CI.
+fn mount_tmpfs(dir: &Path, size: &str) -> Option<Mount> {
+    std::fs::create_dir_all(dir).expect("mount point");
     let ok = Command::new("mount")
         .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
         .arg(dir)
@@ -99,11 +101,12 @@ fn mount_tmpfs(dir: &Path, size: &str) -> bool {
         .unwrap_or(false);
     if !ok {
         missing_prerequisite(
-            "mounting a tmpfs failed; the disk-full test needs root (CAP_SYS_ADMIN) under CI",
-            "SKIPPED: cannot mount a tmpfs here (not root?); the disk-full test did not run",
+            "mounting a tmpfs failed; the disk-full and mount-point tests need root (CAP_SYS_ADMIN) under CI",
+            "SKIPPED: cannot mount a tmpfs here (not root?); the test did not run",
         );
+        return None;
     }
-    ok
+    Some(Mount(dir.to_path_buf()))
 }
 
 /// Unmounts on drop, so a failing test leaves no mount behind.
@@ -119,11 +122,9 @@ impl Drop for Mount {
 async fn disk_full_fails_writes_keeps_reads_and_recovers() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mnt = tmp.path().join("mnt");
-    std::fs::create_dir(&mnt).expect("mkdir");
-    if !mount_tmpfs(&mnt, "6m") {
+    let Some(_mount) = mount_tmpfs(&mnt, "6m") else {
         return;
-    }
-    let _mount = Mount(mnt.clone());
+    };
     let data = mnt.join("data");
     let client = reqwest::Client::new();
     let mut server = Server::start(&data, &[], None);
@@ -521,11 +522,9 @@ fn whole_folder_restore_into_a_mount_point() {
 
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
-    std::fs::create_dir(&data).expect("mkdir");
-    if !mount_tmpfs(&data, "64m") {
+    let Some(_mount) = mount_tmpfs(&data, "64m") else {
         return;
-    }
-    let _mount = Mount(data.clone());
+    };
     let device = std::fs::metadata(&data).expect("stat").dev();
     assert_ne!(device, std::fs::metadata(tmp.path()).expect("stat").dev());
 

@@ -18,7 +18,7 @@
 //! that is done when its source is gone and its destination present, so replaying is
 //! idempotent and needs nothing but the data folder (the snapshot may be gone by then).
 
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,7 +33,7 @@ use crate::catalog::{
 use crate::engine::DirLock;
 use crate::fsutil::atomic_replace;
 use crate::snapshot::{
-    copy_checked, safe_join, sync_tree, utc_stamp, verify, SnapshotEntry, SnapshotError,
+    copy_checked, fsync, safe_join, sync_tree, utc_stamp, verify, SnapshotEntry, SnapshotError,
     SnapshotInfo,
 };
 
@@ -385,9 +385,7 @@ fn stage<'a>(
                     fs::rename(&from, &to).map_err(|e| SnapshotError::io("rename", &from, e))?;
                     // A download is written without fsync; the journal must not point at
                     // files a power cut could still lose.
-                    File::open(&to)
-                        .and_then(|f| f.sync_all())
-                        .map_err(|e| SnapshotError::io("fsync", &to, e))?;
+                    fsync(&to)?;
                 }
             }
         }
@@ -445,9 +443,9 @@ fn apply(target: &Path, journal: &Journal) -> Result<FinishedRestore, SnapshotEr
         let (from_dir, to_dir) = (parent_of(from), parent_of(to));
         fs::create_dir_all(&to_dir).map_err(|e| SnapshotError::io("create", &to_dir, e))?;
         fs::rename(from, to).map_err(|e| SnapshotError::io("rename", from, e))?;
-        sync_dir(&from_dir)?;
+        fsync(&from_dir)?;
         if to_dir != from_dir {
-            sync_dir(&to_dir)?;
+            fsync(&to_dir)?;
         }
     }
     if let Some(file) = &journal.catalog {
@@ -456,10 +454,10 @@ fn apply(target: &Path, journal: &Journal) -> Result<FinishedRestore, SnapshotEr
     for rel in &journal.remove {
         remove_if_present(&safe_join(target, rel)?)?;
     }
-    sync_dir(target)?;
+    fsync(target)?;
     let path = target.join(RESTORE_JOURNAL);
     fs::remove_file(&path).map_err(|e| SnapshotError::io("remove", &path, e))?;
-    sync_dir(target)?;
+    fsync(target)?;
     Ok(FinishedRestore {
         snapshot: journal.snapshot.clone(),
         collection: journal.collection,
@@ -541,10 +539,4 @@ fn remove_if_present(dir: &Path) -> Result<(), SnapshotError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(SnapshotError::io("remove", dir, e)),
     }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| SnapshotError::io("fsync", dir, e))
 }

@@ -467,9 +467,7 @@ pub fn create_scoped(
     };
     write_info(&tmp, &info)?;
     fs::rename(&tmp, &out).map_err(|e| SnapshotError::io("rename", &tmp, e))?;
-    File::open(root)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| SnapshotError::io("fsync", root, e))?;
+    fsync(root)?;
     Ok(info)
 }
 
@@ -566,9 +564,7 @@ pub(crate) fn copy_checked(
             "copy does not match its checksum",
         ));
     }
-    File::open(to)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| SnapshotError::io("fsync", to, e))
+    fsync(to)
 }
 
 /// The complete snapshots under `root`, oldest first (folders being written are ignored).
@@ -724,11 +720,16 @@ pub(crate) fn sync_tree(dir: &Path) -> Result<(), SnapshotError> {
                 stack.push(entry.path());
             }
         }
-        File::open(&d)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| SnapshotError::io("fsync", &d, e))?;
+        fsync(&d)?;
     }
     Ok(())
+}
+
+/// Fsyncs one file or folder.
+pub(crate) fn fsync(path: &Path) -> Result<(), SnapshotError> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| SnapshotError::io("fsync", path, e))
 }
 
 /// `YYYYMMDDTHHMMSSZ` for a Unix time (civil-from-days, proleptic Gregorian, UTC).

@@ -6,7 +6,7 @@
 //! traversal — `Arc`'d points, a `RwLock` per point, hash-set visited lists, pointer chasing —
 //! and only 16% the distance kernel; the graph caught up with ingest after ~128 CPU-seconds.
 //! This builder is hnswlib's algorithm over flat arrays: codes in one contiguous array,
-//! neighbour lists as fixed-width rows of atomics, a generation-stamped visited table per
+//! neighbour lists as fixed-width rows of atomics, a visited bitset per
 //! thread, and the same neighbour-selection heuristic, so the graph it exports is the layout
 //! [`crate::index::flat_graph`] writes without translation.
 //!

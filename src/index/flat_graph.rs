@@ -641,6 +641,21 @@ impl<B: AsRef<[u8]>> FlatGraph<B> {
         }
     }
 
+    /// Pulls `node`'s layer-0 row into the CPU cache without checking it: a walk calls this for
+    /// each point it queues, so the row has arrived by the time the point is expanded (the
+    /// expansion's first read was otherwise a dependent miss, ~4% of a query's time).
+    #[inline]
+    pub(crate) fn prefetch_row(&self, node: u32) {
+        let l = &self.layout;
+        if (node as u64) < l.n {
+            let row = l.m0 * 4;
+            let start = l.layer0 + node as u64 * row;
+            if let Ok(bytes) = self.slice(start..start + row) {
+                crate::index::vectors::prefetch_bytes(bytes, 4);
+            }
+        }
+    }
+
     /// Layer-0 link row of `node` (raw little-endian u32 slots), CRC-checked on first touch.
     #[inline]
     pub(crate) fn layer0_row(&self, node: u32) -> Result<&[u8]> {

@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use vectord::engine::{Collection, CollectionConfig};
-use vectord::index::{distance, quant};
+use vectord::index::{distance, nibbles, quant};
 use vectord::types::{Include, QueryRequest, Record, Space, WriteBatch};
 
 const DIM: usize = 1536;
@@ -45,6 +45,21 @@ fn kernels(c: &mut Criterion) {
     group.bench_function(format!("approx_cosine_i8_{}", quant::kernel_name()), |b| {
         b.iter(|| quant::approx_distance(Space::Cosine, black_box(&codes[0]), black_box(&codes[1])))
     });
+    // The nibble-plane kernels segment walks run on (`codes.bin` version 3): the high plane is
+    // what a walk reads per row; both planes give the exact int8 dot product.
+    let (mut hi, mut lo) = (Vec::new(), Vec::new());
+    nibbles::split_into(&codes[1][..DIM], &mut hi, &mut lo);
+    let q = &codes[0][..DIM];
+    let q_sum = nibbles::sum(q);
+    for (name, dot) in nibbles::available_kernels() {
+        group.bench_function(format!("dot_plane_{name}"), |b| {
+            b.iter(|| dot(black_box(q), black_box(&hi)))
+        });
+    }
+    group.bench_function(
+        format!("exact_dot_planes_{}", nibbles::kernel_name()),
+        |b| b.iter(|| nibbles::exact_dot(black_box(q), q_sum, black_box(&hi), black_box(&lo))),
+    );
     group.finish();
 }
 

@@ -23,7 +23,7 @@ use super::log::LogOp;
 use super::memtable::{IndexJob, Memtable};
 use super::segment::payload::RowSet;
 use super::segment::records::Fields;
-use super::segment::Segment;
+use super::segment::{QueryCode, Segment};
 use super::EngineError;
 use crate::filter::Filter;
 use crate::index::distance::distance;
@@ -1041,9 +1041,9 @@ impl State {
                     continue;
                 }
                 *work += 1;
-                if let Some(c) = rows.code(self.space, r) {
+                if let Some(d) = rows.approx_distance(self.space, &qcode, r) {
                     coarse.push(Scored {
-                        distance: quant::approx_distance(self.space, &qcode, c?),
+                        distance: d?,
                         row: r,
                     });
                 }
@@ -1271,26 +1271,34 @@ impl<'a> RowsOf<'a> {
     fn has_codes(&self, space: Space) -> bool {
         match self {
             RowsOf::Mem(m) => m.code(0).is_some(),
-            RowsOf::Seg(s) => s.code(space, 0).is_some(),
+            RowsOf::Seg(s) => s.coder(space).is_some(),
         }
     }
 
     /// The query coded like these rows' codes (see [`PreparedQuery::code_for`]).
-    fn query_code<'q>(&self, space: Space, q: &'q PreparedQuery) -> Cow<'q, [i8]> {
+    fn query_code<'q>(&self, space: Space, q: &'q PreparedQuery) -> QueryCode<'q> {
         let coder = match self {
             RowsOf::Mem(m) => m.coder(),
             RowsOf::Seg(s) => s.coder(space),
         };
-        match coder {
+        QueryCode::new(match coder {
             Some(c) => q.code_for(c),
             None => Cow::Borrowed(q.code()),
-        }
+        })
     }
 
-    fn code(&self, space: Space, r: u32) -> Option<Result<&'a [i8], EngineError>> {
+    /// Approximate (ordering-only) distance to row `r` over its code, if the rows have codes.
+    fn approx_distance(
+        &self,
+        space: Space,
+        q: &QueryCode<'_>,
+        r: u32,
+    ) -> Option<Result<f32, EngineError>> {
         match self {
-            RowsOf::Mem(m) => m.code(r).map(Ok),
-            RowsOf::Seg(s) => s.code(space, r),
+            RowsOf::Mem(m) => m
+                .code(r)
+                .map(|c| Ok(quant::approx_distance(space, q.code(), c))),
+            RowsOf::Seg(s) => s.approx_distance(space, q, r),
         }
     }
 

@@ -273,16 +273,17 @@ impl GraphBuilder {
     }
 
     /// A builder holding an existing flat graph — its links, levels and entry point — over
-    /// the codes `code(row)` returns (made by `coder`, which codes the points added later),
+    /// the codes `code(row, out)` writes into `out` (made by `coder`, which codes the points
+    /// added later),
     /// ready for more points (ids `graph.n()..`). Extending a segment's graph this way costs a
     /// copy, not the distance computations of a rebuild. The graph must have been built with
     /// `params.max_neighbors`.
-    pub fn from_graph<'c, B, E>(
+    pub fn from_graph<B, E>(
         coder: quant::Coder,
         dim: usize,
         params: BuildParams,
         graph: &FlatGraph<B>,
-        mut code: impl FnMut(u32) -> std::result::Result<&'c [i8], E>,
+        mut code: impl FnMut(u32, &mut [i8]) -> std::result::Result<(), E>,
     ) -> std::result::Result<GraphBuilder, E>
     where
         B: AsRef<[u8]>,
@@ -312,16 +313,8 @@ impl GraphBuilder {
             st.grow(n);
             let code_len = st.code_len;
             for i in 0..n as u32 {
-                let c = code(i)?;
-                if c.len() != code_len {
-                    return Err(IndexError::InvalidParams(format!(
-                        "code of row {i} has {} bytes, expected {code_len}",
-                        c.len()
-                    ))
-                    .into());
-                }
                 let at = i as usize * code_len;
-                st.codes[at..at + code_len].copy_from_slice(c);
+                code(i, &mut st.codes[at..at + code_len])?;
                 st.assigned[i as usize] = true;
                 st.ready[i as usize].store(true, Ordering::Relaxed);
                 let row = graph.layer0_row(i)?;
@@ -1216,7 +1209,10 @@ mod tests {
                 dim,
                 params(8, 48),
                 &graph,
-                |i| Ok::<_, IndexError>(codes[i as usize].as_slice()),
+                |i, out: &mut [i8]| {
+                    out.copy_from_slice(&codes[i as usize]);
+                    Ok::<_, IndexError>(())
+                },
             )
             .unwrap()
         };
@@ -1254,7 +1250,10 @@ mod tests {
             dim,
             params(9, 48),
             &graph,
-            |i| { Ok::<_, IndexError>(codes[i as usize].as_slice()) }
+            |i, out: &mut [i8]| {
+                out.copy_from_slice(&codes[i as usize]);
+                Ok::<_, IndexError>(())
+            }
         )
         .is_err());
     }

@@ -9,6 +9,7 @@
 //!   reference tests and benches compare against.
 //! - [`flat_graph`]: the `graph.bin` byte layout, its writer and its zero-copy reader.
 //! - [`quant`]: int8 codes (per-vector scale) and the SIMD int8 dot kernels traversal runs on.
+//! - [`nibbles`]: int8 codes split into nibble planes, so a walk reads half of each code.
 //! - [`vectors`]: prepared queries and the [`VectorStore`] the searcher scores against.
 //! - [`search`]: HNSW search over a [`FlatGraph`] with an in-search `accept` predicate.
 //! - [`ann`]: [`AnnIndex`], one interface over the builder, a mapped graph and brute force.
@@ -19,6 +20,7 @@ pub mod distance;
 pub mod error;
 pub mod flat_graph;
 pub mod hnsw_rs_builder;
+pub mod nibbles;
 pub mod quant;
 pub mod search;
 pub mod topk;

@@ -101,7 +101,19 @@ pub fn approx_distance(space: Space, a: &[i8], b: &[i8]) -> f32 {
     let (Some((ca, sa, na)), Some((cb, sb, nb))) = (split(a), split(b)) else {
         return f32::INFINITY;
     };
-    let dot = dot_i8(ca, cb) as f32 * sa * sb;
+    distance_from_dot(space, dot_i8(ca, cb) as f32, (sa, na), (sb, nb))
+}
+
+/// The approximate distance from `dot`, a dot product of two codes' integer components (exact
+/// or estimated), and each code's `(scale, word)` trailer.
+#[inline]
+pub fn distance_from_dot(
+    space: Space,
+    dot: f32,
+    (sa, na): (f32, f32),
+    (sb, nb): (f32, f32),
+) -> f32 {
+    let dot = dot * sa * sb;
     match space {
         Space::Cosine => 1.0 - dot,
         // The trailer words are 0 for codes without a centre.

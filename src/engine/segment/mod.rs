@@ -19,6 +19,7 @@ use std::io::Write;
 use parking_lot::Mutex;
 
 use self::blocked::{BlockedFile, BlockedWriter};
+pub(crate) use self::codes::QueryCode;
 use self::codes::{CodesWriter, SegmentCodes};
 use self::payload::{PayloadIndex, SegmentPayload};
 use self::records::{Fields, RowIn, SegmentRecords};
@@ -296,7 +297,7 @@ impl Segment {
             Some(codes) => {
                 let coded = SegmentCodeStore {
                     codes,
-                    query: query.code_for(codes.coder()),
+                    query: QueryCode::new(query.code_for(codes.coder())),
                     error: Mutex::new(None),
                 };
                 let out = search_rescored(graph, &coded, &store, query, params, accept)?;
@@ -331,7 +332,10 @@ impl Segment {
             return Ok(None);
         }
         let coder = codes.coder().clone();
-        GraphBuilder::from_graph(coder, self.dim(), params, graph, |r| codes.code(r)).map(Some)
+        GraphBuilder::from_graph(coder, self.dim(), params, graph, |r, out| {
+            codes.code_into(r, out)
+        })
+        .map(Some)
     }
 
     /// The centre this segment's codes are taken relative to, if any (a new memtable starts
@@ -350,7 +354,7 @@ impl Segment {
     }
 
     /// How the codes are made, when the segment has codes in `space` (a scan over
-    /// [`Self::code`] codes its query with it).
+    /// [`Self::approx_distance`] codes its query with it).
     pub(crate) fn coder(&self, space: crate::types::Space) -> Option<&quant::Coder> {
         self.codes
             .as_ref()
@@ -358,16 +362,18 @@ impl Segment {
             .map(|c| c.coder())
     }
 
-    /// Row `r`'s int8 code, when the segment has codes in `space`.
-    pub(crate) fn code(
+    /// Approximate (ordering-only) distance from `q` to row `r` over the codes, when the
+    /// segment has codes in `space`; `q` was coded by [`Self::coder`].
+    pub(crate) fn approx_distance(
         &self,
         space: crate::types::Space,
+        q: &QueryCode<'_>,
         r: u32,
-    ) -> Option<Result<&[i8], EngineError>> {
+    ) -> Option<Result<f32, EngineError>> {
         self.codes
             .as_ref()
             .filter(|c| c.space() == space)
-            .map(|c| c.code(r))
+            .map(|c| c.approx_distance(q, r))
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -482,7 +488,7 @@ impl VectorStore for SegmentStore<'_> {
 struct SegmentCodeStore<'a> {
     codes: &'a SegmentCodes,
     /// The query coded the way these codes were (relative to their centre, if any).
-    query: std::borrow::Cow<'a, [i8]>,
+    query: QueryCode<'a>,
     error: Mutex<Option<EngineError>>,
 }
 
@@ -496,9 +502,9 @@ impl VectorStore for SegmentCodeStore<'_> {
     }
 
     #[inline]
-    fn distance(&self, q: &PreparedQuery, id: u32) -> f32 {
-        match self.codes.code(id) {
-            Ok(c) => quant::approx_distance(q.space(), &self.query, c),
+    fn distance(&self, _q: &PreparedQuery, id: u32) -> f32 {
+        match self.codes.approx_distance(&self.query, id) {
+            Ok(d) => d,
             Err(e) => {
                 self.error.lock().get_or_insert(e);
                 f32::INFINITY
@@ -639,6 +645,9 @@ mod tests {
             .collect();
         let vs = vectors.iter().map(|v| Ok(v.as_slice()));
         Segment::write(dir.path(), 3, 3, vs, &records, Some(&plain)).unwrap();
+        // As an old server wrote it: int8 codes, version 1.
+        let codes_path = dir.path().join("00000003").join("codes.bin");
+        codes::write_int8_file(&codes_path, &quant::Coder::plain(Space::L2), 3, &vectors).unwrap();
         let seg = Segment::open(dir.path(), 3).unwrap();
         assert_eq!(seg.centre(), None);
         let meta = BlockedFile::open(&seg.dir().join("codes.bin"), codes::KIND_CODES).unwrap();

@@ -387,6 +387,9 @@ where
             rejected[detours] = nb;
             detours += 1;
             graph.will_need_row(nb);
+            // Its links are read below: issued now, the ~20 row misses of an expansion at
+            // 30 % selectivity overlap instead of following one another.
+            graph.prefetch_row(nb);
         }
     }
     for &via in &rejected[..detours] {

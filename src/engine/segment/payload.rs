@@ -67,14 +67,6 @@ impl RowSet {
         }
     }
 
-    /// Adds row `r` (ignored when out of range).
-    #[inline]
-    pub(crate) fn insert(&mut self, r: u32) {
-        if r < self.len {
-            self.words[r as usize / 64] |= 1 << (r % 64);
-        }
-    }
-
     /// Whether row `r` is in the set.
     #[inline]
     pub fn contains(&self, r: u32) -> bool {
@@ -83,9 +75,34 @@ impl RowSet {
             .is_some_and(|w| w & (1 << (r % 64)) != 0)
     }
 
-    fn extend(&mut self, rows: &[u32]) {
-        for &r in rows {
-            self.insert(r);
+    /// Adds a value's rows: word by word from its bitset when it has one, otherwise from the
+    /// list, one word's bits gathered before each write.
+    fn add(&mut self, posting: &Posting) {
+        if let Some(bits) = &posting.bits {
+            for (a, b) in self.words.iter_mut().zip(bits.iter()) {
+                *a |= b;
+            }
+            self.trim();
+            return;
+        }
+        let mut word = usize::MAX;
+        let mut acc = 0u64;
+        for &r in &posting.rows {
+            if r >= self.len {
+                continue;
+            }
+            let w = r as usize / 64;
+            if w != word {
+                if let Some(slot) = self.words.get_mut(word) {
+                    *slot |= acc;
+                }
+                word = w;
+                acc = 0;
+            }
+            acc |= 1 << (r % 64);
+        }
+        if let Some(slot) = self.words.get_mut(word) {
+            *slot |= acc;
         }
     }
 
@@ -178,13 +195,52 @@ fn is_nan(n: Number) -> bool {
     matches!(n, Number::Float(f) if f.is_nan())
 }
 
-/// One key's postings (each list sorted, rows ascending).
+/// One value's rows, ascending. A decoded (segment) posting holding at least 1/32 of the
+/// rows also keeps them as a bitset, which is then no larger than the list: a filter adds it
+/// ~1,600 words at a time at 100k rows instead of one row at a time (a 50 % boolean took
+/// ~6 % of a filtered query's time that way).
+#[derive(Debug, Default, Clone)]
+struct Posting {
+    rows: Vec<u32>,
+    bits: Option<Box<[u64]>>,
+}
+
+impl PartialEq for Posting {
+    /// The bitset is a cache of the rows.
+    fn eq(&self, other: &Self) -> bool {
+        self.rows == other.rows
+    }
+}
+
+impl Posting {
+    /// `rows` (ascending, all below `n`), with a bitset of `n` rows if dense.
+    fn sealed(rows: Vec<u32>, n: u32) -> Posting {
+        let dense = !rows.is_empty() && rows.len().saturating_mul(32) >= n as usize;
+        let bits = dense.then(|| {
+            let mut set = RowSet::empty(n);
+            set.add(&Posting {
+                rows: rows.clone(),
+                bits: None,
+            });
+            set.words.into_boxed_slice()
+        });
+        Posting { rows, bits }
+    }
+
+    /// Appends row `r` (a memtable's growing index keeps lists only).
+    fn push(&mut self, r: u32) {
+        self.rows.push(r);
+        self.bits = None;
+    }
+}
+
+/// One key's postings.
 #[derive(Debug, Default, Clone, PartialEq)]
 struct KeyIndex {
-    strs: HashMap<String, Vec<u32>>,
+    strs: HashMap<String, Posting>,
     /// `[false rows, true rows]`.
-    bools: [Vec<u32>; 2],
-    nums: BTreeMap<NumKey, Vec<u32>>,
+    bools: [Posting; 2],
+    nums: BTreeMap<NumKey, Posting>,
 }
 
 /// The payload index of one segment or memtable over rows `0..rows`.
@@ -302,13 +358,13 @@ impl PayloadIndex {
                 MetadataOp::In(ScalarSet::Str(xs)) => {
                     for x in xs {
                         if let Some(rows) = ki.strs.get(x) {
-                            set.extend(rows);
+                            set.add(rows);
                         }
                     }
                 }
                 MetadataOp::In(ScalarSet::Bool(xs)) => {
                     for &b in xs {
-                        set.extend(&ki.bools[usize::from(b)]);
+                        set.add(&ki.bools[usize::from(b)]);
                     }
                 }
                 MetadataOp::In(ScalarSet::Num(xs)) => {
@@ -340,10 +396,10 @@ impl PayloadIndex {
             put_u32(&mut out, strs.len() as u32);
             for (s, rows) in strs {
                 put_str(&mut out, s);
-                put_rows(&mut out, rows);
+                put_rows(&mut out, &rows.rows);
             }
-            put_rows(&mut out, &ki.bools[0]);
-            put_rows(&mut out, &ki.bools[1]);
+            put_rows(&mut out, &ki.bools[0].rows);
+            put_rows(&mut out, &ki.bools[1].rows);
             put_u32(&mut out, ki.nums.len() as u32);
             for (n, rows) in &ki.nums {
                 match n.0 {
@@ -356,7 +412,7 @@ impl PayloadIndex {
                         out.extend_from_slice(&f.to_le_bytes());
                     }
                 }
-                put_rows(&mut out, rows);
+                put_rows(&mut out, &rows.rows);
             }
         }
         out
@@ -374,10 +430,10 @@ impl PayloadIndex {
             let mut ki = KeyIndex::default();
             for _ in 0..c.u32()? {
                 let s = c.str()?;
-                ki.strs.insert(s, c.rows(rows)?);
+                ki.strs.insert(s, Posting::sealed(c.rows(rows)?, rows));
             }
-            ki.bools[0] = c.rows(rows)?;
-            ki.bools[1] = c.rows(rows)?;
+            ki.bools[0] = Posting::sealed(c.rows(rows)?, rows);
+            ki.bools[1] = Posting::sealed(c.rows(rows)?, rows);
             let mut last: Option<NumKey> = None;
             for _ in 0..c.u32()? {
                 let tag = c.take(1)?[0];
@@ -397,7 +453,7 @@ impl PayloadIndex {
                     return Err("numbers out of order".into());
                 }
                 last = Some(key);
-                ki.nums.insert(key, c.rows(rows)?);
+                ki.nums.insert(key, Posting::sealed(c.rows(rows)?, rows));
             }
             if keys.insert(k, ki).is_some() {
                 return Err("a key appears twice".into());
@@ -415,13 +471,13 @@ impl KeyIndex {
         match s {
             Scalar::Str(v) => {
                 if let Some(rows) = self.strs.get(v) {
-                    set.extend(rows);
+                    set.add(rows);
                 }
             }
-            Scalar::Bool(b) => set.extend(&self.bools[usize::from(*b)]),
+            Scalar::Bool(b) => set.add(&self.bools[usize::from(*b)]),
             Scalar::Num(n) if !is_nan(*n) => {
                 if let Some(rows) = self.nums.get(&NumKey(*n)) {
-                    set.extend(rows);
+                    set.add(rows);
                 }
             }
             Scalar::Num(_) => {}
@@ -446,7 +502,7 @@ impl KeyIndex {
             self.nums.range((b, Bound::Unbounded))
         };
         for (_, rows) in range {
-            set.extend(rows);
+            set.add(rows);
         }
     }
 }

@@ -237,47 +237,53 @@ impl<E, M> Columns<E, M> {
     }
 }
 
+impl<M> Columns<Vec<f32>, M> {
+    /// Splits an add's or upsert's columns into rows, refusing them when they have rows but no
+    /// embeddings (both require them).
+    #[allow(clippy::type_complexity)]
+    fn into_embedded_rows(
+        self,
+    ) -> Result<
+        impl Iterator<Item = (String, Vec<f32>, Option<M>, Option<String>, Option<String>)>,
+        InputError,
+    > {
+        self.check_lengths()?;
+        if self.embeddings.is_none() && !self.ids.is_empty() {
+            return Err(InputError::MissingEmbeddings);
+        }
+        Ok(self
+            .into_rows()
+            .map(|(id, e, m, d, u)| (id, e.unwrap_or_default(), m, d, u)))
+    }
+}
+
 impl WriteBatch {
     /// Builds an add batch from Chroma-style columns; embeddings are required.
     pub fn add(cols: Columns<Vec<f32>, Metadata>) -> Result<WriteBatch, InputError> {
-        cols.check_lengths()?;
-        if cols.embeddings.is_none() && !cols.ids.is_empty() {
-            return Err(InputError::MissingEmbeddings);
-        }
         let rows = cols
-            .into_rows()
-            .map(|(id, e, m, d, u)| Record {
+            .into_embedded_rows()?
+            .map(|(id, embedding, metadata, document, uri)| Record {
                 id,
-                embedding: e.unwrap_or_default(),
-                metadata: m,
-                document: d,
-                uri: u,
-            })
-            .collect();
-        let batch = WriteBatch::Add(rows);
-        batch.validate()?;
-        Ok(batch)
+                embedding,
+                metadata,
+                document,
+                uri,
+            });
+        WriteBatch::Add(rows.collect()).validated()
     }
 
     /// Builds an upsert batch from Chroma-style columns; embeddings are required.
     pub fn upsert(cols: Columns<Vec<f32>, MetadataPatch>) -> Result<WriteBatch, InputError> {
-        cols.check_lengths()?;
-        if cols.embeddings.is_none() && !cols.ids.is_empty() {
-            return Err(InputError::MissingEmbeddings);
-        }
         let rows = cols
-            .into_rows()
-            .map(|(id, e, m, d, u)| UpsertRecord {
+            .into_embedded_rows()?
+            .map(|(id, embedding, metadata, document, uri)| UpsertRecord {
                 id,
-                embedding: e.unwrap_or_default(),
-                metadata: m,
-                document: d,
-                uri: u,
-            })
-            .collect();
-        let batch = WriteBatch::Upsert(rows);
-        batch.validate()?;
-        Ok(batch)
+                embedding,
+                metadata,
+                document,
+                uri,
+            });
+        WriteBatch::Upsert(rows.collect()).validated()
     }
 
     /// Builds an update batch from Chroma-style columns; an embedding entry may be `None`.
@@ -285,19 +291,20 @@ impl WriteBatch {
         cols: Columns<Option<Vec<f32>>, MetadataPatch>,
     ) -> Result<WriteBatch, InputError> {
         cols.check_lengths()?;
-        let rows = cols
-            .into_rows()
-            .map(|(id, e, m, d, u)| UpdateRecord {
-                id,
-                embedding: e.flatten(),
-                metadata: m,
-                document: d,
-                uri: u,
-            })
-            .collect();
-        let batch = WriteBatch::Update(rows);
-        batch.validate()?;
-        Ok(batch)
+        let rows = cols.into_rows().map(|(id, e, m, d, u)| UpdateRecord {
+            id,
+            embedding: e.flatten(),
+            metadata: m,
+            document: d,
+            uri: u,
+        });
+        WriteBatch::Update(rows.collect()).validated()
+    }
+
+    /// The batch, once [`WriteBatch::validate`] accepts it.
+    fn validated(self) -> Result<WriteBatch, InputError> {
+        self.validate()?;
+        Ok(self)
     }
 
     /// Number of records the batch names (0 for a delete).

@@ -12,7 +12,10 @@ use super::collection_json::{
 };
 use super::error::{ApiError, AppJson, AppPath, AppQuery};
 use super::{blocking, AppState};
-use crate::catalog::{validate_database_segment, validate_name, CollectionUpdate, NewCollection};
+use crate::catalog::{
+    validate_database_segment, validate_name, Catalog, CatalogError, CollectionEntry,
+    CollectionUpdate, NewCollection,
+};
 
 /// Body of tenant and database creation.
 #[derive(Debug, Deserialize)]
@@ -36,6 +39,22 @@ pub struct Page {
     offset: Option<usize>,
 }
 
+/// Runs a catalog change (it may fsync) on a blocking thread and answers `{}`.
+async fn change(
+    st: AppState,
+    f: impl FnOnce(&Catalog) -> Result<(), CatalogError> + Send + 'static,
+) -> Result<Json<Value>, ApiError> {
+    blocking(move || f(&st.catalog).map_err(ApiError::from)).await?;
+    Ok(Json(json!({})))
+}
+
+/// A collection's JSON, or why it is unavailable (a collection that failed to open answers
+/// every route with the reason).
+fn found(entry: &CollectionEntry) -> Result<Json<Value>, ApiError> {
+    entry.engine()?;
+    Ok(Json(collection_json(entry)))
+}
+
 /// Parses a collection id path segment (400 like Chroma when it is not a UUID).
 pub fn parse_collection_id(s: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(s)
@@ -47,8 +66,7 @@ pub async fn create_tenant(
     State(st): State<AppState>,
     AppJson(body): AppJson<NameBody>,
 ) -> Result<Json<Value>, ApiError> {
-    blocking(move || st.catalog.create_tenant(&body.name).map_err(ApiError::from)).await?;
-    Ok(Json(json!({})))
+    change(st, move |c| c.create_tenant(&body.name)).await
 }
 
 /// `GET /tenants/{t}`.
@@ -68,13 +86,7 @@ pub async fn update_tenant(
     AppPath(tenant): AppPath<String>,
     AppJson(body): AppJson<TenantPatch>,
 ) -> Result<Json<Value>, ApiError> {
-    blocking(move || {
-        st.catalog
-            .update_tenant(&tenant, body.resource_name)
-            .map_err(ApiError::from)
-    })
-    .await?;
-    Ok(Json(json!({})))
+    change(st, move |c| c.update_tenant(&tenant, body.resource_name)).await
 }
 
 /// `GET /tenants/{t}/databases`.
@@ -95,13 +107,7 @@ pub async fn create_database(
     AppPath(tenant): AppPath<String>,
     AppJson(body): AppJson<NameBody>,
 ) -> Result<Json<Value>, ApiError> {
-    blocking(move || {
-        st.catalog
-            .create_database(&tenant, &body.name)
-            .map_err(ApiError::from)
-    })
-    .await?;
-    Ok(Json(json!({})))
+    change(st, move |c| c.create_database(&tenant, &body.name)).await
 }
 
 /// `GET /tenants/{t}/databases/{db}`.
@@ -117,13 +123,7 @@ pub async fn delete_database(
     State(st): State<AppState>,
     AppPath((tenant, database)): AppPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    blocking(move || {
-        st.catalog
-            .delete_database(&tenant, &database)
-            .map_err(ApiError::from)
-    })
-    .await?;
-    Ok(Json(json!({})))
+    change(st, move |c| c.delete_database(&tenant, &database)).await
 }
 
 /// `GET …/collections?limit&offset` (`[]` for an unknown database).
@@ -186,8 +186,7 @@ pub async fn create_collection(
     })
     .await?;
     // get_or_create on a collection that failed to open reports why, like every other route.
-    entry.engine()?;
-    Ok(Json(collection_json(&entry)))
+    found(&entry)
 }
 
 /// `GET …/collections/{name}`.
@@ -197,8 +196,7 @@ pub async fn get_collection(
 ) -> Result<Json<Value>, ApiError> {
     validate_database_segment(&database)?;
     let entry = st.catalog.collection_by_name(&tenant, &database, &name)?;
-    entry.engine()?;
-    Ok(Json(collection_json(&entry)))
+    found(&entry)
 }
 
 /// `GET …/collections/by-id/{id}`.
@@ -209,8 +207,7 @@ pub async fn get_collection_by_id(
     validate_database_segment(&database)?;
     let id = parse_collection_id(&id)?;
     let entry = st.catalog.collection_by_id(&tenant, &database, id)?;
-    entry.engine()?;
-    Ok(Json(collection_json(&entry)))
+    found(&entry)
 }
 
 /// `GET /api/v2/collections/{tenant:database:name}` (Chroma Cloud's resource name form).
@@ -225,8 +222,7 @@ pub async fn get_collection_by_crn(
         )));
     };
     let entry = st.catalog.collection_by_name(tenant, database, name)?;
-    entry.engine()?;
-    Ok(Json(collection_json(&entry)))
+    found(&entry)
 }
 
 /// `PUT …/collections/{id}`: rename, replace metadata, change search parameters or the
@@ -289,11 +285,5 @@ pub async fn delete_collection(
     AppPath((tenant, database, name)): AppPath<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     validate_database_segment(&database)?;
-    blocking(move || {
-        st.catalog
-            .delete_collection(&tenant, &database, &name)
-            .map_err(ApiError::from)
-    })
-    .await?;
-    Ok(Json(json!({})))
+    change(st, move |c| c.delete_collection(&tenant, &database, &name)).await
 }

@@ -248,6 +248,12 @@ impl From<tokio::task::JoinError> for ApiError {
     }
 }
 
+/// Error a body read fails with after the deadline (the `body_deadline` guard);
+/// [`JsonBytes`] maps it to 408.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body was not received within {0:.1} s")]
+pub struct BodyTimedOut(pub f64);
+
 /// A JSON body whose every failure is an `ApiError`: no `Content-Type` means JSON (old clients
 /// send none), another content type is 415, a body over the limit 413, invalid JSON 400, and
 /// JSON of the wrong shape 422, with the path of the bad field.
@@ -297,7 +303,7 @@ where
         let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
             if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge(limit)
-            } else if let Some(t) = find_source::<super::guard::BodyTimedOut>(&rej) {
+            } else if let Some(t) = find_source::<BodyTimedOut>(&rej) {
                 ApiError::RequestTimeout(t.to_string())
             } else {
                 ApiError::InvalidArgument(format!("Failed to read the request body: {rej}"))

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
 use tokio::sync::Semaphore;
 
-use super::error::ApiError;
+use super::error::{ApiError, BodyTimedOut};
 use crate::catalog::check_safe_name;
 use crate::metrics::{HttpLabels, Metrics};
 
@@ -91,11 +91,6 @@ pub async fn admit(State(adm): State<Admission>, req: Request, next: Next) -> Re
     drop(permit);
     response
 }
-
-/// Error a body read fails with after the deadline; [`super::error::JsonBytes`] maps it to 408.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body was not received within {0:.1} s")]
-pub struct BodyTimedOut(pub f64);
 
 /// Middleware: the body must arrive completely within `timeout` of the headers, so a client
 /// that never finishes its body cannot hold a handler (and its queue slot) forever.

@@ -18,7 +18,7 @@ use super::error::{ApiError, AppPath, AppQuery, JsonBytes};
 use super::wire::{
     include_flags, metadata_for_add, metadata_patch, AddRequest, DeleteRequest, GetRecordsRequest,
     GetResponse, IncludeField, MetadataColumn, QueryRecordsRequest, QueryResponse, UpdateRequest,
-    GET_INCLUDE_DEFAULT, QUERY_INCLUDE_DEFAULT,
+    WireMetadata, GET_INCLUDE_DEFAULT, QUERY_INCLUDE_DEFAULT,
 };
 use super::{blocking, in_place, AppState};
 use crate::audit;
@@ -91,22 +91,14 @@ fn wire_embeddings(
     }
 }
 
-fn add_columns(req: AddRequest) -> Result<(Columns<Vec<f32>, Metadata>, Embed), ApiError> {
+/// The columns of an add or upsert, with `metadatas` converting its metadata column.
+fn row_columns<M>(
+    req: AddRequest,
+    metadatas: impl FnOnce(Vec<Option<WireMetadata>>) -> Result<Vec<Option<M>>, ApiError>,
+) -> Result<(Columns<Vec<f32>, M>, Embed), ApiError> {
     let (embeddings, embed) =
         wire_embeddings(req.embeddings, req.ids.len(), req.documents.is_some())?;
-    let metadatas = match req.metadatas {
-        Some(ms) => Some(
-            ms.into_iter()
-                .enumerate()
-                .map(|(i, m)| {
-                    m.map(|m| metadata_for_add(i, m))
-                        .transpose()
-                        .map(Option::flatten)
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-        None => None,
-    };
+    let metadatas = req.metadatas.map(metadatas).transpose()?;
     Ok((
         Columns {
             ids: req.ids,
@@ -119,22 +111,21 @@ fn add_columns(req: AddRequest) -> Result<(Columns<Vec<f32>, Metadata>, Embed), 
     ))
 }
 
-fn upsert_columns(req: AddRequest) -> Result<(Columns<Vec<f32>, MetadataPatch>, Embed), ApiError> {
-    let (embeddings, embed) =
-        wire_embeddings(req.embeddings, req.ids.len(), req.documents.is_some())?;
-    let metadatas = req
-        .metadatas
-        .map(|ms| ms.into_iter().map(|m| m.and_then(metadata_patch)).collect());
-    Ok((
-        Columns {
-            ids: req.ids,
-            embeddings: Some(embeddings),
-            metadatas,
-            documents: req.documents,
-            uris: req.uris,
-        },
-        embed,
-    ))
+/// An add's metadata column: every metadata checked as a whole record's.
+fn add_metadatas(ms: Vec<Option<WireMetadata>>) -> Result<Vec<Option<Metadata>>, ApiError> {
+    ms.into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            m.map(|m| metadata_for_add(i, m))
+                .transpose()
+                .map(Option::flatten)
+        })
+        .collect()
+}
+
+/// An upsert's or update's metadata column: patches, where `null` values delete keys.
+fn patch_metadatas(ms: Vec<Option<WireMetadata>>) -> Vec<Option<MetadataPatch>> {
+    ms.into_iter().map(|m| m.and_then(metadata_patch)).collect()
 }
 
 fn update_columns(
@@ -148,13 +139,10 @@ fn update_columns(
         ),
         None => None,
     };
-    let metadatas = req
-        .metadatas
-        .map(|ms| ms.into_iter().map(|m| m.and_then(metadata_patch)).collect());
     Ok(Columns {
         ids: req.ids,
         embeddings,
-        metadatas,
+        metadatas: req.metadatas.map(patch_metadatas),
         documents: req.documents,
         uris: req.uris,
     })
@@ -191,7 +179,7 @@ fn value_bytes(v: &crate::types::MetadataValue) -> usize {
 
 /// Refuses records whose metadata is larger than `--max-metadata-bytes` (400).
 fn check_metadata_sizes(
-    metadatas: Option<&Vec<Option<super::wire::WireMetadata>>>,
+    metadatas: Option<&Vec<Option<WireMetadata>>>,
     max: usize,
 ) -> Result<(), ApiError> {
     for (i, m) in metadatas.into_iter().flatten().enumerate() {
@@ -286,22 +274,63 @@ fn audited(
     Ok(response)
 }
 
+/// A body that writes rows (`add`, `upsert`, `update`): what the limits look at before any work.
+trait RowsBody: serde::de::DeserializeOwned + 'static {
+    /// Its ids, one per row.
+    fn ids(&self) -> &[String];
+    /// Its metadata column.
+    fn metadatas(&self) -> Option<&Vec<Option<WireMetadata>>>;
+}
+
+impl RowsBody for AddRequest {
+    fn ids(&self) -> &[String] {
+        &self.ids
+    }
+    fn metadatas(&self) -> Option<&Vec<Option<WireMetadata>>> {
+        self.metadatas.as_ref()
+    }
+}
+
+impl RowsBody for UpdateRequest {
+    fn ids(&self) -> &[String] {
+        &self.ids
+    }
+    fn metadatas(&self) -> Option<&Vec<Option<WireMetadata>>> {
+        self.metadatas.as_ref()
+    }
+}
+
+/// A row write: parses the body, refuses it past `--max-batch-rows` or `--max-metadata-bytes`,
+/// builds its batch with `build`, applies it, and answers `{}` with `status`.
+async fn write_rows<R: RowsBody>(
+    st: AppState,
+    path: (String, String, String),
+    body: JsonBytes,
+    status: StatusCode,
+    build: fn(R) -> Result<(WriteBatch, Embed), ApiError>,
+) -> Result<Response, ApiError> {
+    let lim = st.settings.limits;
+    let n = write(st, path, body, move |b| {
+        let req: R = b.parse()?;
+        check_rows("ids", req.ids().len(), lim.max_batch_rows)?;
+        check_metadata_sizes(req.metadatas(), lim.max_metadata_bytes)?;
+        build(req)
+    })
+    .await?;
+    audited(status, &json!({}), n)
+}
+
 /// `POST …/add` → 201 `{}`. Ids already present are ignored, as in Chroma.
 pub async fn add(
     State(st): State<AppState>,
     AppPath(path): CollPath,
     body: JsonBytes,
 ) -> Result<Response, ApiError> {
-    let lim = st.settings.limits;
-    let n = write(st, path, body, move |b| {
-        let req: AddRequest = b.parse()?;
-        check_rows("ids", req.ids.len(), lim.max_batch_rows)?;
-        check_metadata_sizes(req.metadatas.as_ref(), lim.max_metadata_bytes)?;
-        let (cols, embed) = add_columns(req)?;
+    write_rows(st, path, body, StatusCode::CREATED, |req: AddRequest| {
+        let (cols, embed) = row_columns(req, add_metadatas)?;
         Ok((WriteBatch::add(cols)?, embed))
     })
-    .await?;
-    audited(StatusCode::CREATED, &json!({}), n)
+    .await
 }
 
 /// `POST …/upsert` → `{}`.
@@ -310,16 +339,11 @@ pub async fn upsert(
     AppPath(path): CollPath,
     body: JsonBytes,
 ) -> Result<Response, ApiError> {
-    let lim = st.settings.limits;
-    let n = write(st, path, body, move |b| {
-        let req: AddRequest = b.parse()?;
-        check_rows("ids", req.ids.len(), lim.max_batch_rows)?;
-        check_metadata_sizes(req.metadatas.as_ref(), lim.max_metadata_bytes)?;
-        let (cols, embed) = upsert_columns(req)?;
+    write_rows(st, path, body, StatusCode::OK, |req: AddRequest| {
+        let (cols, embed) = row_columns(req, |ms| Ok(patch_metadatas(ms)))?;
         Ok((WriteBatch::upsert(cols)?, embed))
     })
-    .await?;
-    audited(StatusCode::OK, &json!({}), n)
+    .await
 }
 
 /// `POST …/update` → `{}`. Unknown ids are ignored.
@@ -328,11 +352,7 @@ pub async fn update(
     AppPath(path): CollPath,
     body: JsonBytes,
 ) -> Result<Response, ApiError> {
-    let lim = st.settings.limits;
-    let n = write(st, path, body, move |b| {
-        let req: UpdateRequest = b.parse()?;
-        check_rows("ids", req.ids.len(), lim.max_batch_rows)?;
-        check_metadata_sizes(req.metadatas.as_ref(), lim.max_metadata_bytes)?;
+    write_rows(st, path, body, StatusCode::OK, |req: UpdateRequest| {
         let embed = if req.embeddings.is_none() && req.documents.is_some() {
             Embed::DocumentsIfAvailable
         } else {
@@ -340,8 +360,7 @@ pub async fn update(
         };
         Ok((WriteBatch::update(update_columns(req)?)?, embed))
     })
-    .await?;
-    audited(StatusCode::OK, &json!({}), n)
+    .await
 }
 
 /// `POST …/delete` → `{"deleted": n}` (the number of records actually removed).

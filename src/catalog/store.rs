@@ -190,3 +190,17 @@ pub fn save(dir: &Path, file: &CatalogFile) -> Result<(), CatalogError> {
     crate::fsutil::atomic_replace(&dir.join(CATALOG_FILE), &bytes)
         .map_err(|e| CatalogError::io(e.op, e.path, e.source))
 }
+
+/// Reads a data folder's catalog file without opening it (`None` when it has none). For
+/// offline tools that hold the folder's [`DirLock`](crate::engine::DirLock) themselves
+/// (single-collection restore).
+pub fn read_catalog_file(dir: &Path) -> Result<Option<CatalogFile>, CatalogError> {
+    load(dir)
+}
+
+/// Replaces a data folder's catalog file atomically and durably. Only for offline tools that
+/// hold the folder's [`DirLock`](crate::engine::DirLock): a running
+/// [`Catalog`](super::Catalog) would overwrite the change.
+pub fn write_catalog_file(dir: &Path, file: &CatalogFile) -> Result<(), CatalogError> {
+    save(dir, file)
+}

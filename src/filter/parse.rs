@@ -162,19 +162,36 @@ impl Parser {
         })
     }
 
-    fn where_clause(&mut self, v: &Value, depth: usize) -> Result<Filter, FilterError> {
+    /// A clause of either grammar: a one-key object, `$and` / `$or` of further clauses parsed by
+    /// `child` (this grammar's clause), any other key by `leaf`.
+    fn parse_clause(
+        &mut self,
+        v: &Value,
+        depth: usize,
+        child: fn(&mut Parser, &Value, usize) -> Result<Filter, FilterError>,
+        leaf: fn(&mut Parser, &str, &Value) -> Result<Filter, FilterError>,
+    ) -> Result<Filter, FilterError> {
         if depth > MAX_DEPTH {
             return Err(self.clause.too_deep());
         }
         let obj = v.as_object().ok_or_else(|| self.invalid())?;
         let (key, value) = single_entry(obj).ok_or_else(|| self.invalid())?;
         match key {
-            "$and" => self.composite(true, value, depth, Parser::where_clause),
-            "$or" => self.composite(false, value, depth, Parser::where_clause),
-            // Operators are only valid inside a field expression.
-            k if k.starts_with('$') => Err(self.invalid()),
-            _ => self.field_expression(key, value),
+            "$and" => self.composite(true, value, depth, child),
+            "$or" => self.composite(false, value, depth, child),
+            _ => leaf(self, key, value),
         }
+    }
+
+    fn where_clause(&mut self, v: &Value, depth: usize) -> Result<Filter, FilterError> {
+        self.parse_clause(v, depth, Parser::where_clause, |p, key, value| {
+            // Operators are only valid inside a field expression.
+            if key.starts_with('$') {
+                Err(p.invalid())
+            } else {
+                p.field_expression(key, value)
+            }
+        })
     }
 
     /// `{"key": scalar}` or `{"key": {"$op": operand}}`.
@@ -244,16 +261,11 @@ impl Parser {
     }
 
     fn document_clause(&mut self, v: &Value, depth: usize) -> Result<Filter, FilterError> {
-        if depth > MAX_DEPTH {
-            return Err(self.clause.too_deep());
-        }
-        let obj = v.as_object().ok_or_else(|| self.invalid())?;
-        let (key, value) = single_entry(obj).ok_or_else(|| self.invalid())?;
-        match key {
-            "$and" => return self.composite(true, value, depth, Parser::document_clause),
-            "$or" => return self.composite(false, value, depth, Parser::document_clause),
-            _ => {}
-        }
+        self.parse_clause(v, depth, Parser::document_clause, Parser::document_operator)
+    }
+
+    /// `{"$contains": text}` and the other document operators.
+    fn document_operator(&mut self, key: &str, value: &Value) -> Result<Filter, FilterError> {
         let text = value.as_str().ok_or_else(|| self.invalid())?;
         let op = match key {
             "$contains" => document_contains(true, text),

@@ -157,35 +157,12 @@ impl Applier {
                 Pending::Upsert(cells) => upserts.push((id, cells)),
             }
         }
-        let mut stored: HashMap<String, Record> = HashMap::new();
-        if !upserts.is_empty() && self.coll.count() > 0 {
-            let res = self.coll.get(&GetRequest {
-                ids: Some(upserts.iter().map(|(id, _)| id.clone()).collect()),
-                include: Include {
-                    embeddings: true,
-                    documents: true,
-                    metadatas: true,
-                    ..Include::default()
-                },
-                ..GetRequest::default()
-            })?;
-            let n = res.ids.len();
-            let mut emb = res.embeddings.unwrap_or_default().into_iter();
-            let mut docs = res.documents.unwrap_or_default().into_iter();
-            let mut metas = res.metadatas.unwrap_or_default().into_iter();
-            for id in res.ids.into_iter().take(n) {
-                stored.insert(
-                    id.clone(),
-                    Record {
-                        id,
-                        embedding: emb.next().unwrap_or_default(),
-                        metadata: metas.next().flatten(),
-                        document: docs.next().flatten(),
-                        uri: None,
-                    },
-                );
-            }
-        }
+        let stored = if !upserts.is_empty() && self.coll.count() > 0 {
+            let ids = upserts.iter().map(|(id, _)| id.clone()).collect();
+            stored_records(&self.coll, ids, true)?
+        } else {
+            HashMap::new()
+        };
         let mut dimension = self.coll.dimension();
         let mut rows: Vec<UpsertRecord> = Vec::with_capacity(upserts.len());
         for (id, cells) in upserts {
@@ -262,4 +239,40 @@ fn delete(ids: Vec<String>) -> WriteBatch {
         filter: None,
         limit: None,
     })
+}
+
+/// The collection's records of `ids` (those it holds), by id; `full` reads their embeddings,
+/// documents and metadata too, otherwise only which ids exist. Blocking.
+pub(super) fn stored_records(
+    coll: &Collection,
+    ids: Vec<String>,
+    full: bool,
+) -> Result<HashMap<String, Record>, SyncError> {
+    let res = coll.get(&GetRequest {
+        ids: Some(ids),
+        include: Include {
+            embeddings: full,
+            documents: full,
+            metadatas: full,
+            ..Include::default()
+        },
+        ..GetRequest::default()
+    })?;
+    let mut emb = res.embeddings.unwrap_or_default().into_iter();
+    let mut docs = res.documents.unwrap_or_default().into_iter();
+    let mut metas = res.metadatas.unwrap_or_default().into_iter();
+    Ok(res
+        .ids
+        .into_iter()
+        .map(|id| {
+            let r = Record {
+                id: id.clone(),
+                embedding: emb.next().unwrap_or_default(),
+                metadata: metas.next().flatten(),
+                document: docs.next().flatten(),
+                uri: None,
+            };
+            (id, r)
+        })
+        .collect())
 }

@@ -20,7 +20,7 @@ use super::connect::replication_config;
 use super::mapping::Cell;
 use super::pgoutput::{decode, Message, TupleValue};
 use super::position::{lsn_to_string, parse_lsn, Position};
-use super::snapshot::{cell, fetch_by_ids};
+use super::snapshot::{cell, fetch_by_ids, fetch_by_ids_sql};
 use super::status::StatusHandle;
 use super::value::decode_binary;
 use super::{blocking, SyncError};
@@ -365,9 +365,10 @@ async fn flush(
     if !a.refetch.is_empty() {
         // Unchanged TOASTed values we never stored: read the rows' present state instead (later
         // changes in the stream are applied after it, so the collection still converges).
-        let ids = std::mem::take(&mut a.refetch);
+        let mut ids = std::mem::take(&mut a.refetch);
         tracing::info!(job = %job.name, rows = ids.len(), "re-reading rows with unchanged TOASTed values we do not hold");
-        fetch_by_ids(client, job, &mut a, ids).await?;
+        let sql = fetch_by_ids_sql(job, a.mapper().kinds()[0]);
+        fetch_by_ids(client, sql.as_str(), &mut a, &mut ids).await?;
         let (b, r) = blocking(a, move |a| a.flush(Some(pos))).await?;
         a = b;
         let more = r?;

@@ -15,9 +15,9 @@ use tokio_postgres::Client;
 use super::apply::{Applier, Change};
 use super::config::JobConfig;
 use super::mapping::Cell;
-use super::snapshot::{cell, select_sql, Raw};
+use super::snapshot::{decode_row, select_sql};
 use super::{blocking, SyncError};
-use crate::types::{GetRequest, Include, Record};
+use crate::types::Record;
 
 /// What reconcile found (and fixed).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -59,11 +59,10 @@ pub async fn reconcile(
         collection_rows: stored_ids.len() as u64,
         ..Report::default()
     };
-    let kinds = applier.mapper().kinds().to_vec();
-    let names = applier.mapper().names().to_vec();
     let sql = format!("COPY ({}) TO STDOUT (FORMAT binary)", select_sql(job, None));
     let stream = client.copy_out(sql.as_str()).await?;
-    let rows = BinaryCopyOutStream::new(stream, &vec![Type::BYTEA; kinds.len()]);
+    let columns = applier.mapper().kinds().len();
+    let rows = BinaryCopyOutStream::new(stream, &vec![Type::BYTEA; columns]);
     futures_util::pin_mut!(rows);
     let mut seen: HashSet<String> = HashSet::new();
     let mut batch: Vec<(String, Vec<Cell>)> = Vec::new();
@@ -74,11 +73,7 @@ pub async fn reconcile(
             let row = row
                 .as_ref()
                 .map_err(|e| SyncError::Protocol(e.to_string()))?;
-            let mut cells = Vec::with_capacity(kinds.len());
-            for (i, k) in kinds.iter().enumerate() {
-                let raw: Raw<'_> = row.try_get(i)?;
-                cells.push(cell(*k, raw.0, &names[i])?);
-            }
+            let cells = decode_row(applier.mapper(), |i| row.try_get(i))?;
             report.source_rows += 1;
             let Ok(id) = applier.mapper().id_of(&cells[0]) else {
                 report.skipped += 1;
@@ -151,43 +146,16 @@ pub async fn reconcile(
     Ok((applier, report))
 }
 
+/// [`super::apply::stored_records`] on a blocking thread.
 async fn stored_records(
     coll: &std::sync::Arc<crate::engine::Collection>,
     ids: Vec<String>,
     full: bool,
 ) -> Result<HashMap<String, Record>, SyncError> {
     let coll = std::sync::Arc::clone(coll);
-    tokio::task::spawn_blocking(move || {
-        let res = coll.get(&GetRequest {
-            ids: Some(ids),
-            include: Include {
-                embeddings: full,
-                documents: full,
-                metadatas: full,
-                ..Include::default()
-            },
-            ..GetRequest::default()
-        })?;
-        let mut emb = res.embeddings.unwrap_or_default().into_iter();
-        let mut docs = res.documents.unwrap_or_default().into_iter();
-        let mut metas = res.metadatas.unwrap_or_default().into_iter();
-        Ok(res
-            .ids
-            .into_iter()
-            .map(|id| {
-                let r = Record {
-                    id: id.clone(),
-                    embedding: emb.next().unwrap_or_default(),
-                    metadata: metas.next().flatten(),
-                    document: docs.next().flatten(),
-                    uri: None,
-                };
-                (id, r)
-            })
-            .collect())
-    })
-    .await
-    .map_err(|e| SyncError::Internal(e.to_string()))?
+    tokio::task::spawn_blocking(move || super::apply::stored_records(&coll, ids, full))
+        .await
+        .map_err(|e| SyncError::Internal(e.to_string()))?
 }
 
 /// Field-by-field equality; vectors compared bit for bit.

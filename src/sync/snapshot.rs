@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use tokio_postgres::binary_copy::BinaryCopyOutStream;
 use tokio_postgres::types::{FromSql, Type};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, ToStatement};
 
 use super::apply::{Applier, Change};
 use super::config::JobConfig;
-use super::mapping::Cell;
+use super::mapping::{Cell, Mapper};
 use super::position::Position;
 use super::status::StatusHandle;
 use super::value::{decode_binary, ColumnKind};
@@ -64,42 +64,66 @@ pub fn select_sql(job: &JobConfig, after: Option<&str>) -> String {
     sql
 }
 
-/// Re-reads the current rows of `ids` from the table into the applier: an upsert for each row
-/// found, a delete for each id gone.
-pub async fn fetch_by_ids(
+/// Decodes one row, whose columns `raw` reads as bytes, into cells with `mapper`'s decoders.
+pub fn decode_row<'r>(
+    mapper: &Mapper,
+    mut raw: impl FnMut(usize) -> Result<Raw<'r>, tokio_postgres::Error>,
+) -> Result<Vec<Cell>, SyncError> {
+    let (kinds, names) = (mapper.kinds(), mapper.names());
+    let mut cells = Vec::with_capacity(kinds.len());
+    for (i, kind) in kinds.iter().enumerate() {
+        cells.push(cell(*kind, raw(i)?.0, &names[i])?);
+    }
+    Ok(cells)
+}
+
+/// The SQL type name ids are cast to when fetching rows by id: the id column's own type, so
+/// the primary key's index finds the rows.
+fn id_sql_type(kind: ColumnKind) -> &'static str {
+    match kind {
+        ColumnKind::Uuid => "uuid",
+        ColumnKind::Int2 | ColumnKind::Int4 | ColumnKind::Int8 => "int8",
+        _ => "text",
+    }
+}
+
+/// The `SELECT` of the rows whose ids are in `$1` (a `text[]` of record ids), for
+/// [`fetch_by_ids`]; `id_kind` is the id column's kind.
+pub fn fetch_by_ids_sql(job: &JobConfig, id_kind: ColumnKind) -> String {
+    let base = select_sql(job, None);
+    let order = base.rfind(" ORDER BY").unwrap_or(base.len());
+    format!(
+        "{} WHERE \"{}\" = ANY($1::text[]::{}[])",
+        &base[..order],
+        job.id_column,
+        id_sql_type(id_kind)
+    )
+}
+
+/// Re-reads the current rows of `ids` (emptied) from the table into the applier: an upsert for
+/// each row found, a delete for each id gone. `query` is [`fetch_by_ids_sql`], as text or
+/// prepared.
+pub async fn fetch_by_ids<Q: ToStatement + ?Sized>(
     client: &Client,
-    job: &JobConfig,
+    query: &Q,
     applier: &mut Applier,
-    mut ids: Vec<String>,
+    ids: &mut Vec<String>,
 ) -> Result<(), SyncError> {
     if ids.is_empty() {
         return Ok(());
     }
     ids.sort_unstable();
     ids.dedup();
-    let base = select_sql(job, None);
-    let order = base.rfind(" ORDER BY").unwrap_or(base.len());
-    let sql = format!(
-        "{} WHERE \"{}\"::text = ANY($1::text[])",
-        &base[..order],
-        job.id_column
-    );
-    let kinds = applier.mapper().kinds().to_vec();
-    let names = applier.mapper().names().to_vec();
-    let rows = client.query(sql.as_str(), &[&ids]).await?;
+    let rows = client.query(query, &[&*ids]).await?;
     let mut found = std::collections::HashSet::new();
     for row in rows {
-        let mut cells = Vec::with_capacity(kinds.len());
-        for (i, k) in kinds.iter().enumerate() {
-            let raw: Raw<'_> = row.try_get(i)?;
-            cells.push(cell(*k, raw.0, &names[i])?);
-        }
+        let cells = decode_row(applier.mapper(), |i| row.try_get(i))?;
         if let Ok(id) = applier.mapper().id_of(&cells[0]) {
             found.insert(id);
         }
         applier.push(Change::Upsert(cells))?;
     }
-    for id in ids {
+    for id in ids.drain(..) {
         if !found.contains(&id) {
             applier.push(Change::Delete(id))?;
         }
@@ -134,9 +158,7 @@ pub async fn copy_table(
         select_sql(job, resume_after.as_deref())
     );
     tracing::info!(job = %job.name, resume_after = ?resume_after, estimate, "snapshot started");
-    let kinds = applier.mapper().kinds().to_vec();
-    let names = applier.mapper().names().to_vec();
-    let types = vec![Type::BYTEA; kinds.len()];
+    let types = vec![Type::BYTEA; applier.mapper().kinds().len()];
     let stream = client.copy_out(sql.as_str()).await?;
     let rows = BinaryCopyOutStream::new(stream, &types);
     futures_util::pin_mut!(rows);
@@ -164,11 +186,7 @@ pub async fn copy_table(
     };
     while let Some(row) = rows.next().await {
         let row = row?;
-        let mut cells = Vec::with_capacity(kinds.len());
-        for (i, kind) in kinds.iter().enumerate() {
-            let raw: Raw<'_> = row.try_get(i)?;
-            cells.push(cell(*kind, raw.0, &names[i])?);
-        }
+        let cells = decode_row(applier.mapper(), |i| row.try_get(i))?;
         // Ids are never NULL (primary key); a row whose id cannot be mapped is still counted.
         if let Ok(id) = applier.mapper().id_of(&cells[0]) {
             last_id = Some(id);
@@ -178,20 +196,9 @@ pub async fn copy_table(
         in_batch += 1;
         if in_batch >= job.batch_rows {
             in_batch = 0;
-            let pos = progress(&last_id).encode();
-            let (a, r) = blocking(applier, move |a| a.flush(Some(pos))).await?;
-            applier = a;
-            let flushed = r?;
-            let rate = copied as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            {
-                let mut st = status.lock();
-                st.applied += flushed.upserted;
-                st.snapshot_rows = copied;
-                st.snapshot_rows_per_sec = rate;
-                st.skipped = applier.skips.clone();
-                st.last_skip = applier.last_skip.clone();
-                st.position = Some(progress(&last_id).describe());
-            }
+            let rate;
+            (applier, rate) =
+                flush_progress(applier, &progress(&last_id), copied, started, status).await?;
             if let Some(b) = &bar {
                 b.set_position(copied);
             } else if last_log.elapsed() >= Duration::from_secs(5) {
@@ -204,21 +211,9 @@ pub async fn copy_table(
             }
         }
     }
-    let pos = done.encode();
-    let (a, r) = blocking(applier, move |a| a.flush(Some(pos))).await?;
-    applier = a;
-    let flushed = r?;
+    let rate;
+    (applier, rate) = flush_progress(applier, &done, copied, started, status).await?;
     let secs = started.elapsed().as_secs_f64();
-    let rate = copied as f64 / secs.max(1e-9);
-    {
-        let mut st = status.lock();
-        st.applied += flushed.upserted;
-        st.snapshot_rows = copied;
-        st.snapshot_rows_per_sec = rate;
-        st.skipped = applier.skips.clone();
-        st.last_skip = applier.last_skip.clone();
-        st.position = Some(done.describe());
-    }
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -232,4 +227,27 @@ pub async fn copy_table(
         "snapshot complete"
     );
     Ok((applier, true))
+}
+
+/// Flushes the applier with checkpoint `pos` and shows the snapshot's progress (`copied` rows
+/// since `started`) in `status`. Returns the applier and the rows per second.
+async fn flush_progress(
+    applier: Applier,
+    pos: &Position,
+    copied: u64,
+    started: Instant,
+    status: &StatusHandle,
+) -> Result<(Applier, f64), SyncError> {
+    let encoded = pos.encode();
+    let (applier, r) = blocking(applier, move |a| a.flush(Some(encoded))).await?;
+    let flushed = r?;
+    let rate = copied as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let mut st = status.lock();
+    st.applied += flushed.upserted;
+    st.snapshot_rows = copied;
+    st.snapshot_rows_per_sec = rate;
+    st.skipped = applier.skips.clone();
+    st.last_skip = applier.last_skip.clone();
+    st.position = Some(pos.describe());
+    Ok((applier, rate))
 }

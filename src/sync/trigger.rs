@@ -21,9 +21,8 @@ use tokio_postgres::{AsyncMessage, Client, NoTls};
 use super::apply::{Applier, Change};
 use super::config::{pg_config, JobConfig};
 use super::position::Position;
-use super::snapshot::{cell, select_sql, Raw};
+use super::snapshot::{fetch_by_ids, fetch_by_ids_sql};
 use super::status::StatusHandle;
-use super::value::ColumnKind;
 use super::{blocking, SyncError};
 
 /// `vectord.changes_<job>`.
@@ -148,15 +147,6 @@ async fn listening_client(
     Ok((client, rx))
 }
 
-/// The SQL type name ids are cast to when fetching rows by id.
-fn id_sql_type(kind: ColumnKind) -> &'static str {
-    match kind {
-        ColumnKind::Uuid => "uuid",
-        ColumnKind::Int2 | ColumnKind::Int4 | ColumnKind::Int8 => "int8",
-        _ => "text",
-    }
-}
-
 /// Follows the change table until shutdown (or until it is empty, with `until_caught_up`).
 pub async fn follow(
     job: &JobConfig,
@@ -176,16 +166,7 @@ pub async fn follow(
             job.batch_rows
         ))
         .await?;
-    let fetch_sql = {
-        let base = select_sql(job, None);
-        let order = base.rfind(" ORDER BY").unwrap_or(base.len());
-        format!(
-            "{} WHERE \"{}\" = ANY($1::text[]::{}[])",
-            &base[..order],
-            job.id_column,
-            id_sql_type(applier.mapper().kinds()[0])
-        )
-    };
+    let fetch_sql = fetch_by_ids_sql(job, applier.mapper().kinds()[0]);
     let fetch = client
         .prepare_typed(&fetch_sql, &[Type::TEXT_ARRAY])
         .await?;
@@ -200,8 +181,6 @@ pub async fn follow(
             "SELECT count(*)::int8, COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(at)), 0)::float8 FROM {t}"
         ))
         .await?;
-    let kinds = applier.mapper().kinds().to_vec();
-    let names = applier.mapper().names().to_vec();
     status.lock().phase = "follow".into();
     loop {
         let changes = client.query(&read, &[]).await?;
@@ -234,7 +213,7 @@ pub async fn follow(
             seqs.push(seq);
             max_seq = max_seq.max(seq);
             if op == "T" {
-                applier = fetch_group(&client, &fetch, &mut group, applier, &kinds, &names).await?;
+                fetch_by_ids(&client, &fetch, &mut applier, &mut group).await?;
                 let (a, r) = blocking(applier, |a| a.push(Change::Truncate)).await?;
                 applier = a;
                 r?;
@@ -242,7 +221,7 @@ pub async fn follow(
                 group.push(id);
             }
         }
-        applier = fetch_group(&client, &fetch, &mut group, applier, &kinds, &names).await?;
+        fetch_by_ids(&client, &fetch, &mut applier, &mut group).await?;
         let pos = Position::Trigger { seq: max_seq }.encode();
         let (a, r) = blocking(applier, move |a| a.flush(Some(pos))).await?;
         applier = a;
@@ -260,40 +239,4 @@ pub async fn follow(
         let caught_up = st.lag_rows == 0;
         st.set_caught_up(caught_up);
     }
-}
-
-/// Reads the current rows of the grouped ids and buffers an upsert for each found, a delete for
-/// each gone.
-async fn fetch_group(
-    client: &Client,
-    fetch: &tokio_postgres::Statement,
-    group: &mut Vec<String>,
-    mut applier: Applier,
-    kinds: &[ColumnKind],
-    names: &[String],
-) -> Result<Applier, SyncError> {
-    if group.is_empty() {
-        return Ok(applier);
-    }
-    group.sort_unstable();
-    group.dedup();
-    let rows = client.query(fetch, &[&*group]).await?;
-    let mut found = std::collections::HashSet::new();
-    for row in rows {
-        let mut cells = Vec::with_capacity(kinds.len());
-        for (i, k) in kinds.iter().enumerate() {
-            let raw: Raw<'_> = row.try_get(i)?;
-            cells.push(cell(*k, raw.0, &names[i])?);
-        }
-        if let Ok(id) = applier.mapper().id_of(&cells[0]) {
-            found.insert(id);
-        }
-        applier.push(Change::Upsert(cells))?;
-    }
-    for id in group.drain(..) {
-        if !found.contains(&id) {
-            applier.push(Change::Delete(id))?;
-        }
-    }
-    Ok(applier)
 }

@@ -9,9 +9,9 @@
 //! - [`api`]: Chroma's HTTP API (axum).
 //! - [`bench`]: `vectord bench`, a load and recall client of any Chroma-compatible server.
 //! - [`audit`]: the data-access audit log (who, what, when, outcome; never PHI).
-//! - [`config`]: server settings from flags and the environment.
+//! - [`config`]: server settings and limits (timeouts, backpressure, size caps) from flags and
+//!   the environment.
 //! - [`embed`]: server-side embeddings through an OpenAI-compatible API, with a cache.
-//! - [`limits`]: timeouts, backpressure and size caps of the server.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`.
 //! - [`migrate`]: copying from a Chroma server, NDJSON export and import.
 //! - [`snapshot`]: online data-folder snapshots, verification and restore.
@@ -48,7 +48,6 @@ pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod index;
-pub mod limits;
 pub mod metrics;
 pub mod migrate;
 pub mod restore;

@@ -7,17 +7,15 @@
 //! - [`index`]: distance kernels and ANN indexes.
 //! - [`catalog`]: tenants, databases and collections, persisted atomically.
 //! - [`api`]: Chroma's HTTP API (axum).
-//! - [`bench`]: `vectord bench`, a load and recall client of any Chroma-compatible server.
-//! - [`audit`]: the data-access audit log (who, what, when, outcome; never PHI).
 //! - [`config`]: server settings and limits (timeouts, backpressure, size caps) from flags and
 //!   the environment.
 //! - [`embed`]: server-side embeddings through an OpenAI-compatible API, with a cache.
-//! - [`metrics`]: the Prometheus registry behind `/metrics`.
-//! - [`migrate`]: copying from a Chroma server, NDJSON export and import.
 //! - [`snapshot`]: online data-folder snapshots, verification and restore.
 //! - [`restore`]: restoring a snapshot into a stopped server's folder (whole or one collection).
 //! - [`s3`]: copies of snapshots in an S3-compatible bucket (upload, list, prune, download).
 //! - [`sync`]: pgvector sync (snapshot, logical replication or trigger follow, reconcile).
+//! - [`telemetry`]: the Prometheus registry behind `/metrics`, and the data-access audit log.
+//! - [`tools`]: `vectord bench` and `vectord import` / `export`, clients over HTTP only.
 //!
 //! `ARCHITECTURE.md` at the repository root maps the modules and their invariants.
 #![warn(missing_docs)]
@@ -37,8 +35,6 @@ macro_rules! crash_point {
 }
 
 pub mod api;
-pub mod audit;
-pub mod bench;
 pub mod catalog;
 pub mod config;
 pub mod embed;
@@ -48,10 +44,10 @@ pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod index;
-pub mod metrics;
-pub mod migrate;
 pub mod restore;
 pub mod s3;
 pub mod snapshot;
 pub mod sync;
+pub mod telemetry;
+pub mod tools;
 pub mod types;

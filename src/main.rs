@@ -12,13 +12,13 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use vectord::api::{self, AppState};
-use vectord::audit::AuditLog;
 use vectord::catalog::{Catalog, CollectionSelector, DEFAULT_DATABASE, DEFAULT_TENANT};
 use vectord::config::{RunArgs, S3Args, S3Settings, Settings};
-use vectord::migrate;
 use vectord::restore::Transfer;
 use vectord::s3::S3Target;
 use vectord::snapshot::{self, SnapshotSummary, Snapshots};
+use vectord::telemetry::audit::AuditLog;
+use vectord::tools::migrate;
 
 /// A self-hosted vector retrieval server that speaks Chroma's HTTP API.
 #[derive(Debug, Parser)]
@@ -103,7 +103,7 @@ enum Command {
     },
     /// Benchmark Chroma-compatible servers: ingest, recall@k, latency, QPS per concurrency, an
     /// ef_search sweep and filtered search, with exact ground truth computed locally.
-    Bench(Box<vectord::bench::BenchArgs>),
+    Bench(Box<vectord::tools::bench::BenchArgs>),
     /// Write every collection of a Chroma-compatible server to an NDJSON file.
     Export {
         /// Base URL of the server to read.
@@ -248,7 +248,7 @@ fn main() -> ExitCode {
         }
         Command::Compact { path, which } => compact_command(&path, which.selector()),
         Command::Sync(cmd) => run_sync(*cmd),
-        Command::Bench(args) => vectord::bench::run(*args),
+        Command::Bench(args) => vectord::tools::bench::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

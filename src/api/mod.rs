@@ -36,12 +36,13 @@ use axum::{Extension, Router};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-use crate::audit::{self, AuditEvent, AuditLog, AuditPrincipal, AuditRecords};
 use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::embed::Embedder;
-use crate::metrics::{HttpLabels, Metrics};
 use crate::snapshot::Snapshots;
+use crate::telemetry::audit::{self, AuditEvent, AuditLog, AuditPrincipal, AuditRecords};
+use crate::telemetry::labels::HttpLabels;
+use crate::telemetry::metrics::Metrics;
 use auth::{AuthConfigError, Authenticator, Need};
 use error::{ApiError, BodyLimit};
 

@@ -7,12 +7,10 @@
 //! - [`index`]: distance kernels and ANN indexes.
 //! - [`catalog`]: tenants, databases and collections, persisted atomically.
 //! - [`api`]: Chroma's HTTP API (axum).
+//! - [`backup`]: online snapshots, their copies in an S3-compatible bucket, restore.
 //! - [`config`]: server settings and limits (timeouts, backpressure, size caps) from flags and
 //!   the environment.
 //! - [`embed`]: server-side embeddings through an OpenAI-compatible API, with a cache.
-//! - [`snapshot`]: online data-folder snapshots, verification and restore.
-//! - [`restore`]: restoring a snapshot into a stopped server's folder (whole or one collection).
-//! - [`s3`]: copies of snapshots in an S3-compatible bucket (upload, list, prune, download).
 //! - [`sync`]: pgvector sync (snapshot, logical replication or trigger follow, reconcile).
 //! - [`telemetry`]: the Prometheus registry behind `/metrics`, and the data-access audit log.
 //! - [`tools`]: `vectord bench` and `vectord import` / `export`, clients over HTTP only.
@@ -35,6 +33,7 @@ macro_rules! crash_point {
 }
 
 pub mod api;
+pub mod backup;
 pub mod catalog;
 pub mod config;
 pub mod embed;
@@ -44,9 +43,6 @@ pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod index;
-pub mod restore;
-pub mod s3;
-pub mod snapshot;
 pub mod sync;
 pub mod telemetry;
 pub mod tools;

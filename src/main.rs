@@ -12,11 +12,14 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use vectord::api::{self, AppState};
+use vectord::backup::error::SnapshotError;
+use vectord::backup::local;
+use vectord::backup::manifest::read_info;
+use vectord::backup::restore::Transfer;
+use vectord::backup::s3::S3Target;
+use vectord::backup::service::{SnapshotSummary, Snapshots};
 use vectord::catalog::{Catalog, CollectionSelector, DEFAULT_DATABASE, DEFAULT_TENANT};
 use vectord::config::{RunArgs, S3Args, S3Settings, Settings};
-use vectord::restore::Transfer;
-use vectord::s3::S3Target;
-use vectord::snapshot::{self, SnapshotSummary, Snapshots};
 use vectord::telemetry::audit::AuditLog;
 use vectord::tools::migrate;
 
@@ -305,9 +308,9 @@ fn restore_command(
     // One collection when asked for, or when the snapshot holds only one collection's scope;
     // the whole folder otherwise.
     let restore = |dir: &std::path::Path, transfer: Transfer| -> anyhow::Result<()> {
-        let info = snapshot::read_info(dir)?;
+        let info = read_info(dir)?;
         if sel.is_none() && info.collection.is_none() {
-            let done = vectord::restore::restore_with(dir, path, force, transfer)?;
+            let done = vectord::backup::restore::restore_with(dir, path, force, transfer)?;
             println!(
                 "restored {} ({} collections, {} files, {} bytes) into {}",
                 done.info.name,
@@ -319,8 +322,13 @@ fn restore_command(
             print_kept_aside(done.kept_aside.as_deref());
             return Ok(());
         }
-        let done =
-            vectord::restore::restore_collection_with(dir, path, sel.as_ref(), force, transfer)?;
+        let done = vectord::backup::restore::restore_collection_with(
+            dir,
+            path,
+            sel.as_ref(),
+            force,
+            transfer,
+        )?;
         println!(
             "restored collection {} ({}) of {} into {}/{} of {}",
             done.record.name,
@@ -340,7 +348,7 @@ fn restore_command(
         // Fail before a long download, not after it, when a server holds the folder.
         drop(
             vectord::engine::DirLock::acquire(path)
-                .map_err(|_| snapshot::SnapshotError::TargetLocked(path.to_path_buf()))?,
+                .map_err(|_| SnapshotError::TargetLocked(path.to_path_buf()))?,
         );
         let download = path.join(format!(
             "{}{}",
@@ -382,7 +390,7 @@ fn remove_if_only_lock(path: &std::path::Path) {
 
 /// `vectord restore --finish`: replays an interrupted restore's journal.
 fn finish_restore_command(path: &std::path::Path) -> anyhow::Result<()> {
-    match vectord::restore::finish(path)
+    match vectord::backup::restore::finish(path)
         .with_context(|| format!("finishing the restore into {}", path.display()))?
     {
         None => println!("{}: no interrupted restore to finish", path.display()),
@@ -512,7 +520,7 @@ fn snapshot_command(cmd: SnapshotCommand) -> anyhow::Result<()> {
         SnapshotCommand::List { dir, .. } => {
             let dir = dir
                 .unwrap_or_else(|| PathBuf::from(vectord::config::DEFAULT_PATH).join("snapshots"));
-            let list: Vec<SnapshotSummary> = snapshot::list(&dir)?
+            let list: Vec<SnapshotSummary> = local::list(&dir)?
                 .iter()
                 .map(SnapshotSummary::from)
                 .collect();
@@ -520,7 +528,7 @@ fn snapshot_command(cmd: SnapshotCommand) -> anyhow::Result<()> {
             Ok(())
         }
         SnapshotCommand::Verify { snapshot: dir } => {
-            let info = snapshot::verify(&dir)?;
+            let info = local::verify(&dir)?;
             println!(
                 "{}: OK ({} files, {} bytes, {} collections)",
                 dir.display(),
@@ -613,21 +621,6 @@ fn migrate_command(job: MigrateJob, copy: CopyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Takes (and uploads, with a bucket) a snapshot after `first`, then every `every`, until the
-/// process stops; failures are logged and counted (`vectord_snapshot_failures_total`,
-/// `vectord_snapshot_upload_failures_total`), never fatal.
-async fn snapshot_schedule(state: AppState, first: Duration, every: Duration) {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        // Metrics and upload-failure logs are recorded inside; only the local failure is here.
-        if let Err(e) = state.snapshot_now(None).await {
-            tracing::error!(error = %e, "scheduled snapshot failed");
-        }
-    }
-}
-
 /// The shutdown signal as the listeners see it: when it arrived, once it has.
 type StopReceiver = tokio::sync::watch::Receiver<Option<tokio::time::Instant>>;
 
@@ -710,42 +703,10 @@ fn run(settings: Settings) -> anyhow::Result<()> {
             .with_audit(audit);
         if let Some(remote) = remote {
             tracing::info!(url = %remote.url(), "snapshots are also uploaded");
-            state = state.with_snapshot_remote(remote);
+            state.snapshots = state.snapshots.with_remote(remote);
         }
-        // Snapshots taken before this start count: the gauges and the schedule continue from
-        // them (a deploy more often than `every` would otherwise never snapshot).
-        let newest = {
-            let state = state.clone();
-            tokio::task::spawn_blocking(move || state.note_existing_snapshots()).await?
-        };
-        if state.snapshots.remote().is_some() {
-            let state = state.clone();
-            // In the background: a slow or unreachable bucket must not delay readiness.
-            tokio::spawn(async move {
-                let listing = state.note_remote_snapshots();
-                if tokio::time::timeout(Duration::from_secs(60), listing)
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!("listing the snapshot bucket took over 60 s; gave up");
-                }
-            });
-        }
-        if let Some(every) = every {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let first = snapshot::next_snapshot_delay(newest, now, every);
-            tracing::info!(
-                every_secs = every.as_secs(),
-                first_in_secs = first.as_secs(),
-                newest_snapshot = newest,
-                dir = %state.snapshots.root().display(),
-                "scheduled snapshots on"
-            );
-            tokio::spawn(snapshot_schedule(state.clone(), first, every));
-        }
+        // Gauges from the snapshots already taken, and the schedule when one is set.
+        state.snapshots.start(every).await?;
         if let Some(every) = scrub_every {
             tokio::spawn(scrub_schedule(state.clone(), every));
         }

@@ -40,6 +40,7 @@ pub mod embed;
 pub mod engine;
 pub mod filter;
 pub mod fsutil;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod index;

@@ -1,19 +1,28 @@
 //! vectord: a self-hosted vector retrieval server that speaks Chroma's HTTP API.
 //!
 //! # Layout
+//! Three tiers; imports point down or sideways, never up (the tools import nothing at all).
+//!
+//! HTTP:
+//! - [`api`]: Chroma's HTTP API (axum): decodes, checks, calls the storage domain, maps errors.
+//!
+//! Storage domain:
 //! - [`types`]: the engine's public vocabulary (records, batches, requests, results).
 //! - [`filter`]: `where` / `where_document` parsing and evaluation.
 //! - [`engine`]: durable collections (WAL, recovery, exact search).
 //! - [`index`]: distance kernels and ANN indexes.
 //! - [`catalog`]: tenants, databases and collections, persisted atomically.
-//! - [`api`]: Chroma's HTTP API (axum).
-//! - [`backup`]: online snapshots, their copies in an S3-compatible bucket, restore.
-//! - [`config`]: server settings and limits (timeouts, backpressure, size caps) from flags and
-//!   the environment.
 //! - [`embed`]: server-side embeddings through an OpenAI-compatible API, with a cache.
 //! - [`sync`]: pgvector sync (snapshot, logical replication or trigger follow, reconcile).
+//!
+//! Operations:
+//! - [`config`]: server settings and limits from flags and the environment.
+//! - [`backup`]: online snapshots, their copies in an S3-compatible bucket, restore.
 //! - [`telemetry`]: the Prometheus registry behind `/metrics`, and the data-access audit log.
 //! - [`tools`]: `vectord bench` and `vectord import` / `export`, clients over HTTP only.
+//!
+//! The `vectord` binary (`src/main.rs`, its subcommands in `src/cli/`) is wiring over these.
+//! The fuzz targets' entry points (`fuzzing`) are compiled only with the `fuzzing` feature.
 //!
 //! `ARCHITECTURE.md` at the repository root maps the modules and their invariants.
 #![warn(missing_docs)]

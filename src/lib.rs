@@ -1,7 +1,9 @@
 //! vectord: a self-hosted vector retrieval server that speaks Chroma's HTTP API.
 //!
 //! # Layout
-//! Three tiers; imports point down or sideways, never up (the tools import nothing at all).
+//! Three tiers. `api` calls into both others; the operations call into the storage domain; the
+//! storage domain calls neither (`sync`'s command line only borrows `config`'s default data
+//! folder), and the tools call nothing of the crate at all.
 //!
 //! HTTP:
 //! - [`api`]: Chroma's HTTP API (axum): decodes, checks, calls the storage domain, maps errors.

@@ -72,7 +72,7 @@ pub(super) fn write_info(dir: &Path, info: &SnapshotInfo) -> Result<(), Snapshot
 }
 
 /// Reads and checks `SNAPSHOT.json` alone (no file is hashed): what a snapshot claims to be.
-/// Use [`verify`] before trusting any of its files.
+/// Use [`verify`](super::local::verify) before trusting any of its files.
 pub fn read_info(dir: &Path) -> Result<SnapshotInfo, SnapshotError> {
     let info_path = dir.join(SNAPSHOT_FILE);
     let bytes = fs::read(&info_path).map_err(|e| match e.kind() {

@@ -15,7 +15,7 @@ use vectord::backup::service::{SnapshotSummary, Snapshots};
 use vectord::catalog::{Catalog, CollectionSelector};
 use vectord::config::{S3Args, S3Settings};
 
-use super::{runtime, CollectionArgs};
+use super::common::{runtime, CollectionArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {

@@ -7,6 +7,8 @@ use anyhow::Context;
 
 use vectord::tools::migrate;
 
+use super::common::runtime;
+
 /// Options shared by `import` and `export`.
 #[derive(Debug, clap::Args)]
 pub struct CopyArgs {
@@ -49,10 +51,7 @@ fn read_token(path: &Option<PathBuf>) -> anyhow::Result<Option<String>> {
 
 /// `vectord import` / `vectord export`: runs `job`, then prints what was copied.
 pub fn migrate_command(job: MigrateJob, copy: CopyArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let rt = runtime()?;
     let from_token = read_token(&copy.from_token_file)?;
     let to_token = read_token(&copy.to_token_file)?;
     let started = std::time::Instant::now();

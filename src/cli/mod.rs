@@ -5,27 +5,28 @@
 //! - `backup.rs`: `vectord snapshot …` and `vectord restore`.
 //! - `compact.rs`: `vectord compact`, purging a stopped server's folder.
 //! - `migrate.rs`: `vectord import` and `vectord export`.
+//! - `common.rs`: what several of them share (the collection flags, the runtime).
 //!
 //! `vectord sync …` and `vectord bench` are dispatched here but defined by their own modules
 //! (`vectord::sync::cli`, `vectord::tools::bench`): the sync command drives sync's internals,
 //! which stay private to that module.
 
 mod backup;
+mod common;
 mod compact;
 mod migrate;
 mod run;
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use vectord::catalog::{CollectionSelector, DEFAULT_DATABASE, DEFAULT_TENANT};
 use vectord::config::{RunArgs, S3Args, Settings};
 use vectord::sync::cli::SyncCommand;
 use vectord::tools::bench::BenchArgs;
 
 use backup::SnapshotCommand;
+use common::{runtime, CollectionArgs};
 use migrate::{CopyArgs, MigrateJob};
 
 /// A self-hosted vector retrieval server that speaks Chroma's HTTP API.
@@ -180,38 +181,4 @@ impl Command {
             Command::Bench(args) => vectord::tools::bench::run(*args),
         }
     }
-}
-
-/// Which collection a command is limited to.
-#[derive(Debug, clap::Args)]
-pub struct CollectionArgs {
-    /// The collection: its id, or its name in --tenant/--database.
-    #[arg(long)]
-    collection: Option<String>,
-    /// Tenant of a collection given by name.
-    #[arg(long, default_value = DEFAULT_TENANT, requires = "collection")]
-    tenant: String,
-    /// Database of a collection given by name.
-    #[arg(long, default_value = DEFAULT_DATABASE, requires = "collection")]
-    database: String,
-}
-
-impl CollectionArgs {
-    /// The collection chosen, if any.
-    pub fn selector(self) -> Option<CollectionSelector> {
-        let (tenant, database) = (self.tenant, self.database);
-        self.collection.map(|collection| CollectionSelector {
-            collection,
-            tenant,
-            database,
-        })
-    }
-}
-
-/// A multi-threaded runtime for a subcommand that does async work.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")
 }

@@ -12,6 +12,8 @@ use vectord::catalog::Catalog;
 use vectord::config::Settings;
 use vectord::telemetry::audit::AuditLog;
 
+use super::common::runtime;
+
 /// The shutdown signal as the listeners see it: when it arrived, once it has.
 type StopReceiver = tokio::sync::watch::Receiver<Option<tokio::time::Instant>>;
 
@@ -41,10 +43,7 @@ async fn scrub_schedule(state: AppState, every: Duration) {
 
 /// Runs the server with `settings` until a shutdown signal, then drains and flushes.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let rt = runtime()?;
     let result = rt.block_on(async move {
         let path = settings.path.clone();
         let catalog = tokio::task::spawn_blocking(move || Catalog::open(&path))

@@ -327,7 +327,8 @@ fn interval_secs(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{EmbedArgs, S3Args};
+    use crate::config::embed::EmbedArgs;
+    use crate::config::s3::S3Args;
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

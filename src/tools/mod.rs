@@ -6,7 +6,7 @@
 //! Migrate's NDJSON import reads a local file and sends it to a server; it never writes a data
 //! folder.
 //!
-//! - [`bench`]: `vectord bench`, load and recall of any Chroma-compatible server.
+//! - [`bench`](mod@bench): `vectord bench`, load and recall of any Chroma-compatible server.
 //! - [`migrate`]: `vectord import` / `vectord export`, copying from a Chroma server or an
 //!   NDJSON file into a running server, resumably.
 

@@ -1,6 +1,7 @@
 //! Entry points of the `cargo fuzz` targets (`tests/fuzz/`) and of the stable test that replays
 //! their seeds and crash regressions (`tests/fuzz_regressions.rs`). Not an API: hidden from the
-//! docs, free to change.
+//! docs, free to change, and compiled only with the `fuzzing` feature, so a production build
+//! carries none of it.
 //!
 //! Each function takes arbitrary bytes and must return normally for every input; a panic (or a
 //! sanitizer report) is a bug in the code under test, never in the input. They drive the real

@@ -1,23 +1,30 @@
 //! vectord: a self-hosted vector retrieval server that speaks Chroma's HTTP API.
 //!
 //! # Layout
+//! Three tiers. `api` calls into both others; the operations call into the storage domain; the
+//! storage domain calls neither (`sync`'s command line only borrows `config`'s default data
+//! folder), and the tools call nothing of the crate at all.
+//!
+//! HTTP:
+//! - [`api`]: Chroma's HTTP API (axum): decodes, checks, calls the storage domain, maps errors.
+//!
+//! Storage domain:
 //! - [`types`]: the engine's public vocabulary (records, batches, requests, results).
 //! - [`filter`]: `where` / `where_document` parsing and evaluation.
 //! - [`engine`]: durable collections (WAL, recovery, exact search).
 //! - [`index`]: distance kernels and ANN indexes.
 //! - [`catalog`]: tenants, databases and collections, persisted atomically.
-//! - [`api`]: Chroma's HTTP API (axum).
-//! - [`bench`]: `vectord bench`, a load and recall client of any Chroma-compatible server.
-//! - [`audit`]: the data-access audit log (who, what, when, outcome; never PHI).
-//! - [`config`]: server settings from flags and the environment.
 //! - [`embed`]: server-side embeddings through an OpenAI-compatible API, with a cache.
-//! - [`limits`]: timeouts, backpressure and size caps of the server.
-//! - [`metrics`]: the Prometheus registry behind `/metrics`.
-//! - [`migrate`]: copying from a Chroma server, NDJSON export and import.
-//! - [`snapshot`]: online data-folder snapshots, verification and restore.
-//! - [`restore`]: restoring a snapshot into a stopped server's folder (whole or one collection).
-//! - [`s3`]: copies of snapshots in an S3-compatible bucket (upload, list, prune, download).
 //! - [`sync`]: pgvector sync (snapshot, logical replication or trigger follow, reconcile).
+//!
+//! Operations:
+//! - [`config`]: server settings and limits from flags and the environment.
+//! - [`backup`]: online snapshots, their copies in an S3-compatible bucket, restore.
+//! - [`telemetry`]: the Prometheus registry behind `/metrics`, and the data-access audit log.
+//! - [`tools`]: `vectord bench` and `vectord import` / `export`, clients over HTTP only.
+//!
+//! The `vectord` binary (`src/main.rs`, its subcommands in `src/cli/`) is wiring over these.
+//! The fuzz targets' entry points (`fuzzing`) are compiled only with the `fuzzing` feature.
 //!
 //! `ARCHITECTURE.md` at the repository root maps the modules and their invariants.
 #![warn(missing_docs)]
@@ -37,22 +44,18 @@ macro_rules! crash_point {
 }
 
 pub mod api;
-pub mod audit;
-pub mod bench;
+pub mod backup;
 pub mod catalog;
 pub mod config;
 pub mod embed;
 pub mod engine;
 pub mod filter;
 pub mod fsutil;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod index;
-pub mod limits;
-pub mod metrics;
-pub mod migrate;
-pub mod restore;
-pub mod s3;
-pub mod snapshot;
 pub mod sync;
+pub mod telemetry;
+pub mod tools;
 pub mod types;

@@ -957,8 +957,8 @@ fn restore_setup(data: &Path) -> std::path::PathBuf {
         .unwrap();
     c.flush().unwrap();
     let root = data.join("snapshots");
-    let name = vectord::snapshot::new_name(&root);
-    vectord::snapshot::create(&cat, &root, &name).unwrap();
+    let name = vectord::backup::local::new_name(&root);
+    vectord::backup::local::create(&cat, &root, &name).unwrap();
     c.apply(WriteBatch::Add((20..40).map(matrix_record).collect()), None)
         .unwrap();
     root.join(name)
@@ -991,7 +991,7 @@ fn restore_crash_child() {
     };
     let data = Path::new(&dir);
     let snap = data.join("snapshots").join(
-        vectord::snapshot::list(&data.join("snapshots")).unwrap()[0]
+        vectord::backup::local::list(&data.join("snapshots")).unwrap()[0]
             .name
             .clone(),
     );
@@ -1001,8 +1001,8 @@ fn restore_crash_child() {
         Err(_) => fail::cfg(at, "return(abort)").unwrap(),
     }
     let result = match scope {
-        "folder" => vectord::restore::restore(&snap, data, true).map(|_| ()),
-        _ => vectord::restore::restore_collection(&snap, data, None, true).map(|_| ()),
+        "folder" => vectord::backup::restore::restore(&snap, data, true).map(|_| ()),
+        _ => vectord::backup::restore::restore_collection(&snap, data, None, true).map(|_| ()),
     };
     println!("DONE {result:?}");
 }
@@ -1062,8 +1062,8 @@ fn restore_crash() {
         }
         assert!(
             matches!(
-                vectord::restore::restore(&snap, &data, true),
-                Err(vectord::snapshot::SnapshotError::Interrupted(_))
+                vectord::backup::restore::restore(&snap, &data, true),
+                Err(vectord::backup::error::SnapshotError::Interrupted(_))
             ),
             "{case}: a second restore must not start on top of the first"
         );
@@ -1100,7 +1100,7 @@ fn restore_crash() {
             );
             continue;
         }
-        let done = vectord::restore::finish(&data)
+        let done = vectord::backup::restore::finish(&data)
             .unwrap_or_else(|e| panic!("{case}: finish: {e}"))
             .unwrap_or_else(|| panic!("{case}: nothing to finish"));
         assert_eq!(
@@ -1118,7 +1118,10 @@ fn restore_crash() {
             v.sort();
             assert_eq!(v, sorted_ids(0..40), "{case}: kept collection");
         }
-        assert!(vectord::restore::finish(&data).unwrap().is_none(), "{case}");
+        assert!(
+            vectord::backup::restore::finish(&data).unwrap().is_none(),
+            "{case}"
+        );
     }
     scenario.teardown();
 }

@@ -2,6 +2,10 @@
 //! functions the `cargo fuzz` targets call (`vectord::fuzzing`), on stable, so CI checks them
 //! without nightly or libFuzzer. A file in `tests/fuzz/regressions/<target>/` is an input that
 //! once crashed that target; the fix is named in RELIABILITY.md, section 4.
+//!
+//! Built only with the `fuzzing` feature (`tests/run.sh` enables it), which compiles those
+//! entry points into the library.
+#![cfg(feature = "fuzzing")]
 
 use std::fs;
 use std::path::PathBuf;

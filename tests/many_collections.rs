@@ -17,9 +17,9 @@ use serde_json::{json, Map, Value};
 use tower::ServiceExt as _;
 use vectord::api::{app, AppState};
 use vectord::catalog::{Catalog, NewCollection};
+use vectord::config::Limits;
 use vectord::config::Settings;
 use vectord::engine::{Collection, CollectionConfig};
-use vectord::limits::Limits;
 use vectord::types::{Columns, Include, QueryRequest, WriteBatch};
 
 const COLLECTIONS: usize = 1_024;

@@ -568,8 +568,8 @@ fn whole_folder_restore_into_a_mount_point() {
         let c = entry.engine().expect("engine");
         c.apply(add(0, 50), None).expect("apply");
         c.flush().expect("flush");
-        let name = vectord::snapshot::new_name(&snapshots);
-        vectord::snapshot::create(&catalog, &snapshots, &name).expect("snapshot");
+        let name = vectord::backup::local::new_name(&snapshots);
+        vectord::backup::local::create(&catalog, &snapshots, &name).expect("snapshot");
         c.apply(add(50, 30), None)
             .expect("apply after the snapshot");
         name

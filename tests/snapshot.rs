@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
+use vectord::backup::error::SnapshotError;
+use vectord::backup::{local, manifest, restore};
 use vectord::catalog::{Catalog, CollectionSelector, NewCollection};
 use vectord::engine::{Collection, CollectionConfig};
-use vectord::restore;
-use vectord::snapshot::{self, SnapshotError};
 use vectord::types::{Columns, DeleteSelector, GetRequest, Include, MetadataValue, WriteBatch};
 
 const DIM: usize = 16;
@@ -136,15 +136,15 @@ fn snapshot_under_load_restores_a_consistent_cut() {
     }
     let before: Vec<u64> = acked.iter().map(|a| a.load(Ordering::SeqCst)).collect();
     let root = tmp.path().join("snapshots");
-    let name = snapshot::new_name(&root);
-    let info = snapshot::create(&catalog, &root, &name).expect("snapshot");
+    let name = local::new_name(&root);
+    let info = local::create(&catalog, &root, &name).expect("snapshot");
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.join().expect("writer");
     }
     assert_eq!(info.collections, 2);
     assert!(info.files.iter().any(|f| f.path == "catalog.json"));
-    snapshot::verify(&root.join(&name)).expect("verify");
+    local::verify(&root.join(&name)).expect("verify");
     drop(colls);
     drop(catalog);
 
@@ -196,8 +196,8 @@ fn restore_refuses_a_damaged_or_partial_snapshot() {
         c.apply(batch(0, 0), None).expect("apply");
         c.flush().expect("flush");
         c.apply(batch(0, BATCH), None).expect("apply");
-        let name = snapshot::new_name(&root);
-        snapshot::create(&catalog, &root, &name).expect("snapshot");
+        let name = local::new_name(&root);
+        local::create(&catalog, &root, &name).expect("snapshot");
         name
     };
     let snap = root.join(&name);
@@ -217,7 +217,7 @@ fn restore_refuses_a_damaged_or_partial_snapshot() {
     );
 
     // Without SNAPSHOT.json it is not a snapshot at all.
-    fs::remove_file(snap.join(snapshot::SNAPSHOT_FILE)).expect("remove");
+    fs::remove_file(snap.join(manifest::SNAPSHOT_FILE)).expect("remove");
     assert!(matches!(
         restore::restore(&snap, &target, false),
         Err(SnapshotError::Invalid { .. })
@@ -238,8 +238,8 @@ fn restore_over_existing_data_needs_force_and_swaps_inside_the_folder() {
         let catalog = Catalog::open(&data).expect("open");
         let c = new_collection(&catalog, "delta");
         c.apply(batch(1, 0), None).expect("apply");
-        let name = snapshot::new_name(&root);
-        snapshot::create(&catalog, &root, &name).expect("snapshot");
+        let name = local::new_name(&root);
+        local::create(&catalog, &root, &name).expect("snapshot");
         c.apply(batch(1, BATCH), None)
             .expect("apply after snapshot");
         name
@@ -288,7 +288,7 @@ fn restore_over_existing_data_needs_force_and_swaps_inside_the_folder() {
     let mut left = names(&data);
     left.retain(|n| !n.starts_with(".before-restore-"));
     assert_eq!(left, ["LOCK", "catalog.json", "collections", "snapshots"]);
-    snapshot::verify(&snap).expect("the snapshots folder is left alone");
+    local::verify(&snap).expect("the snapshots folder is left alone");
 
     assert_eq!(count_in(&data, "delta"), BATCH);
     // What was kept aside is a data folder of its own: the records written after the snapshot
@@ -309,7 +309,7 @@ fn count_in(dir: &std::path::Path, name: &str) -> u64 {
 /// The file is written as a new inode: segment files are hard links into the data folder, which
 /// must stay intact.
 fn damage_a_segment(snap: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
-    let info = snapshot::verify(snap).expect("verify");
+    let info = local::verify(snap).expect("verify");
     let victim = info
         .files
         .iter()
@@ -356,14 +356,14 @@ fn prune_keeps_the_newest() {
     let root = tmp.path().join("snapshots");
     let mut names = Vec::new();
     for _ in 0..3 {
-        let name = snapshot::new_name(&root);
-        snapshot::create(&catalog, &root, &name).expect("snapshot");
+        let name = local::new_name(&root);
+        local::create(&catalog, &root, &name).expect("snapshot");
         names.push(name);
     }
     fs::create_dir_all(root.join(".snapshot-x.partial")).expect("leftover");
-    let removed = snapshot::prune(&root, 2).expect("prune");
+    let removed = local::prune(&root, 2).expect("prune");
     assert_eq!(removed, vec![names[0].clone()]);
-    let left: Vec<String> = snapshot::list(&root)
+    let left: Vec<String> = local::list(&root)
         .expect("list")
         .into_iter()
         .map(|i| i.name)
@@ -496,8 +496,8 @@ fn collection_snapshot_under_load_restores_only_that_collection() {
     let load = Load::start(&[Arc::clone(&alpha), Arc::clone(&beta)], 4);
     load.wait_for(400);
     let before = Load::read(&load.acked);
-    let name = snapshot::new_name_for(&root, Some(alpha_id));
-    let info = snapshot::create_scoped(&catalog, &root, &name, Some(alpha_id)).expect("snapshot");
+    let name = local::new_name_for(&root, Some(alpha_id));
+    let info = local::create_scoped(&catalog, &root, &name, Some(alpha_id)).expect("snapshot");
     let issued = Load::read(&load.issued);
     load.stop();
     assert_eq!(info.collection, Some(alpha_id));
@@ -510,7 +510,7 @@ fn collection_snapshot_under_load_restores_only_that_collection() {
         .filter(|p| *p != "catalog.json" && !p.starts_with(&format!("collections/{alpha_id}/")))
         .collect();
     assert!(other_files.is_empty(), "{other_files:?}");
-    snapshot::verify(&root.join(&name)).expect("verify");
+    local::verify(&root.join(&name)).expect("verify");
 
     // Writes after the snapshot, to both: the restore must undo alpha's and keep beta's.
     alpha.apply(batch(10, 0), None).expect("late alpha write");
@@ -625,8 +625,8 @@ fn collection_restore_into_another_folder_checks_everything_first() {
             database: "imaging".into(),
         };
         let id = catalog.select(&sel).expect("select").record.id;
-        let name = snapshot::new_name_for(&root, Some(id));
-        snapshot::create_scoped(&catalog, &root, &name, Some(id)).expect("snapshot");
+        let name = local::new_name_for(&root, Some(id));
+        local::create_scoped(&catalog, &root, &name, Some(id)).expect("snapshot");
         (name, entry.record.clone())
     };
     let snap = root.join(&name);
@@ -647,13 +647,13 @@ fn collection_restore_into_another_folder_checks_everything_first() {
     ));
     fs::write(&victim_path, &good).expect("repair");
     // Partial: SNAPSHOT.json missing.
-    let manifest = fs::read(snap.join(snapshot::SNAPSHOT_FILE)).expect("read");
-    fs::remove_file(snap.join(snapshot::SNAPSHOT_FILE)).expect("remove");
+    let manifest = fs::read(snap.join(manifest::SNAPSHOT_FILE)).expect("read");
+    fs::remove_file(snap.join(manifest::SNAPSHOT_FILE)).expect("remove");
     assert!(matches!(
         restore::restore_collection(&snap, &target, None, true),
         Err(SnapshotError::Invalid { .. })
     ));
-    fs::write(snap.join(snapshot::SNAPSHOT_FILE), &manifest).expect("put back");
+    fs::write(snap.join(manifest::SNAPSHOT_FILE), &manifest).expect("put back");
     assert_eq!(
         fs::read(target.join("catalog.json")).expect("catalog"),
         catalog_before,
@@ -716,17 +716,17 @@ fn prune_counts_each_scope_apart() {
     let catalog = Catalog::open(&tmp.path().join("data")).expect("open");
     let id = new_collection_with(&catalog, "solo", json!({}), json!({}));
     let root = tmp.path().join("snapshots");
-    let whole = snapshot::new_name(&root);
-    snapshot::create(&catalog, &root, &whole).expect("snapshot");
+    let whole = local::new_name(&root);
+    local::create(&catalog, &root, &whole).expect("snapshot");
     let mut mine = Vec::new();
     for _ in 0..3 {
-        let name = snapshot::new_name_for(&root, Some(id));
-        snapshot::create_scoped(&catalog, &root, &name, Some(id)).expect("snapshot");
+        let name = local::new_name_for(&root, Some(id));
+        local::create_scoped(&catalog, &root, &name, Some(id)).expect("snapshot");
         mine.push(name);
     }
-    let removed = snapshot::prune(&root, 1).expect("prune");
+    let removed = local::prune(&root, 1).expect("prune");
     assert_eq!(removed, mine[..2].to_vec());
-    let left: Vec<String> = snapshot::list(&root)
+    let left: Vec<String> = local::list(&root)
         .expect("list")
         .into_iter()
         .map(|i| i.name)

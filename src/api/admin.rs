@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use super::collections::parse_collection_id;
 use super::error::{ApiError, AppPath};
 use super::{blocking, AppState};
+use crate::backup::service::SnapshotSummary;
 use crate::catalog::{CollectionSelector, DEFAULT_DATABASE, DEFAULT_TENANT};
-use crate::snapshot::SnapshotSummary;
 
 /// Body of `POST /api/v2/admin/snapshots`. No body (or `{}`) snapshots the whole folder.
 #[derive(Debug, Default, Deserialize)]
@@ -60,7 +60,7 @@ pub async fn create_snapshot(
         }
         None => None,
     };
-    let summary = st.snapshot_now(only).await?;
+    let summary = st.snapshots.snapshot_now(only).await?;
     Ok((StatusCode::CREATED, Json(summary)))
 }
 

@@ -27,8 +27,8 @@ use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::audit::AuditPrincipal;
 use crate::config::{Settings, TokenHeader};
+use crate::telemetry::audit::AuditPrincipal;
 
 /// How often the token file's size and mtime are checked for changes.
 pub const RELOAD_POLL: Duration = Duration::from_secs(2);

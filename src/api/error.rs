@@ -9,11 +9,11 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use crate::backup::error::SnapshotError;
 use crate::catalog::CatalogError;
 use crate::embed::EmbedError;
 use crate::engine::EngineError;
 use crate::filter::FilterError;
-use crate::snapshot::SnapshotError;
 use crate::types::InputError;
 
 /// An error as the API reports it. Each variant fixes the status and Chroma's `error` name.

@@ -14,7 +14,8 @@ use tokio::sync::Semaphore;
 
 use super::error::{ApiError, BodyTimedOut};
 use crate::catalog::check_safe_name;
-use crate::metrics::{HttpLabels, Metrics};
+use crate::telemetry::labels::HttpLabels;
+use crate::telemetry::metrics::Metrics;
 
 /// The cap on requests in flight, shared by every connection.
 #[derive(Debug, Clone)]

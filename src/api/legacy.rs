@@ -25,7 +25,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::AppState;
 use crate::catalog::{DEFAULT_DATABASE, DEFAULT_TENANT};
-use crate::metrics::LegacyLabels;
+use crate::telemetry::labels::LegacyLabels;
 
 /// What the v2 route a legacy request maps to returns, so its response can be reshaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -36,12 +36,13 @@ use axum::{Extension, Router};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-use crate::audit::{self, AuditEvent, AuditLog, AuditPrincipal, AuditRecords};
+use crate::backup::service::{SnapshotService, Snapshots};
 use crate::catalog::Catalog;
 use crate::config::Settings;
 use crate::embed::Embedder;
-use crate::metrics::{HttpLabels, Metrics};
-use crate::snapshot::Snapshots;
+use crate::telemetry::audit::{self, AuditEvent, AuditLog, AuditPrincipal, AuditRecords};
+use crate::telemetry::labels::HttpLabels;
+use crate::telemetry::metrics::Metrics;
 use auth::{AuthConfigError, Authenticator, Need};
 use error::{ApiError, BodyLimit};
 
@@ -59,7 +60,7 @@ pub struct AppState {
     /// Server-side embeddings (documents without embeddings, `query_texts`).
     pub embedder: Arc<Embedder>,
     /// Online snapshots of the data folder (admin route and schedule).
-    pub snapshots: Arc<Snapshots>,
+    pub snapshots: SnapshotService,
     /// Where data-access events go.
     pub audit: Arc<AuditLog>,
     /// pgvector sync jobs of this process (their status; which collections they own).
@@ -72,7 +73,6 @@ impl AppState {
     /// unusable).
     pub fn new(catalog: Catalog, settings: Settings) -> Result<AppState, AuthConfigError> {
         let metrics = Arc::new(Metrics::new());
-        let snapshots = Snapshots::new(settings.snapshot_dir.clone(), settings.snapshot_keep);
         let embedder = Arc::new(Embedder::new(
             settings.embed.clone(),
             Arc::clone(&metrics.embed),
@@ -81,124 +81,23 @@ impl AppState {
         catalog.set_memtable_budget(settings.limits.memtable_budget_bytes);
         catalog.set_memtable_rows(settings.limits.memtable_rows);
         catalog.set_write_stall(settings.limits.write_stall);
+        let auth = Authenticator::from_settings(&settings)?;
+        let catalog = Arc::new(catalog);
+        let snapshots = SnapshotService::new(
+            Snapshots::new(settings.snapshot_dir.clone(), settings.snapshot_keep),
+            Arc::clone(&catalog),
+            Arc::clone(&metrics),
+        );
         Ok(AppState {
-            auth: Authenticator::from_settings(&settings)?,
-            catalog: Arc::new(catalog),
+            auth,
+            catalog,
             settings: Arc::new(settings),
             metrics,
             embedder,
-            snapshots: Arc::new(snapshots),
+            snapshots,
             audit: Arc::new(AuditLog::to_tracing()),
             sync: Arc::new(crate::sync::SyncRegistry::default()),
         })
-    }
-
-    /// Copies every snapshot (scheduled or through the admin route) to `remote` as well.
-    pub fn with_snapshot_remote(mut self, remote: crate::s3::S3Target) -> AppState {
-        self.snapshots = Arc::new(
-            Snapshots::new(
-                self.settings.snapshot_dir.clone(),
-                self.settings.snapshot_keep,
-            )
-            .with_remote(remote),
-        );
-        self
-    }
-
-    /// Takes a snapshot now — of the collection `only`, or of the whole folder — and, when a
-    /// bucket is configured, uploads it and prunes the bucket. A whole-folder snapshot's
-    /// outcomes are recorded in the metrics; a failed upload leaves the local snapshot.
-    pub async fn snapshot_now(
-        &self,
-        only: Option<uuid::Uuid>,
-    ) -> Result<crate::snapshot::SnapshotSummary, ApiError> {
-        // In a task of its own: a client or proxy that gives up must not cancel the work half
-        // way (an upload cut short leaves partial objects, and neither outcome is counted).
-        let state = self.clone();
-        tokio::spawn(async move { state.take_and_upload(only).await })
-            .await
-            .map_err(|e| ApiError::Internal(format!("the snapshot task failed: {e}")))?
-    }
-
-    async fn take_and_upload(
-        &self,
-        only: Option<uuid::Uuid>,
-    ) -> Result<crate::snapshot::SnapshotSummary, ApiError> {
-        let started = std::time::Instant::now();
-        let (catalog, snapshots) = (self.catalog.clone(), self.snapshots.clone());
-        let result = blocking(move || {
-            snapshots
-                .take_scoped(&catalog, only)
-                .map_err(ApiError::from)
-        })
-        .await;
-        // The snapshot metrics are the folder backups the alerts watch ("snapshot older than
-        // 26 h"): a collection snapshot taken by hand must not make a missed backup look fresh.
-        let whole = only.is_none();
-        if whole {
-            self.metrics
-                .observe_snapshot(result.is_ok(), started.elapsed().as_secs_f64());
-        }
-        let info = result?;
-        let mut summary = crate::snapshot::SnapshotSummary::from(&info);
-        let started = std::time::Instant::now();
-        if let Some(copy) = self.snapshots.upload(&info).await {
-            if whole {
-                self.metrics.observe_snapshot_upload(
-                    copy.uploaded && copy.error.is_none(),
-                    started.elapsed().as_secs_f64(),
-                );
-            }
-            summary.s3 = Some(copy);
-        }
-        Ok(summary)
-    }
-
-    /// Sets `vectord_snapshot_last_success_timestamp_seconds` from the newest complete snapshot
-    /// already in the snapshot folder and returns its time (Unix seconds): after a restart the
-    /// stale-snapshot alert keeps measuring the snapshot's age, and the schedule counts from it.
-    /// Reads the manifests only (no checksums); a folder that cannot be listed counts as empty.
-    pub fn note_existing_snapshots(&self) -> Option<u64> {
-        match self.snapshots.list() {
-            Ok(list) => {
-                // Whole-folder snapshots only: a collection snapshot taken by hand is not a
-                // backup of the folder, so it must neither look fresh to the backup-age alert
-                // nor put off the next scheduled one.
-                let newest = list
-                    .iter()
-                    .filter(|i| i.collection.is_none())
-                    .map(|i| i.created_at)
-                    .max();
-                if let Some(t) = newest {
-                    self.metrics.note_snapshot_taken_at(t);
-                }
-                newest
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list existing snapshots");
-                None
-            }
-        }
-    }
-
-    /// With a bucket, sets `vectord_snapshot_upload_last_success_timestamp_seconds` from the
-    /// newest complete snapshot there (same reason as [`AppState::note_existing_snapshots`]).
-    /// A listing failure is logged and leaves the gauge alone.
-    pub async fn note_remote_snapshots(&self) {
-        let Some(remote) = self.snapshots.remote() else {
-            return;
-        };
-        match remote.list().await {
-            Ok(list) => {
-                let whole = list.iter().filter(|i| i.collection.is_none());
-                if let Some(t) = whole.map(|i| i.created_at).max() {
-                    self.metrics.note_snapshot_uploaded_at(t);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(url = %remote.url(), error = %e, "cannot list snapshots in the bucket")
-            }
-        }
     }
 
     /// Sends audit events to `audit` instead of the `audit` tracing target.

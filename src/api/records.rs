@@ -21,10 +21,10 @@ use super::wire::{
     WireMetadata, GET_INCLUDE_DEFAULT, QUERY_INCLUDE_DEFAULT,
 };
 use super::{blocking, in_place, AppState};
-use crate::audit;
 use crate::catalog::{validate_database_segment, CollectionEntry};
 use crate::engine::Collection;
 use crate::filter::parse as parse_filter;
+use crate::telemetry::audit;
 use crate::types::{
     Columns, DeleteSelector, GetRequest, Metadata, MetadataPatch, QueryRequest, WriteBatch,
 };

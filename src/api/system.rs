@@ -14,7 +14,7 @@ use super::auth::Principal;
 use super::error::ApiError;
 use super::{blocking, AppState};
 use crate::catalog::{DEFAULT_DATABASE, DEFAULT_TENANT};
-use crate::metrics::CollectionLabels;
+use crate::telemetry::labels::CollectionLabels;
 
 /// Bytes of one 1536-dimension embedding as base64 in a JSON array: 1536 × 4 = 6144 bytes of
 /// f32, 6144 / 3 × 4 = 8192 base64 characters, plus two quotes and a comma.
@@ -144,7 +144,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
             .collect();
         metrics.set_collection_stats(stats.iter().map(|(l, s, _)| (l.clone(), s)));
         let dirs: Vec<&std::path::Path> = stats.iter().map(|(_, _, d)| d.as_path()).collect();
-        let resident = crate::metrics::resident_bytes_under(&dirs);
+        let resident = crate::telemetry::process::resident_bytes_under(&dirs);
         for ((labels, _, _), bytes) in stats.iter().zip(resident) {
             metrics
                 .collection_resident_bytes

@@ -1,5 +1,5 @@
 //! The embedder's metrics, registered under `vectord_embed_*` in the process's one registry
-//! (`crate::metrics::Metrics::embed`).
+//! (`crate::telemetry::metrics::Metrics::embed`).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

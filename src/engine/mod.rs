@@ -35,7 +35,9 @@ pub use snapshot::PendingSnapshot;
 pub use state::QueryPlan;
 
 // For `crate::fuzzing` only: building WAL files and resealing damaged segment files.
+#[cfg(feature = "fuzzing")]
 pub(crate) use segment::blocked::reseal_for_fuzzing as reseal_blocked_for_fuzzing;
+#[cfg(feature = "fuzzing")]
 pub(crate) use wal::{
     encode_record as wal_record_for_fuzzing, file_header as wal_file_header_for_fuzzing,
 };

@@ -9,7 +9,7 @@ use crate::util::{b64, start_with, Opts, DB};
 fn small_limits() -> Opts {
     Opts {
         max_body_bytes: 64 * 1024 * 1024,
-        limits: vectord::limits::Limits {
+        limits: vectord::config::Limits {
             max_batch_rows: 3,
             max_n_results: 5,
             max_collections: 3,

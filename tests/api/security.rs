@@ -782,7 +782,7 @@ fn free_port() -> u16 {
 /// A server whose clients get 1 s for headers and 1 s for bodies.
 async fn impatient() -> Server {
     start_with(Opts {
-        limits: vectord::limits::Limits {
+        limits: vectord::config::Limits {
             header_read_timeout: Duration::from_secs(1),
             body_read_timeout: Duration::from_secs(1),
             ..Default::default()
@@ -874,7 +874,7 @@ async fn slowloris_headers_and_unfinished_bodies_are_cut_off_without_blocking_ot
 #[tokio::test]
 async fn overload_gets_429_rate_limit_error_and_probes_still_answer() {
     let s = start_with(Opts {
-        limits: vectord::limits::Limits {
+        limits: vectord::config::Limits {
             max_concurrent_requests: 1,
             queue_timeout: Duration::from_millis(200),
             body_read_timeout: Duration::from_secs(30),
@@ -933,7 +933,7 @@ async fn write_stall_answers_429_and_stores_nothing_of_the_batch() {
     for (case, limits, says) in [
         (
             "own bound",
-            vectord::limits::Limits {
+            vectord::config::Limits {
                 memtable_rows: 2,
                 ..Default::default()
             },
@@ -941,7 +941,7 @@ async fn write_stall_answers_429_and_stores_nothing_of_the_batch() {
         ),
         (
             "budget",
-            vectord::limits::Limits {
+            vectord::config::Limits {
                 memtable_budget_bytes: 1,
                 ..Default::default()
             },

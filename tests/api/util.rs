@@ -36,7 +36,7 @@ pub struct Opts {
     pub admin_token: Option<String>,
     pub token_header: vectord::config::TokenHeader,
     pub embed: vectord::embed::EmbedSettings,
-    pub limits: vectord::limits::Limits,
+    pub limits: vectord::config::Limits,
 }
 
 impl Default for Opts {

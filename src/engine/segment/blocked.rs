@@ -356,6 +356,7 @@ impl BlockedFile {
 /// Recomputes every checksum of a blocked-file image (blocks, section table, footer) from its
 /// own footer fields wherever the ranges they describe lie inside the image. For fuzzing only:
 /// it lets damaged section tables and data reach the checks behind the CRCs.
+#[cfg(feature = "fuzzing")]
 pub(crate) fn reseal_for_fuzzing(bytes: &mut [u8]) {
     let len = bytes.len();
     if len < FOOTER_LEN {

@@ -1,17 +1,17 @@
-//! Server settings from command-line flags and the environment.
-//!
-//! Precedence for every setting: the flag, then `VECTORD_*`, then Chroma's own variable where
-//! Chroma has one (`CHROMA_SERVER_HOST`, `CHROMA_SERVER_HTTP_PORT`, `PERSIST_DIRECTORY`,
-//! `ALLOW_RESET`), then the default. Auth also reads Chroma's `CHROMA_SERVER_AUTHN_CREDENTIALS`
-//! (one admin token) and `CHROMA_AUTH_TOKEN_TRANSPORT_HEADER`. This is the only module that
-//! reads the environment. The embedder's API key is read only from the environment or a file,
-//! never from a flag (flags show in `ps`).
+//! The validated settings the server runs with, their defaults, and the resolution of the
+//! `vectord run` flags against the environment.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::embed::{ApiKey, EmbedSettings};
+use super::args::RunArgs;
+use super::embed::resolve_embed;
+use super::env::{parse_bool, Secret};
+use super::error::ConfigError;
+use super::limits::Limits;
+use super::s3::S3Settings;
+use crate::embed::EmbedSettings;
 
 /// Default data folder, relative to the working directory (like Chroma's `./chroma_data`).
 pub const DEFAULT_PATH: &str = "./vectord_data";
@@ -27,187 +27,6 @@ pub const DEFAULT_SCRUB_EVERY: Duration = Duration::from_secs(6 * 3600);
 /// Default number of snapshots kept (the current deployment keeps 30 daily volume snapshots).
 pub const DEFAULT_SNAPSHOT_KEEP: usize = 30;
 
-/// Raw `vectord run` flags as clap parses them; `None` means "not given on the command line".
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct RunArgs {
-    /// Data folder (env `VECTORD_PATH`, or Chroma's `PERSIST_DIRECTORY`) [default: ./vectord_data]
-    #[arg(long)]
-    pub path: Option<PathBuf>,
-    /// Host or address to bind (env `VECTORD_HOST`, or `CHROMA_SERVER_HOST`) [default: localhost]
-    #[arg(long)]
-    pub host: Option<String>,
-    /// Port to bind (env `VECTORD_PORT`, or `CHROMA_SERVER_HTTP_PORT`) [default: 8000]
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// Allow `POST /api/v2/reset` to wipe every collection (env `VECTORD_ALLOW_RESET`, or `ALLOW_RESET`)
-    #[arg(long)]
-    pub allow_reset: bool,
-    /// Largest accepted request body in bytes (env `VECTORD_MAX_BODY_BYTES`) [default: 41943040]
-    #[arg(long)]
-    pub max_body_bytes: Option<usize>,
-    /// Folder for snapshots [default: `<path>/snapshots`; same volume, so segments hard-link].
-    #[arg(long)]
-    pub snapshot_dir: Option<PathBuf>,
-    /// Take a snapshot this often (e.g. `24h`, `30m`); off unless set.
-    #[arg(long)]
-    pub snapshot_every: Option<String>,
-    /// Snapshots to keep; older ones are deleted after each new one [default: 30].
-    #[arg(long)]
-    pub snapshot_keep: Option<usize>,
-    /// Verify every block of every segment this often, e.g. `6h`; `0` turns it off (env
-    /// `VECTORD_SCRUB_EVERY`) [default: 6h]
-    #[arg(long)]
-    pub scrub_every: Option<String>,
-    /// Also copy every snapshot to this S3-compatible bucket and prefix, e.g.
-    /// `s3://backups/vectord` (env `VECTORD_SNAPSHOT_S3_URL`); `--snapshot-keep` applies there too
-    #[arg(long)]
-    pub snapshot_s3_url: Option<String>,
-    /// Endpoint and region of the bucket.
-    #[command(flatten)]
-    pub s3: S3Args,
-    /// Report not ready (503 from `/api/v2/healthcheck`) until every sync job has loaded its
-    /// initial snapshot and caught up once (env `VECTORD_READY_AFTER_SYNC`)
-    #[arg(long)]
-    pub ready_after_sync: bool,
-    /// Append the data-access audit log to this file as JSON lines (env `VECTORD_AUDIT_LOG`)
-    /// [default: the `audit` target of the server log].
-    #[arg(long)]
-    pub audit_log: Option<PathBuf>,
-    /// pgvector sync jobs to run inside the server: a TOML or JSON file of `[[job]]` entries
-    /// (env `VECTORD_SYNC_CONFIG`)
-    #[arg(long)]
-    pub sync_config: Option<PathBuf>,
-    /// Token file enabling auth: sha256 of each token → user, tenant, databases, role; reloaded
-    /// when it changes or on SIGHUP (env `VECTORD_AUTH_TOKENS`)
-    #[arg(long)]
-    pub auth_tokens: Option<PathBuf>,
-    /// Also serve `/metrics`, without auth, on this port (env `VECTORD_METRICS_PORT`)
-    #[arg(long)]
-    pub metrics_port: Option<u16>,
-    /// Server-side embedding settings.
-    #[command(flatten)]
-    pub embed: EmbedArgs,
-    /// Timeouts, backpressure and size caps (`src/limits.rs`).
-    #[command(flatten)]
-    pub limits: crate::limits::LimitArgs,
-}
-
-/// Where an S3-compatible bucket lives (shared by `run`, `snapshot` and `restore`). Credentials
-/// come only from the standard `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` /
-/// `AWS_SESSION_TOKEN` variables, or the instance's role when they are unset.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct S3Args {
-    /// S3 endpoint for non-AWS servers (MinIO, R2, Tigris), e.g. https://fly.storage.tigris.dev
-    /// (env `VECTORD_SNAPSHOT_S3_ENDPOINT`, or `AWS_ENDPOINT_URL`) [default: AWS]
-    #[arg(long)]
-    pub snapshot_s3_endpoint: Option<String>,
-    /// Bucket region (env `VECTORD_SNAPSHOT_S3_REGION`, `AWS_REGION` or `AWS_DEFAULT_REGION`)
-    /// [default: us-east-1]
-    #[arg(long)]
-    pub snapshot_s3_region: Option<String>,
-}
-
-/// A resolved S3 location with its credentials.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Settings {
-    /// `s3://bucket/prefix`.
-    pub url: String,
-    /// Custom endpoint, if not AWS.
-    pub endpoint: Option<String>,
-    /// Region used for signing.
-    pub region: String,
-    /// `AWS_ACCESS_KEY_ID`.
-    pub access_key_id: Option<String>,
-    /// `AWS_SECRET_ACCESS_KEY`.
-    pub secret_access_key: Option<Secret>,
-    /// `AWS_SESSION_TOKEN`.
-    pub session_token: Option<Secret>,
-}
-
-impl S3Settings {
-    /// Resolves `url` and `args` against the process environment.
-    pub fn from_args(url: String, args: S3Args) -> S3Settings {
-        S3Settings::resolve(url, args, |k| std::env::var(k).ok())
-    }
-
-    /// Resolves against an arbitrary environment lookup (tests pass a map).
-    pub fn resolve(url: String, args: S3Args, env: impl Fn(&str) -> Option<String>) -> S3Settings {
-        let first = |names: &[&str]| names.iter().find_map(|n| env(n).filter(|v| !v.is_empty()));
-        S3Settings {
-            url,
-            endpoint: args
-                .snapshot_s3_endpoint
-                .or_else(|| first(&["VECTORD_SNAPSHOT_S3_ENDPOINT", "AWS_ENDPOINT_URL"])),
-            region: args
-                .snapshot_s3_region
-                .or_else(|| {
-                    first(&[
-                        "VECTORD_SNAPSHOT_S3_REGION",
-                        "AWS_REGION",
-                        "AWS_DEFAULT_REGION",
-                    ])
-                })
-                .unwrap_or_else(|| "us-east-1".to_string()),
-            access_key_id: first(&["AWS_ACCESS_KEY_ID"]),
-            secret_access_key: first(&["AWS_SECRET_ACCESS_KEY"]).map(Secret),
-            session_token: first(&["AWS_SESSION_TOKEN"]).map(Secret),
-        }
-    }
-}
-
-impl Secret {
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-/// Flags of the server-side embedder (`src/embed`). The API key comes from
-/// `VECTORD_EMBED_API_KEY`, `OPENAI_API_KEY` or `--embed-api-key-file`, never from a flag.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct EmbedArgs {
-    /// Base URL of an OpenAI-compatible embeddings API, e.g. http://127.0.0.1:11434/v1 (env
-    /// `VECTORD_EMBED_BASE_URL`, or `OPENAI_BASE_URL`) [default: https://api.openai.com/v1 when a key is set]
-    #[arg(long)]
-    pub embed_base_url: Option<String>,
-    /// File holding the embedding API key (env `VECTORD_EMBED_API_KEY_FILE`); else the key comes
-    /// from `VECTORD_EMBED_API_KEY` or `OPENAI_API_KEY`
-    #[arg(long)]
-    pub embed_api_key_file: Option<PathBuf>,
-    /// Model for collections whose configuration names none (env `VECTORD_EMBED_MODEL`)
-    /// [default: text-embedding-3-small]
-    #[arg(long)]
-    pub embed_model: Option<String>,
-    /// `dimensions` to request from the default model (env `VECTORD_EMBED_DIMENSIONS`)
-    /// [default: the model's own]
-    #[arg(long)]
-    pub embed_dimensions: Option<u32>,
-    /// Comma-separated models a collection's `embedding_function` may name, besides
-    /// --embed-model (env `VECTORD_EMBED_ALLOWED_MODELS`)
-    /// [default: text-embedding-3-small,text-embedding-3-large,text-embedding-ada-002]
-    #[arg(long)]
-    pub embed_allowed_models: Option<String>,
-    /// Texts per API request (env `VECTORD_EMBED_BATCH_SIZE`) [default: 512; OpenAI allows 2048]
-    #[arg(long)]
-    pub embed_batch_size: Option<usize>,
-    /// API requests in flight at once, process-wide (env `VECTORD_EMBED_CONCURRENCY`) [default: 4]
-    #[arg(long)]
-    pub embed_concurrency: Option<usize>,
-    /// Seconds allowed for one API request (env `VECTORD_EMBED_TIMEOUT_SECS`) [default: 30]
-    #[arg(long)]
-    pub embed_timeout_secs: Option<f64>,
-    /// Retries on 429, 5xx, timeouts and connection errors (env `VECTORD_EMBED_MAX_RETRIES`) [default: 4]
-    #[arg(long)]
-    pub embed_max_retries: Option<u32>,
-    /// Longest wait in seconds before one retry; a longer Retry-After fails the request
-    /// (env `VECTORD_EMBED_MAX_RETRY_WAIT_SECS`) [default: 20]
-    #[arg(long)]
-    pub embed_max_retry_wait_secs: Option<f64>,
-    /// Embedding cache size in MiB, 0 disables it (env `VECTORD_EMBED_CACHE_MIB`) [default: 64]
-    #[arg(long)]
-    pub embed_cache_mib: Option<usize>,
-}
-
 /// Which header carries a bearer token (Chroma's `CHROMA_AUTH_TOKEN_TRANSPORT_HEADER`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TokenHeader {
@@ -218,16 +37,6 @@ pub enum TokenHeader {
     Authorization,
     /// Only `X-Chroma-Token: <token>`.
     XChromaToken,
-}
-
-/// A secret from the environment; `Debug` never prints it, so settings can be logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
 }
 
 /// Validated settings the server runs with.
@@ -270,7 +79,7 @@ pub struct Settings {
     /// Whether readiness waits for every sync job to catch up once.
     pub ready_after_sync: bool,
     /// Timeouts, backpressure and size caps.
-    pub limits: crate::limits::Limits,
+    pub limits: Limits,
 }
 
 impl Default for Settings {
@@ -294,44 +103,9 @@ impl Default for Settings {
             sync_config: None,
             snapshot_s3: None,
             ready_after_sync: false,
-            limits: crate::limits::Limits::default(),
+            limits: Limits::default(),
         }
     }
-}
-
-/// A setting given in the environment that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// A variable holds a value of the wrong form.
-    #[error("environment variable {var}={value:?} is invalid: {reason}")]
-    InvalidEnv {
-        /// The variable's name.
-        var: &'static str,
-        /// What it held.
-        value: String,
-        /// What was expected.
-        reason: &'static str,
-    },
-    /// The body limit is zero.
-    #[error("--max-body-bytes must be at least 1")]
-    ZeroBodyLimit,
-    /// An embedder setting is out of range.
-    #[error("{0}")]
-    InvalidEmbed(String),
-    /// The API key file cannot be read.
-    #[error("cannot read the embedding API key file {path}: {reason}")]
-    KeyFile {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// A limit flag (timeouts, counts) out of range.
-    #[error("{0}")]
-    InvalidLimit(String),
-    /// A `--snapshot-every` value that is not a positive interval.
-    #[error("--snapshot-every {0:?} is not an interval like 30m, 6h or 1d (at least 1m)")]
-    InvalidInterval(String),
 }
 
 impl Settings {
@@ -426,7 +200,7 @@ impl Settings {
             },
         };
         let embed = resolve_embed(args.embed, &env)?;
-        let limits = crate::limits::Limits::resolve(args.limits, &env)?;
+        let limits = Limits::resolve(args.limits, &env)?;
         let snapshot_dir = match args.snapshot_dir {
             Some(d) => d,
             None => first(&["VECTORD_SNAPSHOT_DIR"])
@@ -520,222 +294,32 @@ impl Settings {
     }
 }
 
-/// A flag, else the first non-empty variable parsed by `parse`, else `None`.
-fn flag_or_env<T>(
-    flag: Option<T>,
-    env: &impl Fn(&str) -> Option<String>,
-    var: &'static str,
-    reason: &'static str,
-    parse: impl Fn(&str) -> Option<T>,
-) -> Result<Option<T>, ConfigError> {
-    if flag.is_some() {
-        return Ok(flag);
-    }
-    match env(var).filter(|v| !v.trim().is_empty()) {
-        Some(v) => parse(v.trim()).map(Some).ok_or(ConfigError::InvalidEnv {
-            var,
-            value: v,
-            reason,
-        }),
-        None => Ok(None),
-    }
-}
-
-fn seconds(v: f64, what: &str) -> Result<Duration, ConfigError> {
-    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
-        Ok(Duration::from_secs_f64(v))
-    } else {
-        Err(ConfigError::InvalidEmbed(format!(
-            "{what} must be between 0 and 86400 seconds, got {v}"
-        )))
-    }
-}
-
-fn resolve_embed(
-    args: EmbedArgs,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Result<EmbedSettings, ConfigError> {
-    let d = EmbedSettings::default();
-    let string = |flag: Option<String>, vars: &[&'static str]| {
-        flag.filter(|v| !v.trim().is_empty()).or_else(|| {
-            vars.iter()
-                .find_map(|v| env(v).filter(|x| !x.trim().is_empty()))
-        })
-    };
-    let base_url = string(
-        args.embed_base_url,
-        &["VECTORD_EMBED_BASE_URL", "OPENAI_BASE_URL"],
-    )
-    .map(|u| u.trim().to_string());
-    if let Some(u) = &base_url {
-        if !(u.starts_with("http://") || u.starts_with("https://")) {
-            return Err(ConfigError::InvalidEmbed(format!(
-                "--embed-base-url must start with http:// or https://, got {u:?}"
-            )));
-        }
-    }
-    let key_file = args.embed_api_key_file.or_else(|| {
-        env("VECTORD_EMBED_API_KEY_FILE")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    });
-    let api_key = match key_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::KeyFile {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            Some(ApiKey::new(&text).ok_or(ConfigError::KeyFile {
-                path,
-                reason: "the file holds no usable key (empty, or not one printable token)".into(),
-            })?)
-        }
-        None => match ["VECTORD_EMBED_API_KEY", "OPENAI_API_KEY"]
-            .iter()
-            .find_map(|v| env(v).filter(|x| !x.trim().is_empty()).map(|x| (*v, x)))
-        {
-            // The value is not echoed in the error: it is a secret.
-            Some((var, key)) => Some(ApiKey::new(&key).ok_or(ConfigError::InvalidEnv {
-                var,
-                value: "<redacted>".into(),
-                reason: "an API key must be one printable token",
-            })?),
-            None => None,
-        },
-    };
-    let model = string(args.embed_model, &["VECTORD_EMBED_MODEL"])
-        .map(|m| m.trim().to_string())
-        .unwrap_or(d.model);
-    let dimensions = flag_or_env(
-        args.embed_dimensions,
-        env,
-        "VECTORD_EMBED_DIMENSIONS",
-        "expected a positive integer",
-        |v| v.parse().ok(),
-    )?;
-    let allowed_models = match string(args.embed_allowed_models, &["VECTORD_EMBED_ALLOWED_MODELS"])
-    {
-        Some(list) => list
-            .split(',')
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-            .map(String::from)
-            .collect(),
-        None => d.allowed_models,
-    };
-    let usize_env = |flag, var| {
-        flag_or_env(flag, env, var, "expected a non-negative integer", |v| {
-            v.parse().ok()
-        })
-    };
-    let batch_size =
-        usize_env(args.embed_batch_size, "VECTORD_EMBED_BATCH_SIZE")?.unwrap_or(d.batch_size);
-    let concurrency =
-        usize_env(args.embed_concurrency, "VECTORD_EMBED_CONCURRENCY")?.unwrap_or(d.concurrency);
-    let cache_mib = usize_env(args.embed_cache_mib, "VECTORD_EMBED_CACHE_MIB")?;
-    let secs_env = |flag, var| {
-        flag_or_env(flag, env, var, "expected a number of seconds", |v| {
-            v.parse::<f64>().ok()
-        })
-    };
-    let timeout = match secs_env(args.embed_timeout_secs, "VECTORD_EMBED_TIMEOUT_SECS")? {
-        Some(v) => seconds(v, "--embed-timeout-secs")?,
-        None => d.timeout,
-    };
-    let max_retry_wait = match secs_env(
-        args.embed_max_retry_wait_secs,
-        "VECTORD_EMBED_MAX_RETRY_WAIT_SECS",
-    )? {
-        Some(v) => seconds(v, "--embed-max-retry-wait-secs")?,
-        None => d.max_retry_wait,
-    };
-    let max_retries = flag_or_env(
-        args.embed_max_retries,
-        env,
-        "VECTORD_EMBED_MAX_RETRIES",
-        "expected a non-negative integer",
-        |v| v.parse().ok(),
-    )?
-    .unwrap_or(d.max_retries);
-    if !(1..=2048).contains(&batch_size) {
-        return Err(ConfigError::InvalidEmbed(format!(
-            "--embed-batch-size must be 1..=2048, got {batch_size}"
-        )));
-    }
-    if !(1..=256).contains(&concurrency) {
-        return Err(ConfigError::InvalidEmbed(format!(
-            "--embed-concurrency must be 1..=256, got {concurrency}"
-        )));
-    }
-    if max_retries > 20 {
-        return Err(ConfigError::InvalidEmbed(format!(
-            "--embed-max-retries must be at most 20, got {max_retries}"
-        )));
-    }
-    if model.is_empty() {
-        return Err(ConfigError::InvalidEmbed(
-            "--embed-model must not be empty".into(),
-        ));
-    }
-    let settings = EmbedSettings {
-        base_url,
-        api_key,
-        model,
-        dimensions,
-        allowed_models,
-        batch_size,
-        batch_tokens: d.batch_tokens,
-        concurrency,
-        timeout,
-        max_retries,
-        max_retry_wait,
-        cache_bytes: cache_mib.map_or(d.cache_bytes, |m| m.saturating_mul(1024 * 1024)),
-    };
-    // The default model's dimensions are checked now, not at the first request.
-    if settings.enabled() {
-        crate::embed::function::resolve(None, &settings)
-            .map_err(|e| ConfigError::InvalidEmbed(format!("--embed-dimensions: {e}")))?;
-    }
-    Ok(settings)
-}
-
 /// `30m`, `6h`, `1d`, `90s` → a duration of at least one minute (shorter would snapshot
 /// continuously).
 pub fn parse_interval(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let secs = match unit.trim() {
-        "s" => n,
-        "m" => n.checked_mul(60)?,
-        "h" => n.checked_mul(3600)?,
-        "d" => n.checked_mul(86_400)?,
-        _ => return None,
-    };
-    (secs >= 60).then(|| Duration::from_secs(secs))
+    interval_secs(s)
+        .filter(|&secs| secs >= 60)
+        .map(Duration::from_secs)
 }
 
 /// Like [`parse_interval`] without the one-minute floor (at least one second).
 fn parse_scrub_interval(s: &str) -> Option<Duration> {
+    interval_secs(s)
+        .filter(|&secs| secs >= 1)
+        .map(Duration::from_secs)
+}
+
+/// `<digits><s|m|h|d>` in seconds; `None` for any other form or an overflow.
+fn interval_secs(s: &str) -> Option<u64> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit())?;
     let (n, unit) = s.split_at(split);
     let n: u64 = n.parse().ok()?;
-    let secs = match unit.trim() {
-        "s" => n,
-        "m" => n.checked_mul(60)?,
-        "h" => n.checked_mul(3600)?,
-        "d" => n.checked_mul(86_400)?,
-        _ => return None,
-    };
-    (secs >= 1).then(|| Duration::from_secs(secs))
-}
-
-fn parse_bool(s: &str) -> Option<bool> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" => Some(false),
+    match unit.trim() {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
         _ => None,
     }
 }
@@ -743,6 +327,8 @@ fn parse_bool(s: &str) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::embed::EmbedArgs;
+    use crate::config::s3::S3Args;
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

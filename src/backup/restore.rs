@@ -26,16 +26,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::error::SnapshotError;
+use super::local::{copy_checked, fsync, sync_tree, verify};
+use super::manifest::{safe_join, utc_stamp, SnapshotEntry, SnapshotInfo};
 use crate::catalog::{
     self, CatalogFile, CollectionRecord, CollectionSelector, CATALOG_FILE, COLLECTIONS_DIR,
     COLLECTION_STAGING_PREFIX, RESTORE_JOURNAL, RESTORE_STAGING,
 };
 use crate::engine::DirLock;
 use crate::fsutil::atomic_replace;
-use crate::snapshot::{
-    copy_checked, fsync, safe_join, sync_tree, utc_stamp, verify, SnapshotEntry, SnapshotError,
-    SnapshotInfo,
-};
 
 /// Prefix of the folder a whole-folder restore moves the replaced data into.
 const KEPT_PREFIX: &str = ".before-restore-";

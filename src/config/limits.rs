@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use crate::config::ConfigError;
+use super::env::flag_or_env;
+use super::error::ConfigError;
 
 /// Default time a client has to send a request's headers (also closes idle keep-alive
 /// connections): long enough for any real client, short enough that slowloris cannot pin
@@ -149,7 +150,9 @@ impl Limits {
     ) -> Result<Limits, ConfigError> {
         let d = Limits::default();
         let secs = |flag: Option<f64>, var: &'static str, default: Duration| {
-            let v = pick(flag, env, var, "expected seconds, e.g. 30 or 0.5")?;
+            let v = flag_or_env(flag, env, var, "expected seconds, e.g. 30 or 0.5", |v| {
+                v.parse().ok()
+            })?;
             match v {
                 None => Ok(default),
                 Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => {
@@ -160,11 +163,12 @@ impl Limits {
                 ))),
             }
         };
-        let count = |flag: Option<usize>, var: &'static str, default: usize| match pick(
+        let count = |flag: Option<usize>, var: &'static str, default: usize| match flag_or_env(
             flag,
             env,
             var,
             "expected a positive count",
+            |v| v.parse().ok(),
         )? {
             None => Ok(default),
             Some(0) => Err(ConfigError::InvalidLimit(format!(
@@ -232,30 +236,6 @@ impl Limits {
                 d.write_stall,
             )?,
         })
-    }
-}
-
-/// The flag, else the variable parsed, else `None`.
-fn pick<T: std::str::FromStr>(
-    flag: Option<T>,
-    env: &impl Fn(&str) -> Option<String>,
-    var: &'static str,
-    reason: &'static str,
-) -> Result<Option<T>, ConfigError> {
-    if flag.is_some() {
-        return Ok(flag);
-    }
-    match env(var).filter(|v| !v.trim().is_empty()) {
-        Some(v) => v
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| ConfigError::InvalidEnv {
-                var,
-                value: v,
-                reason,
-            }),
-        None => Ok(None),
     }
 }
 

@@ -5,76 +5,21 @@ use std::fmt;
 use std::sync::Arc;
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use super::labels::{
+    CollectionLabels, HttpLabels, JobLabels, LegacyLabels, MemoryLabels, PlanLabels,
+    QueryPlanLabels,
+};
+use super::process;
 use crate::embed::EmbedMetrics;
 use crate::engine::CollectionStats;
 
-/// Labels of HTTP request metrics. `route` is the matched route template (e.g.
-/// `/api/v2/tenants/{tenant}/…/{collection_id}/query`), never the raw path, so the number of
-/// series stays bounded whatever clients send.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HttpLabels {
-    /// HTTP method.
-    pub method: String,
-    /// Matched route template, `unmatched`, or `admission` for requests refused (429) before
-    /// routing because the server was busy.
-    pub route: String,
-    /// Response status code.
-    pub status: u16,
-}
-
-/// Labels of per-collection gauges. Bounded by the number of collections (each has a few
-/// series), never by request content.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CollectionLabels {
-    /// Collection id.
-    pub collection: String,
-    /// Collection name (changes on rename; the id is the stable key).
-    pub name: String,
-}
-
-/// Labels of the per-collection query-plan series.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PlanLabels {
-    /// Collection id.
-    pub collection: String,
-    /// Collection name.
-    pub name: String,
-    /// `graph` (unfiltered HNSW), `filtered` (filter applied inside the graph search) or
-    /// `exact` (a scan chosen up front: `ids` given, or k near the collection's size).
-    pub plan: &'static str,
-}
-
-/// Label of the process memory gauges.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MemoryLabels {
-    /// `anon` (heap: what counts against the machine) or `file` (mapped pages the kernel can
-    /// drop and re-read).
-    pub kind: String,
-}
-
 type CollectionGauges = Family<CollectionLabels, Gauge>;
-
-/// Label of `vectord_query_plan_total`: how a query vector was answered
-/// ([`crate::engine::QueryPlan`]: `graph`, `exact`, `filtered-graph`, `filtered-exact`).
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct QueryPlanLabels {
-    /// The plan's label.
-    pub plan: &'static str,
-}
-
-/// Labels of requests from pre-1.0 clients: `api` is `v1` or `v2` (old formats on v2 paths).
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LegacyLabels {
-    /// Which legacy surface the request used.
-    pub api: &'static str,
-}
 
 type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
 
@@ -178,13 +123,6 @@ pub struct Metrics {
     pub snapshot_upload_duration: Histogram,
     /// pgvector sync jobs (set from their status when `/metrics` is scraped).
     pub sync: SyncMetrics,
-}
-
-/// Label of per-job sync metrics.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct JobLabels {
-    /// Sync job name.
-    pub job: String,
 }
 
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
@@ -684,39 +622,18 @@ impl Metrics {
 
     /// Samples process memory (Linux `/proc/self/status`) and the data volume's space.
     pub fn sample_process(&self, data_dir: &std::path::Path) {
-        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
-            for (field, kind) in [("RssAnon:", "anon"), ("RssFile:", "file")] {
-                if let Some(kib) = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(field))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
-                {
-                    self.process_resident_bytes
-                        .get_or_create(&MemoryLabels { kind: kind.into() })
-                        .set(kib.saturating_mul(1024));
-                }
-            }
+        for (kind, bytes) in process::resident_by_kind() {
+            self.process_resident_bytes
+                .get_or_create(&MemoryLabels { kind: kind.into() })
+                .set(bytes);
         }
-        let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
-                .map(|kib| kib.saturating_mul(1024))
-        });
-        // cgroup v2 limit ("max" when unlimited) — containers see the host's MemTotal.
-        let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-            .ok()
-            .and_then(|v| v.trim().parse::<i64>().ok());
-        if let Some(limit) = [total, cgroup].into_iter().flatten().min() {
+        if let Some(limit) = process::memory_limit() {
             self.memory_limit_bytes.set(limit);
         }
-        if let Ok(st) = rustix::fs::statvfs(data_dir) {
-            let block = st.f_frsize.max(1);
+        if let Some((size, available)) = process::volume_space(data_dir) {
             let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-            self.data_volume_size_bytes
-                .set(clamp(st.f_blocks.saturating_mul(block)));
-            self.data_volume_available_bytes
-                .set(clamp(st.f_bavail.saturating_mul(block)));
+            self.data_volume_size_bytes.set(clamp(size));
+            self.data_volume_available_bytes.set(clamp(available));
         }
     }
 
@@ -800,53 +717,6 @@ fn tombstone_ratio(tombstones: usize, segment_rows: usize) -> f64 {
     } else {
         tombstones as f64 / segment_rows as f64
     }
-}
-
-/// Resident bytes of the mappings of files under each of `dirs` (Linux `/proc/self/smaps`;
-/// zeros elsewhere). Mapped bytes say what a collection could occupy; this says what the
-/// kernel keeps in memory now, which is what a memory alert should compare.
-pub fn resident_bytes_under(dirs: &[&std::path::Path]) -> Vec<u64> {
-    let mut out = vec![0u64; dirs.len()];
-    // smaps names files by absolute, resolved path; the data folder may be given relative.
-    let dirs: Vec<std::path::PathBuf> = dirs
-        .iter()
-        .map(|d| d.canonicalize().unwrap_or_else(|_| d.to_path_buf()))
-        .collect();
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return out;
-    };
-    let mut current: Option<usize> = None;
-    for line in smaps.lines() {
-        if let Some(kib) = line.strip_prefix("Rss:") {
-            if let (Some(i), Ok(kib)) = (
-                current,
-                kib.trim().trim_end_matches("kB").trim().parse::<u64>(),
-            ) {
-                out[i] = out[i].saturating_add(kib.saturating_mul(1024));
-            }
-            continue;
-        }
-        // A mapping header: `start-end perms offset dev inode [path]`; field lines have a
-        // `Name:` first token instead.
-        let mut fields = line.split_whitespace();
-        let is_header = fields
-            .next()
-            .is_some_and(|range| range.contains('-') && !range.ends_with(':'));
-        if !is_header {
-            continue;
-        }
-        // The path is the rest of the line from its first `/` (it may contain spaces; the
-        // fields before it never contain a `/`).
-        // Files unlinked by compaction stay mapped until their last reader lets go; they are
-        // not the collection's current footprint.
-        let path = line
-            .find('/')
-            .map(|i| &line[i..])
-            .filter(|p| !p.ends_with(" (deleted)"))
-            .map(std::path::Path::new);
-        current = path.and_then(|p| dirs.iter().position(|d| p.starts_with(d)));
-    }
-    out
 }
 
 #[cfg(test)]

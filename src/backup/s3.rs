@@ -5,7 +5,7 @@
 //! A remote snapshot counts as complete only when its manifest object exists, so an upload
 //! interrupted half-way is never listed, restored or counted by retention. Pruning deletes the
 //! manifest first for the same reason. Downloads go to a local folder and are restored only
-//! after [`crate::snapshot::verify`] has checked every file's SHA-256.
+//! after [`super::local::verify`] has checked every file's SHA-256.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,8 +17,9 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::io::AsyncWriteExt;
 
+use super::error::SnapshotError;
+use super::manifest::{self, SnapshotInfo, SNAPSHOT_FILE};
 use crate::config::S3Settings;
-use crate::snapshot::{self, SnapshotInfo, SNAPSHOT_FILE};
 
 /// Failures talking to the bucket or writing a download.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +54,7 @@ pub enum S3Error {
     Invalid(String),
     /// Reading the local snapshot failed.
     #[error(transparent)]
-    Snapshot(#[from] snapshot::SnapshotError),
+    Snapshot(#[from] SnapshotError),
 }
 
 fn store_err(op: &'static str, key: &ObjectPath) -> impl FnOnce(object_store::Error) -> S3Error {
@@ -178,7 +179,7 @@ impl S3Target {
             .common_prefixes
             .iter()
             .filter_map(|p| p.filename().map(str::to_string))
-            .filter(|n| n.starts_with(snapshot::NAME_PREFIX))
+            .filter(|n| n.starts_with(manifest::NAME_PREFIX))
             .collect();
         names.sort();
         Ok(names)
@@ -209,12 +210,12 @@ impl S3Target {
     }
 
     /// Deletes all but the newest `keep` complete snapshots of each scope (the whole folder, or
-    /// one collection: [`snapshot::excess`]), and incomplete folders older than
+    /// one collection: [`manifest::excess`]), and incomplete folders older than
     /// the newest complete one (abandoned uploads). Returns the names removed.
     pub async fn prune(&self, keep: usize) -> Result<Vec<String>, S3Error> {
         let complete = self.list().await?;
         let newest = complete.last().map(|i| i.name.clone());
-        let mut doomed = snapshot::excess(&complete, keep);
+        let mut doomed = manifest::excess(&complete, keep);
         let complete_names: std::collections::HashSet<&str> =
             complete.iter().map(|i| i.name.as_str()).collect();
         if let Some(newest) = &newest {
@@ -280,9 +281,9 @@ impl S3Target {
                     ))
                 })?,
         };
-        let out = snapshot::safe_join(dest, &info.name)?;
+        let out = manifest::safe_join(dest, &info.name)?;
         for entry in &info.files {
-            let local = snapshot::safe_join(&out, &entry.path)?;
+            let local = manifest::safe_join(&out, &entry.path)?;
             if let Some(parent) = local.parent() {
                 tokio::fs::create_dir_all(parent)
                     .await

@@ -30,16 +30,16 @@ use serde::{Deserialize, Serialize};
 use super::background::{self, Background};
 use super::bitset::Bitset;
 use super::budget::{BudgetShare, FlushTarget, MemtableBudget};
-use super::fsutil::{atomic_write, create_dir_durable, DirLock};
 use super::log::{LogEntry, LogOp};
 use super::memtable::{on_build_pool, INDEX_STEP_ROWS};
+use super::online_copy::{self, PendingSnapshot};
 use super::segment::records::Fields;
 use super::segment::records::RowIn;
 use super::segment::{self, Segment};
-use super::snapshot::{self, PendingSnapshot};
 use super::state::{SegmentSlot, State};
 use super::wal::{self, Durability, DurablePoint, WalWriter, DEFAULT_ROTATE_BYTES};
 use super::{CollectionConfig, EngineError, HnswParams};
+use crate::fsutil::{atomic_replace, create_dir_durable, DirLock};
 use crate::index::{quant, BuildParams, GraphBuilder};
 use crate::types::{
     ApplyOutcome, GetRequest, GetResult, InputError, Metadata, MetadataPatch, QueryRequest,
@@ -588,10 +588,10 @@ impl Collection {
         for entry in &manifest.segments {
             let name = segment::dir_name(entry.id);
             let src = segments_dir.join(&name);
-            let files = snapshot::segment_files(&src, entry.tombstones.as_deref())?;
-            snapshot::link_files(&src, &dest_segments.join(&name), &files)?;
+            let files = online_copy::segment_files(&src, entry.tombstones.as_deref())?;
+            online_copy::link_files(&src, &dest_segments.join(&name), &files)?;
         }
-        let wal = snapshot::open_wal_files(&self.inner.dir.join(WAL_DIR))?;
+        let wal = online_copy::open_wal_files(&self.inner.dir.join(WAL_DIR))?;
         // The WAL lengths include records appended but maybe not yet synced; `finish` waits
         // until the last of them is durable, so a record whose sync fails (and which recovery
         // then drops) is never in a snapshot.
@@ -1031,10 +1031,10 @@ impl Inner {
             create_dir_durable(&segments_dir)?;
         }
         remove_unpublished(&segments_dir, &manifest)?;
-        let build = BuildParams::from_hnsw(
-            &manifest.config.hnsw,
-            DEFAULT_MEMTABLE_ROWS * MEMTABLE_HARD_FACTOR,
-        );
+        let build = manifest
+            .config
+            .hnsw
+            .build_params(DEFAULT_MEMTABLE_ROWS * MEMTABLE_HARD_FACTOR);
         let Loaded {
             state,
             position,
@@ -1226,7 +1226,7 @@ impl Inner {
         *m = next;
         drop(m);
         let rows = self.memtable_rows.load(Ordering::Relaxed);
-        *self.build.lock() = BuildParams::from_hnsw(&hnsw, rows * MEMTABLE_HARD_FACTOR);
+        *self.build.lock() = hnsw.build_params(rows * MEMTABLE_HARD_FACTOR);
         Ok(())
     }
 
@@ -1940,7 +1940,7 @@ fn remove_unpublished(segments_dir: &Path, manifest: &Manifest) -> Result<(), En
 fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), EngineError> {
     let bytes = serde_json::to_vec_pretty(manifest)
         .map_err(|e| EngineError::Internal(format!("encoding MANIFEST: {e}")))?;
-    atomic_write(&dir.join(MANIFEST), &bytes)
+    Ok(atomic_replace(&dir.join(MANIFEST), &bytes)?)
 }
 
 /// The latest version of a record, as a batch sees it while resolving.

@@ -8,30 +8,29 @@ mod background;
 mod bitset;
 mod budget;
 mod collection;
-mod config;
 mod error;
-mod fsutil;
 mod log;
 mod memtable;
+mod online_copy;
+mod params;
 mod segment;
-mod snapshot;
 mod state;
 mod wal;
 
 #[cfg(test)]
 mod filter_plan_tests;
 
+pub use crate::fsutil::DirLock;
 pub use background::pool_threads;
 pub use budget::{MemtableBudget, DEFAULT_MEMTABLE_BUDGET_BYTES};
 pub use collection::{
     wal_recoveries_total, write_stalls_total, Collection, CollectionStats, FlushHold, PurgeReport,
     DEFAULT_MEMTABLE_ROWS, DEFAULT_WRITE_STALL,
 };
-pub use config::{CollectionConfig, HnswParams, MAX_NEIGHBORS_LIMIT};
 pub use error::EngineError;
-pub use fsutil::{atomic_write, sync_dir, DirLock};
+pub use online_copy::PendingSnapshot;
+pub use params::{CollectionConfig, HnswParams, MAX_NEIGHBORS_LIMIT};
 pub use segment::payload::{Candidates, PayloadIndex, RowSet};
-pub use snapshot::PendingSnapshot;
 pub use state::QueryPlan;
 
 // For `crate::fuzzing` only: building WAL files and resealing damaged segment files.

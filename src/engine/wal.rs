@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::fsutil::sync_dir;
 use super::EngineError;
+use crate::fsutil::sync_dir;
 
 const FILE_MAGIC: &[u8; 8] = b"VECTDWAL";
 const FORMAT_VERSION: u32 = 1;
@@ -487,7 +487,7 @@ pub(crate) fn cut_back(dir: &Path, point: DurablePoint) -> Result<(), EngineErro
         file.sync_all()
             .map_err(|e| EngineError::io("fsync cut-back WAL", &path, e))?;
     }
-    sync_dir(dir)
+    Ok(sync_dir(dir)?)
 }
 
 /// Opens the log in `dir` (creating it when absent), calling `replay(seq, payload, file,
@@ -502,7 +502,7 @@ pub(crate) fn recover(
 ) -> Result<WalWriter, EngineError> {
     if !dir.exists() {
         // The folder's own name must be durable in its parent before files in it matter.
-        super::fsutil::create_dir_durable(dir)?;
+        crate::fsutil::create_dir_durable(dir)?;
     }
     let mut numbers = list_files(dir)?;
     numbers.sort_unstable();

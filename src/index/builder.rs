@@ -26,7 +26,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 
-use crate::engine::HnswParams;
 use crate::index::error::{IndexError, Result};
 use crate::index::flat_graph::{links, FlatGraph, GraphParts, UpperLayer, MAX_LEVEL, NO_NEIGHBOUR};
 use crate::index::quant;
@@ -58,15 +57,6 @@ pub struct BuildParams {
 }
 
 impl BuildParams {
-    /// From a collection's HNSW settings.
-    pub fn from_hnsw(p: &HnswParams, capacity_hint: usize) -> BuildParams {
-        BuildParams {
-            max_neighbors: p.max_neighbors as usize,
-            ef_construction: p.ef_construction as usize,
-            capacity_hint,
-        }
-    }
-
     /// Checks the ranges.
     pub fn validate(&self) -> Result<()> {
         if !(2..=MAX_NEIGHBORS).contains(&self.max_neighbors) {

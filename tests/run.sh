@@ -78,7 +78,7 @@ log "postgres at $VECTORD_TEST_PG_URL (data $PG_DIR)"
 # Failpoints are compiled in for the whole test run (inactive unless a test configures one), so
 # the crash test can also tear WAL appends on purpose.
 log "cargo test (unit, integration, crash, property tests; benches built and run once)"
-cargo test --features failpoints --all-targets --no-fail-fast
+cargo test --features failpoints,hnsw-rs-baseline --all-targets --no-fail-fast
 
 cargo build --bin vectord
 SERVER_DATA=$(mktemp -d)

@@ -1,8 +1,8 @@
 //! [`GraphBuilder`]: our own concurrent HNSW builder over int8 codes — the memtable's live
 //! index and the source of every flat `graph.bin`.
 //!
-//! Why not hnsw_rs (kept as [`crate::index::hnsw_rs_builder`], the reference the tests and
-//! benches compare against): profiled on 100k × 1536, 73% of its build time was its own
+//! Why not hnsw_rs (kept as `index::hnsw_rs_builder` behind the `hnsw-rs-baseline` feature, the
+//! reference the tests and benches compare against): profiled on 100k × 1536, 73% of its build time was its own
 //! traversal — `Arc`'d points, a `RwLock` per point, hash-set visited lists, pointer chasing —
 //! and only 16% the distance kernel; the graph caught up with ingest after ~128 CPU-seconds.
 //! This builder is hnswlib's algorithm over flat arrays: codes in one contiguous array,

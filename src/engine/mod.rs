@@ -1,8 +1,20 @@
-//! Durable collections: MANIFEST, write-ahead log with group commit, recovery, and exact search
-//! over the records rebuilt from the log.
+//! Durable collections: MANIFEST, write-ahead log with group commit, memtables indexed behind
+//! the acknowledgement, memory-mapped segments, recovery, compaction, and the read path.
 //!
 //! The public surface is [`Collection`] (create/open, `apply`, `get`, `query`, `count`) plus
 //! [`DirLock`] for the one-process-per-folder rule.
+//!
+//! # Layout
+//! - `collection` (+ `collection/`): the handle, and one file per concern behind it: the
+//!   MANIFEST, the write path, flush and publish, recovery, compaction, purge, the background
+//!   turn.
+//! - `state`: the sources a read sees (active and frozen memtable, segments, tombstones) and
+//!   how a resolved change is applied to them.
+//! - `read/`: get, query fan-out, and the per-source search plans over one source trait.
+//! - `memtable`, `segment/`, `wal`, `log`: the data structures and files.
+//! - `background`, `budget`: the shared indexing/flush pool and the memtable memory budget.
+//! - `params`: a collection's space and HNSW settings; `online_copy`: the online copy of one
+//!   collection folder that snapshots are made of.
 
 mod background;
 mod bitset;
@@ -13,12 +25,10 @@ mod log;
 mod memtable;
 mod online_copy;
 mod params;
+mod read;
 mod segment;
 mod state;
 mod wal;
-
-#[cfg(test)]
-mod filter_plan_tests;
 
 pub use crate::fsutil::DirLock;
 pub use background::pool_threads;
@@ -30,8 +40,8 @@ pub use collection::{
 pub use error::EngineError;
 pub use online_copy::PendingSnapshot;
 pub use params::{CollectionConfig, HnswParams, MAX_NEIGHBORS_LIMIT};
+pub use read::QueryPlan;
 pub use segment::payload::{Candidates, PayloadIndex, RowSet};
-pub use state::QueryPlan;
 
 // For `crate::fuzzing` only: building WAL files and resealing damaged segment files.
 pub(crate) use segment::blocked::reseal_for_fuzzing as reseal_blocked_for_fuzzing;

@@ -155,13 +155,7 @@ impl WalWriter {
         durability: Arc<Durability>,
         epoch: u64,
     ) -> Result<DurablePoint, EngineError> {
-        let no = self.file_no + 1;
-        let (file, path) = create_file(&self.dir, no)?;
-        self.sealed.push((self.file_no, self.last_seq));
-        self.file = Arc::new(file);
-        self.path = path;
-        self.file_no = no;
-        self.len = FILE_HEADER_LEN;
+        self.start_next_file()?;
         self.durability = durability;
         self.epoch = epoch;
         Ok(self.sync_target().point)
@@ -209,6 +203,11 @@ impl WalWriter {
         }
         // Through the tracker, not directly: a sync after a failed one must not run (fsync-gate).
         self.durability.sync_through(&self.sync_target())?;
+        self.start_next_file()
+    }
+
+    /// Seals the current file (its last record is the log's last) and appends to a new one.
+    fn start_next_file(&mut self) -> Result<(), EngineError> {
         let no = self.file_no + 1;
         let (file, path) = create_file(&self.dir, no)?;
         self.sealed.push((self.file_no, self.last_seq));

@@ -352,16 +352,8 @@ impl GraphBuilder {
         if *frozen {
             return Err(IndexError::Frozen);
         }
-        for &(v, id) in items {
-            if v.len() != self.dim {
-                return Err(IndexError::Dimension {
-                    expected: self.dim,
-                    got: v.len(),
-                });
-            }
-            if !v.iter().all(|x| x.is_finite()) {
-                return Err(IndexError::NonFinite { id });
-            }
+        check_rows(self.dim, items)?;
+        for &(_, id) in items {
             if id == u32::MAX {
                 return Err(IndexError::NotDense(format!("id {id} is out of range")));
             }
@@ -695,17 +687,7 @@ impl GraphBuilder {
         accept: impl Fn(u32) -> bool,
         exact: &S,
     ) -> Result<SearchOutput> {
-        if query.len() != self.dim {
-            return Err(IndexError::Dimension {
-                expected: self.dim,
-                got: query.len(),
-            });
-        }
-        if ef > MAX_EF {
-            return Err(IndexError::InvalidParams(format!(
-                "ef must be at most {MAX_EF}, got {ef}"
-            )));
-        }
+        check_search(self.dim, query, ef)?;
         let q = PreparedQuery::new(self.coder.space(), query)?;
         let mut stats = SearchStats::default();
         let st = self.store.read();
@@ -763,6 +745,40 @@ impl GraphBuilder {
     pub fn freeze(&self) {
         *self.frozen.write() = true;
     }
+}
+
+/// Checks a batch's rows before anything is inserted: every vector of dimension `dim`, every
+/// component finite. (Shared with the hnsw_rs reference builder, which takes the same input.)
+pub(crate) fn check_rows(dim: usize, items: &[(&[f32], u32)]) -> Result<()> {
+    for &(v, id) in items {
+        if v.len() != dim {
+            return Err(IndexError::Dimension {
+                expected: dim,
+                got: v.len(),
+            });
+        }
+        if !v.iter().all(|x| x.is_finite()) {
+            return Err(IndexError::NonFinite { id });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a search's query and beam before the walk: dimension `dim`, `ef` within
+/// [`MAX_EF`]. (Shared with the hnsw_rs reference builder.)
+pub(crate) fn check_search(dim: usize, query: &[f32], ef: usize) -> Result<()> {
+    if query.len() != dim {
+        return Err(IndexError::Dimension {
+            expected: dim,
+            got: query.len(),
+        });
+    }
+    if ef > MAX_EF {
+        return Err(IndexError::InvalidParams(format!(
+            "ef must be at most {MAX_EF}, got {ef}"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -50,8 +50,15 @@ pub(super) trait SearchSource {
     ) -> Result<Option<SearchOutput>, EngineError>;
     /// Whether the rows keep int8 codes in `space`.
     fn has_codes(&self, space: Space) -> bool;
+    /// How the rows' codes in `space` are made, if they have a coder.
+    fn coder(&self, space: Space) -> Option<&quant::Coder>;
     /// The query coded like these rows' codes (see [`PreparedQuery::code_for`]).
-    fn query_code<'q>(&self, space: Space, q: &'q PreparedQuery) -> QueryCode<'q>;
+    fn query_code<'q>(&self, space: Space, q: &'q PreparedQuery) -> QueryCode<'q> {
+        QueryCode::new(match self.coder(space) {
+            Some(c) => q.code_for(c),
+            None => Cow::Borrowed(q.code()),
+        })
+    }
     /// Approximate (ordering-only) distance to row `r` over its code, if the rows have codes.
     fn approx_distance(
         &self,
@@ -146,11 +153,8 @@ impl SearchSource for MemSource<'_> {
         self.mem.code(0).is_some()
     }
 
-    fn query_code<'q>(&self, _space: Space, q: &'q PreparedQuery) -> QueryCode<'q> {
-        QueryCode::new(match self.mem.coder() {
-            Some(c) => q.code_for(c),
-            None => Cow::Borrowed(q.code()),
-        })
+    fn coder(&self, _space: Space) -> Option<&quant::Coder> {
+        self.mem.coder()
     }
 
     #[inline]
@@ -248,11 +252,8 @@ impl SearchSource for SegSource<'_> {
         self.seg.coder(space).is_some()
     }
 
-    fn query_code<'q>(&self, space: Space, q: &'q PreparedQuery) -> QueryCode<'q> {
-        QueryCode::new(match self.seg.coder(space) {
-            Some(c) => q.code_for(c),
-            None => Cow::Borrowed(q.code()),
-        })
+    fn coder(&self, space: Space) -> Option<&quant::Coder> {
+        self.seg.coder(space)
     }
 
     #[inline]

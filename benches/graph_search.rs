@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use index_common::{build_hnsw_rs, clustered, overlap, truth};
 use rayon::prelude::*;
+use vectord::fsutil::atomic_replace;
 use vectord::index::vectors::f32_slice_from_bytes;
 use vectord::index::*;
 use vectord::types::Space;
@@ -59,10 +60,10 @@ fn graph_search(c: &mut Criterion) {
     // Both files on disk, then mapped: the read path a segment uses.
     let dir = tempfile::tempdir().expect("tempdir");
     let graph_path = dir.path().join("graph.bin");
-    write_file_atomic(&graph_path, &bytes).expect("write graph");
+    atomic_replace(&graph_path, &bytes).expect("write graph");
     let vec_path = dir.path().join("vectors.bin");
     let raw: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-    write_file_atomic(&vec_path, &raw).expect("write vectors");
+    atomic_replace(&vec_path, &raw).expect("write vectors");
     drop(raw);
     let t = Instant::now();
     let graph = FlatGraph::open_mmap(&graph_path).expect("open graph");
@@ -81,7 +82,7 @@ fn graph_search(c: &mut Criterion) {
         c.resize(stride, 0);
         raw_codes.extend(c.into_iter().map(|x| x as u8));
     }
-    write_file_atomic(&code_path, &raw_codes).expect("write codes");
+    atomic_replace(&code_path, &raw_codes).expect("write codes");
     drop(raw_codes);
     let code_file = std::fs::File::open(&code_path).expect("open codes");
     // SAFETY: the benchmark's own temp file, not modified while mapped.

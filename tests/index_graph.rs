@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use index_common::*;
 use proptest::prelude::*;
+use vectord::fsutil::atomic_replace;
 use vectord::index::topk::Scored;
 use vectord::index::*;
 use vectord::types::Space;
@@ -103,6 +104,7 @@ fn recall_case(space: Space) {
 /// The flat searcher on a graph hnsw_rs built (the reference implementation) agrees with
 /// hnsw_rs's own search on that graph, and both reach the recall bar.
 #[test]
+#[cfg(feature = "hnsw-rs-baseline")]
 fn flat_search_matches_hnsw_rs_on_its_graph() {
     let space = Space::Cosine;
     let (data, queries) = clustered(13, 5_000, 100, 32, 100, 1.0, space);
@@ -278,7 +280,7 @@ fn mmap_round_trip() {
     let fx = Fixture::new(Space::L2, 3_000, 16, 5);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("graph.bin");
-    write_file_atomic(&path, &fx.bytes).expect("write");
+    atomic_replace(&path, &fx.bytes).expect("write");
     let mapped = FlatGraph::open_mmap(&path).expect("open");
     mapped.verify().expect("verify");
     let mem = fx.graph();

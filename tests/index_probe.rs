@@ -1,5 +1,5 @@
 //! A manual probe, not a CI test: recall and distance computations of the flat searcher and
-//! of hnsw_rs per ef, build rate, layer-0 fill. Run with
+//! of the live builder's own search per ef, build rate, layer-0 fill. Run with
 //! `N=100000 DIM=32 cargo test --release --test index_probe -- --ignored --nocapture`
 //! (`SIGMA` sets cluster spread, default 1.0).
 

@@ -77,9 +77,10 @@ log "postgres at $VECTORD_TEST_PG_URL (data $PG_DIR)"
 
 # Failpoints are compiled in for the whole test run (inactive unless a test configures one), so
 # the crash test can also tear WAL appends on purpose; `fuzzing` compiles the fuzz targets' entry
-# points, whose seeds and crash regressions tests/fuzz_regressions.rs replays.
+# points, whose seeds and crash regressions tests/fuzz_regressions.rs replays; hnsw-rs-baseline
+# builds the reference graph builder the index tests and graph benches compare ours with.
 log "cargo test (unit, integration, crash, property tests; benches built and run once)"
-cargo test --features failpoints,fuzzing --all-targets --no-fail-fast
+cargo test --features failpoints,fuzzing,hnsw-rs-baseline --all-targets --no-fail-fast
 
 cargo build --bin vectord
 SERVER_DATA=$(mktemp -d)

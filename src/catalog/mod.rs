@@ -80,7 +80,7 @@ impl Catalog {
     /// collection that fails to open is kept as unavailable; the others serve normally.
     pub fn open(dir: &Path) -> Result<Catalog, CatalogError> {
         fs::create_dir_all(dir).map_err(|e| CatalogError::io("create data folder", dir, e))?;
-        let lock = DirLock::acquire(dir).map_err(CatalogError::Lock)?;
+        let lock = DirLock::acquire(dir).map_err(|e| CatalogError::Lock(e.into()))?;
         if dir.join(RESTORE_JOURNAL).exists() {
             return Err(CatalogError::InterruptedRestore(dir.to_path_buf()));
         }

@@ -103,6 +103,23 @@ impl EngineError {
     }
 }
 
+/// File-system helper failures keep their step and path; "disk full" becomes
+/// [`EngineError::NoSpace`].
+impl From<crate::fsutil::FsError> for EngineError {
+    fn from(e: crate::fsutil::FsError) -> EngineError {
+        EngineError::io(e.op, e.path, e.source)
+    }
+}
+
+impl From<crate::fsutil::LockError> for EngineError {
+    fn from(e: crate::fsutil::LockError) -> EngineError {
+        match e {
+            crate::fsutil::LockError::Held { path } => EngineError::Locked { path },
+            crate::fsutil::LockError::Io(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::index::error::IndexError> for EngineError {
     fn from(e: crate::index::error::IndexError) -> EngineError {
         use crate::index::error::IndexError;

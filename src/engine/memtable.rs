@@ -62,7 +62,7 @@ impl MemGraph {
 }
 
 /// Work for the indexer: a graph and the rows to add, copied out of the memtable so the state
-/// lock is not held while hnsw_rs inserts.
+/// lock is not held while the graph builder inserts.
 pub(crate) struct IndexJob {
     graph: Arc<MemGraph>,
     start: usize,

@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
-use super::fsutil::sync_dir;
 use super::EngineError;
+use crate::fsutil::sync_dir;
 
 const FILE_MAGIC: &[u8; 8] = b"VECTDWAL";
 const FORMAT_VERSION: u32 = 1;
@@ -155,13 +155,7 @@ impl WalWriter {
         durability: Arc<Durability>,
         epoch: u64,
     ) -> Result<DurablePoint, EngineError> {
-        let no = self.file_no + 1;
-        let (file, path) = create_file(&self.dir, no)?;
-        self.sealed.push((self.file_no, self.last_seq));
-        self.file = Arc::new(file);
-        self.path = path;
-        self.file_no = no;
-        self.len = FILE_HEADER_LEN;
+        self.start_next_file()?;
         self.durability = durability;
         self.epoch = epoch;
         Ok(self.sync_target().point)
@@ -209,6 +203,11 @@ impl WalWriter {
         }
         // Through the tracker, not directly: a sync after a failed one must not run (fsync-gate).
         self.durability.sync_through(&self.sync_target())?;
+        self.start_next_file()
+    }
+
+    /// Seals the current file (its last record is the log's last) and appends to a new one.
+    fn start_next_file(&mut self) -> Result<(), EngineError> {
         let no = self.file_no + 1;
         let (file, path) = create_file(&self.dir, no)?;
         self.sealed.push((self.file_no, self.last_seq));
@@ -487,7 +486,7 @@ pub(crate) fn cut_back(dir: &Path, point: DurablePoint) -> Result<(), EngineErro
         file.sync_all()
             .map_err(|e| EngineError::io("fsync cut-back WAL", &path, e))?;
     }
-    sync_dir(dir)
+    Ok(sync_dir(dir)?)
 }
 
 /// Opens the log in `dir` (creating it when absent), calling `replay(seq, payload, file,
@@ -502,7 +501,7 @@ pub(crate) fn recover(
 ) -> Result<WalWriter, EngineError> {
     if !dir.exists() {
         // The folder's own name must be durable in its parent before files in it matter.
-        super::fsutil::create_dir_durable(dir)?;
+        crate::fsutil::create_dir_durable(dir)?;
     }
     let mut numbers = list_files(dir)?;
     numbers.sort_unstable();

@@ -1,14 +1,15 @@
 //! [`GraphBuilder`]: our own concurrent HNSW builder over int8 codes — the memtable's live
 //! index and the source of every flat `graph.bin`.
 //!
-//! Why not hnsw_rs (kept as [`crate::index::hnsw_rs_builder`], the reference the tests and
-//! benches compare against): profiled on 100k × 1536, 73% of its build time was its own
-//! traversal — `Arc`'d points, a `RwLock` per point, hash-set visited lists, pointer chasing —
+//! Why not hnsw_rs (kept as `index::hnsw_rs_builder` behind the `hnsw-rs-baseline` feature,
+//! the reference the tests and benches compare against): profiled on 100k × 1536, 73% of its
+//! build time was its own traversal — `Arc`'d points, a `RwLock` per point, hash-set visited lists, pointer chasing —
 //! and only 16% the distance kernel; the graph caught up with ingest after ~128 CPU-seconds.
 //! This builder is hnswlib's algorithm over flat arrays: codes in one contiguous array,
 //! neighbour lists as fixed-width rows of atomics, a visited bitset per
 //! thread, and the same neighbour-selection heuristic, so the graph it exports is the layout
-//! [`crate::index::flat_graph`] writes without translation.
+//! [`crate::index::flat_graph`] writes without translation. Seeding a builder from a flat
+//! graph and exporting one (with the reachability repair) live in `builder/flat.rs`.
 //!
 //! # Concurrency
 //! [`insert_batch`](GraphBuilder::insert_batch) calls are serialized; within one, points are
@@ -26,14 +27,19 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 
-use crate::engine::HnswParams;
 use crate::index::error::{IndexError, Result};
-use crate::index::flat_graph::{links, FlatGraph, GraphParts, UpperLayer, MAX_LEVEL, NO_NEIGHBOUR};
+use crate::index::flat_graph::MAX_LEVEL;
 use crate::index::quant;
 use crate::index::search::{rescore_count, SearchOutput, SearchScratch, SearchStats};
 use crate::index::topk::{Scored, TopK};
 use crate::index::vectors::{prefetch_bytes, PreparedQuery, VectorStore};
 use crate::types::Space;
+
+mod flat;
+
+// The hnsw_rs reference builder repairs its exports the same way.
+#[cfg(feature = "hnsw-rs-baseline")]
+pub(crate) use flat::repair_reachability;
 
 /// Largest `max_neighbors` accepted.
 pub const MAX_NEIGHBORS: usize = 256;
@@ -58,15 +64,6 @@ pub struct BuildParams {
 }
 
 impl BuildParams {
-    /// From a collection's HNSW settings.
-    pub fn from_hnsw(p: &HnswParams, capacity_hint: usize) -> BuildParams {
-        BuildParams {
-            max_neighbors: p.max_neighbors as usize,
-            ef_construction: p.ef_construction as usize,
-            capacity_hint,
-        }
-    }
-
     /// Checks the ranges.
     pub fn validate(&self) -> Result<()> {
         if !(2..=MAX_NEIGHBORS).contains(&self.max_neighbors) {
@@ -272,103 +269,6 @@ impl GraphBuilder {
         })
     }
 
-    /// A builder holding an existing flat graph — its links, levels and entry point — over
-    /// the codes `code(row, out)` writes into `out` (made by `coder`, which codes the points
-    /// added later),
-    /// ready for more points (ids `graph.n()..`). Extending a segment's graph this way costs a
-    /// copy, not the distance computations of a rebuild. The graph must have been built with
-    /// `params.max_neighbors`.
-    pub fn from_graph<B, E>(
-        coder: quant::Coder,
-        dim: usize,
-        params: BuildParams,
-        graph: &FlatGraph<B>,
-        mut code: impl FnMut(u32, &mut [i8]) -> std::result::Result<(), E>,
-    ) -> std::result::Result<GraphBuilder, E>
-    where
-        B: AsRef<[u8]>,
-        E: From<IndexError>,
-    {
-        let m = params.max_neighbors;
-        if graph.m() != m || graph.m0() != 2 * m {
-            return Err(IndexError::InvalidParams(format!(
-                "graph has {}/{} links per point, the builder {m}/{}",
-                graph.m(),
-                graph.m0(),
-                2 * m
-            ))
-            .into());
-        }
-        let n = graph.n();
-        let b = GraphBuilder::with_coder(
-            coder,
-            dim,
-            BuildParams {
-                capacity_hint: params.capacity_hint.max(n),
-                ..params
-            },
-        )?;
-        {
-            let mut st = b.store.write();
-            st.grow(n);
-            let code_len = st.code_len;
-            for i in 0..n as u32 {
-                let at = i as usize * code_len;
-                code(i, &mut st.codes[at..at + code_len])?;
-                st.assigned[i as usize] = true;
-                st.ready[i as usize].store(true, Ordering::Relaxed);
-                let row = graph.layer0_row(i)?;
-                let dst = st.row(i, 0);
-                let mut filled = 0u32;
-                for (slot, nb) in dst[1..].iter().zip(links(row, n as u32)) {
-                    slot.store(nb, Ordering::Relaxed);
-                    filled += 1;
-                }
-                dst[0].store(filled, Ordering::Relaxed);
-            }
-            let row_up = st.row_up;
-            for level in 1..=graph.max_level() {
-                for id in graph.upper_ids(level)? {
-                    if id as usize >= n {
-                        continue;
-                    }
-                    let have = st.levels[id as usize] as usize;
-                    if level > have {
-                        st.levels[id as usize] = level as u8;
-                    }
-                }
-            }
-            for i in 0..n {
-                let level = st.levels[i] as usize;
-                if level > 0 {
-                    st.upper[i] = Some((0..level * row_up).map(|_| AtomicU32::new(0)).collect());
-                }
-            }
-            for level in 1..=graph.max_level() {
-                for id in graph.upper_ids(level)? {
-                    let Some(row) = graph.upper_row(level, id)? else {
-                        continue;
-                    };
-                    let dst = st.row(id, level);
-                    if dst.is_empty() {
-                        continue;
-                    }
-                    let mut filled = 0u32;
-                    for (slot, nb) in dst[1..].iter().zip(links(row, n as u32)) {
-                        slot.store(nb, Ordering::Relaxed);
-                        filled += 1;
-                    }
-                    dst[0].store(filled, Ordering::Relaxed);
-                }
-            }
-            b.len.store(n, Ordering::Release);
-        }
-        if n > 0 {
-            b.store_top(graph.entry(), graph.max_level());
-        }
-        Ok(b)
-    }
-
     /// Distance space.
     pub fn space(&self) -> Space {
         self.coder.space()
@@ -452,16 +352,8 @@ impl GraphBuilder {
         if *frozen {
             return Err(IndexError::Frozen);
         }
-        for &(v, id) in items {
-            if v.len() != self.dim {
-                return Err(IndexError::Dimension {
-                    expected: self.dim,
-                    got: v.len(),
-                });
-            }
-            if !v.iter().all(|x| x.is_finite()) {
-                return Err(IndexError::NonFinite { id });
-            }
+        check_rows(self.dim, items)?;
+        for &(_, id) in items {
             if id == u32::MAX {
                 return Err(IndexError::NotDense(format!("id {id} is out of range")));
             }
@@ -795,17 +687,7 @@ impl GraphBuilder {
         accept: impl Fn(u32) -> bool,
         exact: &S,
     ) -> Result<SearchOutput> {
-        if query.len() != self.dim {
-            return Err(IndexError::Dimension {
-                expected: self.dim,
-                got: query.len(),
-            });
-        }
-        if ef > MAX_EF {
-            return Err(IndexError::InvalidParams(format!(
-                "ef must be at most {MAX_EF}, got {ef}"
-            )));
-        }
+        check_search(self.dim, query, ef)?;
         let q = PreparedQuery::new(self.coder.space(), query)?;
         let mut stats = SearchStats::default();
         let st = self.store.read();
@@ -863,184 +745,50 @@ impl GraphBuilder {
     pub fn freeze(&self) {
         *self.frozen.write() = true;
     }
+}
 
-    /// Freezes, then exports the graph as [`GraphParts`] (point ids must be exactly
-    /// `0..len`), every point reachable from the entry on layer 0. Refuses an empty index.
-    pub fn export_parts(&self) -> Result<GraphParts> {
-        self.freeze();
-        let st = self.store.read();
-        let n = self.len();
-        let Some((entry, max_level)) = self.load_top() else {
-            return Err(IndexError::Empty);
-        };
-        if n == 0 {
-            return Err(IndexError::Empty);
+/// Checks a batch's rows before anything is inserted: every vector of dimension `dim`, every
+/// component finite. (Shared with the hnsw_rs reference builder, which takes the same input.)
+pub(crate) fn check_rows(dim: usize, items: &[(&[f32], u32)]) -> Result<()> {
+    for &(v, id) in items {
+        if v.len() != dim {
+            return Err(IndexError::Dimension {
+                expected: dim,
+                got: v.len(),
+            });
         }
-        if st.assigned.len() != n || st.assigned.iter().any(|a| !a) {
-            return Err(IndexError::NotDense(format!(
-                "{n} points inserted, ids do not cover 0..{n}"
-            )));
+        if !v.iter().all(|x| x.is_finite()) {
+            return Err(IndexError::NonFinite { id });
         }
-        let m = self.params.max_neighbors;
-        let m0 = 2 * m;
-        let mut layer0 = vec![NO_NEIGHBOUR; n * m0];
-        let mut links = Vec::new();
-        for i in 0..n as u32 {
-            st.neighbours_into(i, 0, &mut links);
-            let row = &mut layer0[i as usize * m0..(i as usize + 1) * m0];
-            let mut filled = 0;
-            for &nb in &links {
-                if (nb as usize) < n && nb != i && !row[..filled].contains(&nb) && filled < m0 {
-                    row[filled] = nb;
-                    filled += 1;
-                }
-            }
-        }
-        let upper: Vec<UpperLayer> = (1..=max_level)
-            .map(|l| {
-                let ids: Vec<u32> = (0..n as u32)
-                    .filter(|&i| st.levels[i as usize] as usize >= l)
-                    .collect();
-                let mut out = vec![NO_NEIGHBOUR; ids.len() * m];
-                let mut links = Vec::new();
-                for (j, &i) in ids.iter().enumerate() {
-                    st.neighbours_into(i, l, &mut links);
-                    let row = &mut out[j * m..(j + 1) * m];
-                    let mut filled = 0;
-                    for &nb in &links {
-                        let ok = (nb as usize) < n
-                            && nb != i
-                            && st.levels[nb as usize] as usize >= l
-                            && !row[..filled].contains(&nb);
-                        if ok && filled < m {
-                            row[filled] = nb;
-                            filled += 1;
-                        }
-                    }
-                }
-                UpperLayer { ids, links: out }
-            })
-            .collect();
-        let repaired = repair_reachability(entry, m0, &mut layer0, |u, reached| {
-            let code = st.code(u);
-            let ep = Scored {
-                distance: self.dist(code, st.code(entry)),
-                row: entry,
-            };
-            let accept = |v: u32| reached[v as usize] && v != u;
-            let found = with_scratch(|s| self.beam(&st, code, ep, 64, 0, s, accept, u64::MAX).0);
-            found.iter().map(|c| c.row).collect()
+    }
+    Ok(())
+}
+
+/// Checks a search's query and beam before the walk: dimension `dim`, `ef` within
+/// [`MAX_EF`]. (Shared with the hnsw_rs reference builder.)
+pub(crate) fn check_search(dim: usize, query: &[f32], ef: usize) -> Result<()> {
+    if query.len() != dim {
+        return Err(IndexError::Dimension {
+            expected: dim,
+            got: query.len(),
         });
-        if repaired > 0 {
-            tracing::debug!(repaired, "graph export linked unreachable points");
-        }
-        Ok(GraphParts {
-            m: m as u32,
-            m0: m0 as u32,
-            entry,
-            layer0,
-            upper,
-        })
     }
-
-    /// Freezes and encodes the flat `graph.bin` image (see [`crate::index::flat_graph`]).
-    pub fn export(&self) -> Result<Vec<u8>> {
-        self.export_parts()?.encode()
+    if ef > MAX_EF {
+        return Err(IndexError::InvalidParams(format!(
+            "ef must be at most {MAX_EF}, got {ef}"
+        )));
     }
-}
-
-/// Makes every point reachable from `entry` on layer 0, so a search that runs out of
-/// candidates has really seen every point (what [`SearchOutput::complete`] relies on).
-/// Shrinking a full neighbour list drops its farthest link, which may have been some point's
-/// last in-link. Each such point is linked from the nearest reachable point among its own links
-/// (or, if none, among those `search(u, reached)` finds), into a free slot if there is one,
-/// else over that row's last link (the displaced point is rechecked in the next round).
-/// Returns the links added.
-pub(crate) fn repair_reachability(
-    entry: u32,
-    m0: usize,
-    layer0: &mut [u32],
-    mut search: impl FnMut(u32, &[bool]) -> Vec<u32>,
-) -> usize {
-    let n = layer0.len() / m0;
-    let mut reached = vec![false; n];
-    let mut stack = Vec::new();
-    let mut added = 0;
-    for _round in 0..4 {
-        reached.iter_mut().for_each(|r| *r = false);
-        mark_reachable(entry, m0, layer0, &mut reached, &mut stack);
-        let missing: Vec<u32> = (0..n as u32).filter(|&u| !reached[u as usize]).collect();
-        if missing.is_empty() {
-            break;
-        }
-        for u in missing {
-            if reached[u as usize] {
-                continue; // reached through an earlier repair this round
-            }
-            let mut candidates: Vec<u32> = layer0[u as usize * m0..(u as usize + 1) * m0]
-                .iter()
-                .copied()
-                .take_while(|&v| v != NO_NEIGHBOUR)
-                .filter(|&v| reached[v as usize])
-                .collect();
-            if candidates.is_empty() {
-                candidates = search(u, &reached)
-                    .into_iter()
-                    .filter(|&v| (v as usize) < n && v != u && reached[v as usize])
-                    .collect();
-            }
-            let Some(&first) = candidates.first() else {
-                continue;
-            };
-            let target = candidates
-                .iter()
-                .copied()
-                .find(|&v| layer0[(v as usize + 1) * m0 - 1] == NO_NEIGHBOUR)
-                .unwrap_or(first);
-            let row = &mut layer0[target as usize * m0..(target as usize + 1) * m0];
-            let slot = row
-                .iter()
-                .position(|&v| v == NO_NEIGHBOUR)
-                .unwrap_or(m0 - 1);
-            row[slot] = u;
-            added += 1;
-            mark_reachable(u, m0, layer0, &mut reached, &mut stack);
-        }
-    }
-    added
-}
-
-/// Marks everything reachable from `from` on layer 0 (iterative DFS; `reached` persists).
-pub(crate) fn mark_reachable(
-    from: u32,
-    m0: usize,
-    layer0: &[u32],
-    reached: &mut [bool],
-    stack: &mut Vec<u32>,
-) {
-    if reached[from as usize] {
-        return;
-    }
-    reached[from as usize] = true;
-    stack.push(from);
-    while let Some(u) = stack.pop() {
-        let row = &layer0[u as usize * m0..(u as usize + 1) * m0];
-        for &v in row.iter().take_while(|&&v| v != NO_NEIGHBOUR) {
-            if !reached[v as usize] {
-                reached[v as usize] = true;
-                stack.push(v);
-            }
-        }
-    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::flat::mark_reachable;
     use super::*;
     use crate::index::exact_search;
     use crate::index::F32Vectors;
 
-    fn params(m: usize, ef: usize) -> BuildParams {
+    pub(super) fn params(m: usize, ef: usize) -> BuildParams {
         BuildParams {
             max_neighbors: m,
             ef_construction: ef,
@@ -1119,7 +867,7 @@ mod tests {
     }
 
     /// Pseudo-random vectors in `dim` dimensions (a fixed LCG: no test dependency).
-    fn data(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+    pub(super) fn data(n: usize, dim: usize, seed: u64) -> Vec<f32> {
         let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
         (0..n * dim)
             .map(|_| {
@@ -1186,76 +934,6 @@ mod tests {
             );
             assert!(reached.iter().all(|&r| r), "{space:?}: unreachable points");
         }
-    }
-
-    #[test]
-    fn extending_an_exported_graph_keeps_it_and_links_new_points() {
-        let (n, dim) = (2000, 16);
-        let v = data(n, dim, 11);
-        let store = F32Vectors::new(dim, &v, None).unwrap();
-        let rows: Vec<(&[f32], u32)> = v
-            .chunks(dim)
-            .enumerate()
-            .map(|(i, r)| (r, i as u32))
-            .collect();
-        let first = GraphBuilder::new(Space::L2, dim, params(8, 48)).unwrap();
-        first.insert_batch(&rows[..1200]).unwrap();
-        let parts = first.export_parts().unwrap();
-        let graph = FlatGraph::from_bytes("g", parts.encode().unwrap()).unwrap();
-        let codes: Vec<Vec<i8>> = v.chunks(dim).map(|r| quant::encode(Space::L2, r)).collect();
-        let seeded = || {
-            GraphBuilder::from_graph(
-                quant::Coder::plain(Space::L2),
-                dim,
-                params(8, 48),
-                &graph,
-                |i, out: &mut [i8]| {
-                    out.copy_from_slice(&codes[i as usize]);
-                    Ok::<_, IndexError>(())
-                },
-            )
-            .unwrap()
-        };
-        let ext = seeded();
-        assert_eq!(ext.len(), 1200);
-        // The copied graph is the exported one, link for link.
-        let again = ext.export_parts().unwrap();
-        assert_eq!(again, parts);
-        let ext = seeded();
-        ext.insert_batch(&rows[1200..]).unwrap();
-        assert_eq!(ext.len(), n);
-        let mut hits = 0;
-        for q in v.chunks(dim).step_by(40) {
-            let want = exact_search(
-                &store,
-                &PreparedQuery::new(Space::L2, q).unwrap(),
-                10,
-                |_| true,
-            );
-            let got = ext.search(q, 10, 48, |_| true, &store).unwrap();
-            hits += got
-                .results
-                .iter()
-                .filter(|r| want.iter().any(|w| w.row == r.row))
-                .count();
-        }
-        assert!(
-            hits as f64 / 500.0 >= 0.95,
-            "recall {}",
-            hits as f64 / 500.0
-        );
-        // Wrong M is refused.
-        assert!(GraphBuilder::from_graph(
-            quant::Coder::plain(Space::L2),
-            dim,
-            params(9, 48),
-            &graph,
-            |i, out: &mut [i8]| {
-                out.copy_from_slice(&codes[i as usize]);
-                Ok::<_, IndexError>(())
-            }
-        )
-        .is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     /// A build or search parameter is out of range; nothing was changed. Checked before any
-    /// call into hnsw_rs, which would `process::exit` or panic on some of these.
+    /// graph is built or walked.
     #[error("invalid index parameter: {0}")]
     InvalidParams(String),
     /// A vector's length differs from the index dimension.
@@ -31,7 +31,7 @@ pub enum IndexError {
     /// The builder was frozen for export and takes no more inserts.
     #[error("index is frozen; no more inserts")]
     Frozen,
-    /// Exporting needs at least one point (hnsw_rs's point iterator unwraps the entry point).
+    /// Exporting needs at least one point (a graph file names an entry point).
     #[error("cannot export an empty index")]
     Empty,
     /// Export needs the ids to be exactly `0..n` (dense row numbers); these were not.

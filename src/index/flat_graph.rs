@@ -24,7 +24,7 @@
 //! ```
 //!
 //! Why this layout: layer 0 is where a search spends nearly all its time, and a fixed stride
-//! finds a row with one multiply, no offset table and no dependent load; hnsw_rs fills most
+//! finds a row with one multiply, no offset table and no dependent load; HNSW builders fill most
 //! layer-0 lists to `2·M`, so the padding costs little. The upper layers hold ~1/M of the
 //! points, so they are stored compactly (sorted ids + rows) and located by binary search,
 //! which the greedy descent does only a handful of times per query.
@@ -792,16 +792,6 @@ fn le32(b: &[u8], off: usize) -> u32 {
     }
 }
 
-/// Writes `bytes` to `path` durably: temp file in the same folder, fsync, rename over `path`,
-/// fsync the folder. A crash leaves either the old file or the new one, never a torn one.
-pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::fsutil::atomic_replace(path, bytes).map_err(|e| IndexError::Io {
-        op: e.op,
-        path: e.path,
-        source: e.source,
-    })
-}
-
 /// Recomputes every checksum of a `graph.bin` image (parts, header + table, footer) from its own
 /// header wherever the ranges it describes lie inside the image. For fuzzing only: it lets a
 /// damaged header or damaged links get past the CRCs to the checks behind them.
@@ -925,7 +915,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("graph.bin");
         let bytes = tiny().encode().unwrap();
-        write_file_atomic(&path, &bytes).unwrap();
+        crate::fsutil::atomic_replace(&path, &bytes).unwrap();
         let g = FlatGraph::open_mmap(&path).unwrap();
         g.verify().unwrap();
         assert_eq!(g.byte_len(), bytes.len());

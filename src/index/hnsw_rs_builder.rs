@@ -26,7 +26,7 @@ use hnsw_rs::anndists::dist::distances::Distance;
 use hnsw_rs::hnsw::{Hnsw, Point};
 use parking_lot::{Mutex, RwLock};
 
-use crate::index::builder::{repair_reachability, BuildParams, MAX_EF};
+use crate::index::builder::{check_rows, check_search, repair_reachability, BuildParams, MAX_EF};
 use crate::index::error::{IndexError, Result};
 use crate::index::flat_graph::{GraphParts, UpperLayer, MAX_LEVEL, NO_NEIGHBOUR};
 use crate::index::quant;
@@ -202,17 +202,7 @@ impl HnswRsBuilder {
         if *frozen {
             return Err(IndexError::Frozen);
         }
-        for &(v, id) in items {
-            if v.len() != self.dim {
-                return Err(IndexError::Dimension {
-                    expected: self.dim,
-                    got: v.len(),
-                });
-            }
-            if !v.iter().all(|x| x.is_finite()) {
-                return Err(IndexError::NonFinite { id });
-            }
-        }
+        check_rows(self.dim, items)?;
         {
             let mut ids = self.ids.lock();
             let mut batch = HashSet::with_capacity(items.len());
@@ -259,17 +249,7 @@ impl HnswRsBuilder {
         accept: impl Fn(u32) -> bool,
         exact: &S,
     ) -> Result<SearchOutput> {
-        if query.len() != self.dim {
-            return Err(IndexError::Dimension {
-                expected: self.dim,
-                got: query.len(),
-            });
-        }
-        if ef > MAX_EF {
-            return Err(IndexError::InvalidParams(format!(
-                "ef must be at most {MAX_EF}, got {ef}"
-            )));
-        }
+        check_search(self.dim, query, ef)?;
         let q = PreparedQuery::new(self.space, query)?;
         let n = self.len();
         let mut stats = SearchStats::default();

@@ -7,7 +7,7 @@
 //! used by l2). Cosine codes quantize the unit vector `v/‖v‖`, so one integer dot product
 //! approximates the cosine directly. The scale is per vector (symmetric, `max |vᵢ| / 127`): no
 //! training set, no drift between the memtable (coded on insert) and a segment (coded at
-//! flush or compaction), and the same bytes serve the hnsw_rs builder and the mapped searcher.
+//! flush or compaction), and the same bytes serve the graph builder and the mapped searcher.
 //!
 //! # Centred codes (l2, ip)
 //! A per-vector scale spends its 8 bits on the vector's largest component. Data far from the

@@ -5,8 +5,10 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use vectord::index::topk::Scored;
+#[cfg(feature = "hnsw-rs-baseline")]
+use vectord::index::HnswRsBuilder;
 use vectord::index::{
-    exact_search, BuildParams, F32Vectors, GraphBuilder, HnswRsBuilder, PreparedQuery, VectorStore,
+    exact_search, BuildParams, F32Vectors, GraphBuilder, PreparedQuery, VectorStore,
 };
 use vectord::types::Space;
 
@@ -74,6 +76,7 @@ pub fn build(space: Space, dim: usize, data: &[f32], m: usize, ef_c: usize) -> G
 }
 
 /// The same with the hnsw_rs reference builder.
+#[cfg(feature = "hnsw-rs-baseline")]
 pub fn build_hnsw_rs(
     space: Space,
     dim: usize,

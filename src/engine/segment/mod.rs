@@ -25,9 +25,9 @@ use self::payload::{PayloadIndex, SegmentPayload};
 use self::records::{Fields, RowIn, SegmentRecords};
 use self::vectors::SegmentVectors;
 use super::bitset::Bitset;
-use super::fsutil::sync_dir;
 use super::memtable::Memtable;
 use super::EngineError;
+use crate::fsutil::sync_dir;
 use crate::index::quant;
 use crate::index::vectors::{prefetch_bytes, prefetch_slice};
 use crate::index::{
@@ -169,7 +169,7 @@ impl Segment {
                     ))
                 );
             }
-            sync_dir(&tmp)
+            Ok(sync_dir(&tmp)?)
         };
         if let Err(e) = write() {
             // Best effort: a leftover is removed at the next open anyway.

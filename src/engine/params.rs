@@ -3,10 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::index::BuildParams;
 use crate::types::{InputError, Space};
 
-/// Largest `max_neighbors` (hnsw_rs `process::exit`s above 256, so it is checked here first).
-pub const MAX_NEIGHBORS_LIMIT: u32 = 256;
+/// Largest `max_neighbors`: the graph builder's bound ([`crate::index::builder::MAX_NEIGHBORS`]),
+/// checked here first so a bad setting is the caller's error, reported before anything is built.
+pub const MAX_NEIGHBORS_LIMIT: u32 = crate::index::builder::MAX_NEIGHBORS as u32;
 
 /// HNSW build and search parameters, with Chroma's names and defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -43,7 +45,16 @@ impl Default for HnswParams {
 }
 
 impl HnswParams {
-    /// Checks ranges before anything reaches hnsw_rs.
+    /// The graph builder's parameters for these settings, sized for `capacity_hint` points.
+    pub(crate) fn build_params(&self, capacity_hint: usize) -> BuildParams {
+        BuildParams {
+            max_neighbors: self.max_neighbors as usize,
+            ef_construction: self.ef_construction as usize,
+            capacity_hint,
+        }
+    }
+
+    /// Checks ranges before anything reaches the graph builder.
     pub fn validate(&self) -> Result<(), InputError> {
         if !(2..=MAX_NEIGHBORS_LIMIT).contains(&self.max_neighbors) {
             return Err(InputError::InvalidConfig(format!(

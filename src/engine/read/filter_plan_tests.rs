@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use super::{Collection, CollectionConfig, QueryPlan};
+use crate::engine::{Collection, CollectionConfig, QueryPlan};
 use crate::filter::proptests::{composite, doc_leaf, record, where_leaf};
 use crate::filter::{parse, parse_where, Filter};
 use crate::index::distance::{distance, inverse_norm};
@@ -202,7 +202,11 @@ fn planned_filters_are_exact_complete_and_recall_well() {
         .unwrap();
     let copied: Vec<_> = std::fs::read_dir(snap.join("segments"))
         .unwrap()
-        .map(|e| e.unwrap().path().join(super::segment::payload::FILE_NAME))
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .join(crate::engine::segment::payload::FILE_NAME)
+        })
         .collect();
     assert_eq!(copied.len(), 2);
     assert!(copied.iter().all(|p| p.exists()));
@@ -219,7 +223,10 @@ fn planned_filters_are_exact_complete_and_recall_well() {
     let segments = path.join("segments");
     let mut removed = 0;
     for e in std::fs::read_dir(&segments).unwrap() {
-        let p = e.unwrap().path().join(super::segment::payload::FILE_NAME);
+        let p = e
+            .unwrap()
+            .path()
+            .join(crate::engine::segment::payload::FILE_NAME);
         if p.exists() {
             std::fs::remove_file(p).unwrap();
             removed += 1;

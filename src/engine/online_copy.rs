@@ -13,8 +13,8 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::fsutil::{atomic_write, create_dir_durable, sync_dir};
 use super::EngineError;
+use crate::fsutil::{atomic_replace, create_dir_durable, sync_dir};
 
 /// A snapshot whose immutable files are linked and whose WAL still has to be copied.
 #[must_use = "a snapshot is incomplete until finish() copies its WAL and writes its MANIFEST"]
@@ -50,7 +50,7 @@ impl PendingSnapshot {
         }
         sync_dir(&wal_dir)?;
         // Written last: a folder without a MANIFEST is recognisably incomplete.
-        atomic_write(&self.dest.join("MANIFEST"), &self.manifest)?;
+        atomic_replace(&self.dest.join("MANIFEST"), &self.manifest)?;
         Ok(self.dest)
     }
 }
@@ -94,7 +94,7 @@ pub(super) fn link_files(
             }
         }
     }
-    sync_dir(dest_dir)
+    Ok(sync_dir(dest_dir)?)
 }
 
 /// Opens every WAL file in `wal_dir` and notes its current length (call under the writer lock).

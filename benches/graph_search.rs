@@ -9,7 +9,9 @@
 //! `GRAPH_BENCH_N` / `GRAPH_BENCH_DIM` override. Under `cargo test` (no `--bench` flag) it
 //! shrinks to 2,000 × 128 so CI stays fast.
 
-#[path = "../tests/index_common/mod.rs"]
+// The index tests' fixtures; this bench uses some of them.
+#[allow(dead_code)]
+#[path = "../tests/it/support/index.rs"]
 mod index_common;
 
 use std::hint::black_box;

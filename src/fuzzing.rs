@@ -1,5 +1,5 @@
 //! Entry points of the `cargo fuzz` targets (`tests/fuzz/`) and of the stable test that replays
-//! their seeds and crash regressions (`tests/fuzz_regressions.rs`). Not an API: hidden from the
+//! their seeds and crash regressions (`tests/it/fuzz_regressions.rs`). Not an API: hidden from the
 //! docs, free to change, and compiled only with the `fuzzing` feature, so a production build
 //! carries none of it.
 //!

@@ -43,7 +43,7 @@ fi
 
 export VECTORD_TEST_CHROMA_BIN="$CACHE/venv-full/bin/chroma"
 
-# moto's S3-compatible server for the snapshot upload test (tests/snapshot_s3.rs starts it).
+# moto's S3-compatible server for the snapshot upload test (tests/it/backup/s3.rs starts it).
 if [ "${VECTORD_TEST_SKIP_INSTALL:-0}" != 1 ] || [ ! -x "$CACHE/moto-venv/bin/moto_server" ]; then
   log "S3-compatible server (moto[server] 5.2.5) in $CACHE/moto-venv"
   [ -x "$CACHE/moto-venv/bin/python" ] || python3 -m venv "$CACHE/moto-venv"
@@ -77,8 +77,9 @@ log "postgres at $VECTORD_TEST_PG_URL (data $PG_DIR)"
 
 # Failpoints are compiled in for the whole test run (inactive unless a test configures one), so
 # the crash test can also tear WAL appends on purpose; `fuzzing` compiles the fuzz targets' entry
-# points, whose seeds and crash regressions tests/fuzz_regressions.rs replays; hnsw-rs-baseline
-# builds the reference graph builder the index tests and graph benches compare ours with.
+# points, whose seeds and crash regressions `fuzz_regressions` replays; hnsw-rs-baseline builds the
+# reference graph builder the index tests and graph benches compare ours with. The integration
+# tests are two binaries: `it` (every topic) and `solo` (tests that must run alone).
 log "cargo test (unit, integration, crash, property tests; benches built and run once)"
 cargo test --features failpoints,fuzzing,hnsw-rs-baseline --all-targets --no-fail-fast
 

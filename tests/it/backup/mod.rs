@@ -1,0 +1,4 @@
+//! Online snapshots and restores, and their copies on an S3-compatible server.
+
+mod s3;
+mod snapshot;

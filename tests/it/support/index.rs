@@ -6,9 +6,7 @@ use rand::{Rng, SeedableRng};
 use vectord::index::topk::Scored;
 #[cfg(feature = "hnsw-rs-baseline")]
 use vectord::index::HnswRsBuilder;
-use vectord::index::{
-    exact_search, BuildParams, F32Vectors, GraphBuilder, PreparedQuery, VectorStore,
-};
+use vectord::index::{exact_search, BuildParams, F32Vectors, GraphBuilder, PreparedQuery};
 use vectord::types::Space;
 
 /// Standard normal sample (Box–Muller; rand_distr is not a dependency).

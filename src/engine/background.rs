@@ -3,8 +3,11 @@
 //!
 //! A thread per collection would cost 1,000 OS threads (stacks, scheduler load) for 1,000 mostly
 //! idle collections; instead a collection with work puts itself in one shared queue once, and
-//! a few workers (one per core, at most 8) take turns. A turn does a bounded amount of work so
-//! one busy collection cannot starve the others, then the collection re-queues itself.
+//! a few workers (`vectord-bg-N`: one per core, at least 2, at most 8) take turns. A turn does a
+//! bounded amount of work so one busy collection cannot starve the others (at most 8 index
+//! steps of 512 rows: `collection/turn.rs`, `memtable::INDEX_STEP_ROWS`), then the collection
+//! re-queues itself. A turn that panics is caught and logged, so it can neither kill a worker
+//! nor leave a closing collection waiting for it.
 //!
 //! A turn may also ask to be woken at an instant (the idle flush: a memtable quiet for 5 s is
 //! written out; a failed flush is retried after 1 s). Each collection has at most one pending

@@ -3,9 +3,13 @@
 //! The write stall of each collection bounds its own rows in memory (2 memtable limits), which
 //! says nothing about the process once it holds 1,000 collections. The budget adds the bytes
 //! held by every collection's active and frozen memtables (each collection charges its
-//! [`BudgetShare`] under its state lock whenever its memtables change) and, when the total
-//! passes the limit, asks the largest memtables to flush and makes writers that add rows wait
-//! (then 429), whichever collection they write to.
+//! [`BudgetShare`] under its state lock whenever its memtables change, from
+//! `Memtable::bytes`; dropping the collection gives its bytes back). From 7/8 of the limit
+//! (`MemtableBudget::relieve`) the largest active memtables of any collection are asked to
+//! flush until what is being flushed would bring usage back to 3/4; at the limit, writers that
+//! add rows wait exactly like a collection's own write stall (then 429; deletes never wait),
+//! whichever collection they write to. Usage and limit are the gauges
+//! `vectord_memtable_budget_bytes{kind="used"|"limit"}`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};

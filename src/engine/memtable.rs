@@ -1,6 +1,14 @@
 //! The memtable: the newest rows, appended in write order, in RAM. Rows are never changed in
 //! place — an update appends a new version and tombstones the old one — so a frozen memtable can
 //! be written out as a segment (row numbers preserved) while readers keep using it.
+//!
+//! Rows sit in one contiguous vector array beside a payload index extended on every append. The
+//! HNSW graph ([`MemGraph`], an [`crate::index::GraphBuilder`]) is built behind the
+//! acknowledgement by the background pool, [`INDEX_STEP_ROWS`] at a time, from [`IndexJob`]s
+//! that copy rows out so the state lock is not held during inserts; rows it does not hold yet
+//! are scanned. Every graph build (indexing, flush, compaction) runs on a dedicated rayon pool
+//! ([`on_build_pool`]). l2/ip codes are centred on the previous memtable's mean, at open on the
+//! largest segment's centre, and without either on the first row.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

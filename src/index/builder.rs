@@ -19,6 +19,21 @@
 //! copy it lock-free (count with `Acquire`). A reader racing a rewrite can see a mix of the
 //! old and new ids — every one a real, coded point — which at worst costs that traversal a
 //! little accuracy, as in hnswlib. Searches may run at any time from any thread.
+//!
+//! # Graph quality
+//! - A level's walk starts only at a *ready* point (its insert finished): one still being
+//!   linked may have no list yet on the levels below, and a new point starting there would link
+//!   to it alone.
+//! - A new point's own list is merged with the links other inserts added to it meanwhile, never
+//!   overwritten: losing them left neighbours with no in-link (a compaction test caught it about
+//!   one run in ten).
+//! - A full list is shrunk by hnswlib's heuristic for l2 and cosine; for ip it keeps its nearest
+//!   links, as hnsw_rs does (the heuristic is a metric argument, and on data off the origin ip
+//!   lists collapsed to a link or two: recall@10 0.87 against 0.99).
+//! - Known limit, shared with hnswlib: a far outlier inserted before the region nearest to it
+//!   exists gets no link from that region (later points never see it among their
+//!   `ef_construction` nearest), so a query at the outlier itself can miss it. The export's
+//!   repair guarantees only that every point is reachable from the entry.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;

@@ -2,8 +2,7 @@
 //! `l2` = squared Euclidean, `cosine` = 1 − a·b/(‖a‖‖b‖), `ip` = 1 − a·b, all in f32.
 //!
 //! On x86-64 explicit AVX-512 or AVX2+FMA kernels are chosen at run time, so one binary runs
-//! everywhere and uses the wide units where they exist (`VECTORD_NO_AVX512=1` forces AVX2, for
-//! comparisons). Elsewhere a portable version written as 16 independent lanes lets the compiler
+//! everywhere and uses the wide units where they exist. Elsewhere a portable version written as 16 independent lanes lets the compiler
 //! vectorise without reassociating floating-point sums.
 
 use std::sync::LazyLock;

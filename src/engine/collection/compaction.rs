@@ -1,6 +1,21 @@
 //! Compaction: the size-tiered policy that picks segments to merge, the process-wide cap on
 //! running merges, and the merge itself (extending the largest clean segment's graph, or
 //! rebuilding one) swapped in atomically while reads and writes go on.
+//!
+//! When: the pool turn that flushed asks the policy ([`plan_compaction`]: a segment more than
+//! 30 % dead alone; everything once the others hold a quarter of the largest; past
+//! [`MAX_SEGMENTS`] the smaller ones), and so does one turn after the catalog opens the
+//! collection (`Collection::request_compaction_check`: merges a crash loop or a stop left
+//! undone). A merge runs on a `vectord-compact` thread of its own, so a long one never holds a
+//! pool worker; one per collection, [`MAX_RUNNING_COMPACTIONS`] in the process, a put-off one
+//! asked for again after [`COMPACTION_RETRY`]. `Collection::compact` (and the purge) merges
+//! everything and drops every dead row.
+//!
+//! Swap: the merged segment is written, then under the writer lock the inputs are swapped out
+//! by id (segments flushed meanwhile stay), rows deleted during the merge are carried over as
+//! tombstones through a row map, the MANIFEST is replaced, and only then are the input folders
+//! removed (readers holding their mappings keep reading them). A log recovery during the merge
+//! abandons it unpublished: the tombstones it read may be gone.
 
 use std::fs;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -441,7 +456,7 @@ mod tests {
             // The moved outlier r7 is checked where the merge inserts it after the grid; a
             // rebuild inserts it early (it keeps its first sequence), before the grid's far
             // corner exists, and HNSW then has no link to it from there (a known limit for an
-            // outlier this far from everything: ARCHITECTURE.md, "Graph quality").
+            // outlier this far from everything: `index::builder`'s docs, "Graph quality").
             for q in [
                 vec![3.0, 2.0, 0.1],
                 vec![100.0, 100.0, 0.5],

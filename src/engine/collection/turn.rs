@@ -1,6 +1,12 @@
 //! One turn of the shared background pool for a collection: recover a poisoned log, build
 //! the memtable graphs a step at a time, flush (on request, or once the memtable is idle),
 //! and start the compactions the policy plans.
+//!
+//! The idle flush writes out a memtable untouched for [`IDLE_FLUSH_AFTER`], fully indexed and
+//! holding at least [`IDLE_FLUSH_MIN_ROWS`] (a turn that leaves that many rows asks for a
+//! wake-up then); a failed flush is retried after 1 s. Opening a collection whose WAL replay
+//! left rows in the memtable schedules a turn at once (the open counts as the last write), so
+//! those rows are indexed and idle-flushed without waiting for a new write.
 
 use std::time::{Duration, Instant};
 

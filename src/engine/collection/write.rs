@@ -1,6 +1,13 @@
 //! The write path: resolve a batch against the current state (Chroma's add / upsert / update
 //! / delete semantics), append it to the WAL, apply it, wait for group commit; and the write
 //! stall that slows writers to the pace of flushes.
+//!
+//! The stall: a batch that adds rows while more than [`STALL_FACTOR`] memtable limits of rows
+//! (active plus frozen) wait in memory, or while the shared memtable budget is full, waits for
+//! a flush up to [`DEFAULT_WRITE_STALL`] (`--write-stall-secs`), then gets
+//! [`EngineError::Overloaded`] (429) unapplied. Deletes never stall; the pgvector sync waits
+//! longer (`sync/apply.rs`). Writes are thus held to the pace of graph building instead of
+//! growing memory or flushing inside a request.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -8,6 +8,15 @@
 //!   tombstones and the filter evaluated per visited row inside it.
 //! - Either way, rows a growing graph does not hold yet are scanned beside the walk, and a
 //!   walk that cannot guarantee its k falls back to a scan of every candidate.
+//!
+//! Thresholds: "few" is at most [`FILTER_EXACT_MAX_ROWS`] candidates or
+//! [`FILTER_EXACT_MAX_PERMILLE`] of the source's rows (`Collection::set_filter_planning`). A
+//! scan ranks over int8 codes and rescores a shortlist in f32, or scores all in f32 when the
+//! candidates fit the shortlist. A segment's filtered walk is the two-hop walk
+//! (`Rejected::TwoHop`) with its beam widened below 30 % selectivity (`source::two_hop_ef`); a
+//! memtable's live graph scores every row it meets, its beam widened up to 8×
+//! (`source::filtered_ef`). Each query vector is counted by plan (`QueryPlan`,
+//! `vectord_query_plan_total{plan}`).
 
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -37,9 +37,9 @@ use crate::types::Space;
 
 mod flat;
 
-// The hnsw_rs reference builder repairs its exports the same way.
+// The hnsw_rs reference builder lays out and repairs its exports the same way.
 #[cfg(feature = "hnsw-rs-baseline")]
-pub(crate) use flat::repair_reachability;
+pub(crate) use flat::flatten;
 
 /// Largest `max_neighbors` accepted.
 pub const MAX_NEIGHBORS: usize = 256;

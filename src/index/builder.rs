@@ -781,6 +781,25 @@ pub(crate) fn check_search(dim: usize, query: &[f32], ef: usize) -> Result<()> {
     Ok(())
 }
 
+/// Asserts that `insert`, into an empty builder of dimension 2, refuses the batches every graph
+/// builder refuses before touching its graph: a wrong dimension, a non-finite component, an id
+/// twice in one batch (shared with the hnsw_rs baseline's tests).
+#[cfg(test)]
+pub(crate) fn assert_refuses_bad_batches(insert: impl Fn(&[(&[f32], u32)]) -> Result<()>) {
+    assert!(matches!(
+        insert(&[(&[1.0, 0.0, 0.0], 0)]),
+        Err(IndexError::Dimension { .. })
+    ));
+    assert!(matches!(
+        insert(&[(&[f32::NAN, 0.0], 0)]),
+        Err(IndexError::NonFinite { .. })
+    ));
+    assert!(matches!(
+        insert(&[(&[1.0, 0.0], 0), (&[0.0, 1.0], 0)]),
+        Err(IndexError::DuplicateId(0))
+    ));
+}
+
 #[cfg(test)]
 mod tests {
     use super::flat::mark_reachable;
@@ -834,18 +853,7 @@ mod tests {
             .unwrap()
             .results
             .is_empty());
-        assert!(matches!(
-            b.insert_batch(&[(&[1.0, 0.0, 0.0], 0)]),
-            Err(IndexError::Dimension { .. })
-        ));
-        assert!(matches!(
-            b.insert_batch(&[(&[f32::NAN, 0.0], 0)]),
-            Err(IndexError::NonFinite { .. })
-        ));
-        assert!(matches!(
-            b.insert_batch(&[(&[1.0, 0.0], 0), (&[0.0, 1.0], 0)]),
-            Err(IndexError::DuplicateId(0))
-        ));
+        assert_refuses_bad_batches(|batch| b.insert_batch(batch));
         assert!(b.is_empty());
         assert!(matches!(b.export(), Err(IndexError::Empty)));
         assert!(matches!(

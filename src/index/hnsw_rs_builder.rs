@@ -480,18 +480,7 @@ mod tests {
             .unwrap()
             .results
             .is_empty());
-        assert!(matches!(
-            b.insert_batch(&[(&[1.0, 0.0, 0.0], 0)]),
-            Err(IndexError::Dimension { .. })
-        ));
-        assert!(matches!(
-            b.insert_batch(&[(&[f32::NAN, 0.0], 0)]),
-            Err(IndexError::NonFinite { .. })
-        ));
-        assert!(matches!(
-            b.insert_batch(&[(&[1.0, 0.0], 0), (&[0.0, 1.0], 0)]),
-            Err(IndexError::DuplicateId(0))
-        ));
+        crate::index::builder::assert_refuses_bad_batches(|batch| b.insert_batch(batch));
         assert!(matches!(b.export(), Err(IndexError::Empty)));
         assert!(matches!(
             b.insert_batch(&[(&[1.0, 0.0], 0)]),

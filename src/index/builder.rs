@@ -227,13 +227,7 @@ impl GraphBuilder {
         dim: usize,
         params: BuildParams,
     ) -> Result<GraphBuilder> {
-        params.validate()?;
-        if dim == 0 || dim > crate::types::MAX_DIMENSION {
-            return Err(IndexError::InvalidParams(format!(
-                "dimension must be between 1 and {}, got {dim}",
-                crate::types::MAX_DIMENSION
-            )));
-        }
+        check_new(&params, dim)?;
         if coder.centre().is_some_and(|c| c.len() != dim) {
             return Err(IndexError::Dimension {
                 expected: dim,
@@ -745,6 +739,19 @@ impl GraphBuilder {
     pub fn freeze(&self) {
         *self.frozen.write() = true;
     }
+}
+
+/// Checks what a new builder is given: the parameters' ranges, then the dimension. (Shared
+/// with the hnsw_rs reference builder.)
+pub(crate) fn check_new(params: &BuildParams, dim: usize) -> Result<()> {
+    params.validate()?;
+    if dim == 0 || dim > crate::types::MAX_DIMENSION {
+        return Err(IndexError::InvalidParams(format!(
+            "dimension must be between 1 and {}, got {dim}",
+            crate::types::MAX_DIMENSION
+        )));
+    }
+    Ok(())
 }
 
 /// Checks a batch's rows before anything is inserted: every vector of dimension `dim`, every

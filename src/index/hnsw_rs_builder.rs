@@ -26,7 +26,7 @@ use hnsw_rs::anndists::dist::distances::Distance;
 use hnsw_rs::hnsw::{Hnsw, Point};
 use parking_lot::{Mutex, RwLock};
 
-use crate::index::builder::{check_rows, check_search, flatten, BuildParams, MAX_EF};
+use crate::index::builder::{check_new, check_rows, check_search, flatten, BuildParams, MAX_EF};
 use crate::index::error::{IndexError, Result};
 use crate::index::flat_graph::{GraphParts, MAX_LEVEL, NO_NEIGHBOUR};
 use crate::index::quant;
@@ -138,13 +138,7 @@ impl std::fmt::Debug for HnswRsBuilder {
 impl HnswRsBuilder {
     /// An empty graph for `dim`-dimensional vectors in `space`.
     pub fn new(space: Space, dim: usize, params: BuildParams) -> Result<HnswRsBuilder> {
-        params.validate()?;
-        if dim == 0 || dim > crate::types::MAX_DIMENSION {
-            return Err(IndexError::InvalidParams(format!(
-                "dimension must be between 1 and {}, got {dim}",
-                crate::types::MAX_DIMENSION
-            )));
-        }
+        check_new(&params, dim)?;
         let hnsw = Hnsw::new(
             params.max_neighbors,
             params.capacity_hint.clamp(1, MAX_CAPACITY_HINT),

@@ -98,6 +98,12 @@ pub fn atomic_replace(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
         })
 }
 
+/// Whether `e` says the device is full: ENOSPC (28) or EDQUOT (122) on Linux, both meaning
+/// "make room and retry", so every layer maps them to its own "no space" error.
+pub fn is_storage_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull || matches!(e.raw_os_error(), Some(28 | 122))
+}
+
 /// Fsyncs a folder so the names created, renamed or removed in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<(), FsError> {
     File::open(dir)

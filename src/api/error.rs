@@ -230,10 +230,7 @@ impl From<SnapshotError> for ApiError {
             SnapshotError::Collection { source, id } => {
                 engine_error(source, Some(format!("snapshot of collection {id}")))
             }
-            SnapshotError::Io { ref source, .. }
-                if source.kind() == std::io::ErrorKind::StorageFull
-                    || matches!(source.raw_os_error(), Some(28 | 122)) =>
-            {
+            SnapshotError::Io { ref source, .. } if crate::fsutil::is_storage_full(source) => {
                 ApiError::InsufficientStorage(format!("{e}; the snapshot was abandoned"))
             }
             other => ApiError::Internal(other.to_string()),

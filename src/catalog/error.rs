@@ -114,9 +114,7 @@ impl CatalogError {
         source: std::io::Error,
     ) -> CatalogError {
         let path = path.into();
-        if source.kind() == std::io::ErrorKind::StorageFull
-            || matches!(source.raw_os_error(), Some(28 | 122))
-        {
+        if crate::fsutil::is_storage_full(&source) {
             return CatalogError::NoSpace(path);
         }
         CatalogError::Io { op, path, source }

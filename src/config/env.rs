@@ -31,12 +31,29 @@ pub(super) fn flag_or_env<T>(
     if flag.is_some() {
         return Ok(flag);
     }
-    match env(var).filter(|v| !v.trim().is_empty()) {
-        Some(v) => parse(v.trim()).map(Some).ok_or(ConfigError::InvalidEnv {
-            var,
-            value: v,
-            reason,
-        }),
+    parse_found(
+        env(var).filter(|v| !v.trim().is_empty()).map(|v| (var, v)),
+        reason,
+        |v| parse(v.trim()),
+    )
+}
+
+/// A variable found by name (`(name, value)`) parsed by `parse`, else `None`; a value `parse`
+/// refuses is [`ConfigError::InvalidEnv`] naming the variable, its value and `reason`.
+pub(super) fn parse_found<T>(
+    found: Option<(&'static str, String)>,
+    reason: &'static str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, ConfigError> {
+    match found {
+        Some((var, v)) => match parse(&v) {
+            Some(t) => Ok(Some(t)),
+            None => Err(ConfigError::InvalidEnv {
+                var,
+                value: v,
+                reason,
+            }),
+        },
         None => Ok(None),
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::args::RunArgs;
 use super::embed::resolve_embed;
-use super::env::{parse_bool, Secret};
+use super::env::{parse_bool, parse_found, Secret};
 use super::error::ConfigError;
 use super::limits::Limits;
 use super::s3::S3Settings;
@@ -138,34 +138,28 @@ impl Settings {
         };
         let port = match args.port {
             Some(p) => p,
-            None => match first(&["VECTORD_PORT", "CHROMA_SERVER_HTTP_PORT"]) {
-                Some((var, v)) => v.trim().parse().map_err(|_| ConfigError::InvalidEnv {
-                    var,
-                    value: v,
-                    reason: "expected a port number 0-65535",
-                })?,
-                None => DEFAULT_PORT,
-            },
+            None => parse_found(
+                first(&["VECTORD_PORT", "CHROMA_SERVER_HTTP_PORT"]),
+                PORT,
+                number,
+            )?
+            .unwrap_or(DEFAULT_PORT),
         };
         let allow_reset = args.allow_reset
-            || match first(&["VECTORD_ALLOW_RESET", "ALLOW_RESET"]) {
-                Some((var, v)) => parse_bool(&v).ok_or(ConfigError::InvalidEnv {
-                    var,
-                    value: v,
-                    reason: "expected true/false, 1/0, yes/no or on/off",
-                })?,
-                None => false,
-            };
+            || parse_found(
+                first(&["VECTORD_ALLOW_RESET", "ALLOW_RESET"]),
+                BOOL,
+                parse_bool,
+            )?
+            .unwrap_or(false);
         let max_body_bytes = match args.max_body_bytes {
             Some(n) => n,
-            None => match first(&["VECTORD_MAX_BODY_BYTES"]) {
-                Some((var, v)) => v.trim().parse().map_err(|_| ConfigError::InvalidEnv {
-                    var,
-                    value: v,
-                    reason: "expected a byte count",
-                })?,
-                None => DEFAULT_MAX_BODY_BYTES,
-            },
+            None => parse_found(
+                first(&["VECTORD_MAX_BODY_BYTES"]),
+                "expected a byte count",
+                number,
+            )?
+            .unwrap_or(DEFAULT_MAX_BODY_BYTES),
         };
         if max_body_bytes == 0 {
             return Err(ConfigError::ZeroBodyLimit);
@@ -174,30 +168,19 @@ impl Settings {
             .auth_tokens
             .or_else(|| first(&["VECTORD_AUTH_TOKENS"]).map(|(_, v)| PathBuf::from(v)));
         let admin_token = first(&["CHROMA_SERVER_AUTHN_CREDENTIALS"]).map(|(_, v)| Secret(v));
-        let token_header = match first(&["CHROMA_AUTH_TOKEN_TRANSPORT_HEADER"]) {
-            None => TokenHeader::Any,
-            Some((var, v)) => match v.trim().to_ascii_lowercase().as_str() {
-                "authorization" => TokenHeader::Authorization,
-                "x-chroma-token" | "x_chroma_token" => TokenHeader::XChromaToken,
-                _ => {
-                    return Err(ConfigError::InvalidEnv {
-                        var,
-                        value: v,
-                        reason: "expected Authorization or X-Chroma-Token",
-                    })
-                }
+        let token_header = parse_found(
+            first(&["CHROMA_AUTH_TOKEN_TRANSPORT_HEADER"]),
+            "expected Authorization or X-Chroma-Token",
+            |v| match v.trim().to_ascii_lowercase().as_str() {
+                "authorization" => Some(TokenHeader::Authorization),
+                "x-chroma-token" | "x_chroma_token" => Some(TokenHeader::XChromaToken),
+                _ => None,
             },
-        };
+        )?
+        .unwrap_or(TokenHeader::Any);
         let metrics_port = match args.metrics_port {
             Some(p) => Some(p),
-            None => match first(&["VECTORD_METRICS_PORT"]) {
-                Some((var, v)) => Some(v.trim().parse().map_err(|_| ConfigError::InvalidEnv {
-                    var,
-                    value: v,
-                    reason: "expected a port number 0-65535",
-                })?),
-                None => None,
-            },
+            None => parse_found(first(&["VECTORD_METRICS_PORT"]), PORT, number)?,
         };
         let embed = resolve_embed(args.embed, &env)?;
         let limits = Limits::resolve(args.limits, &env)?;
@@ -225,14 +208,12 @@ impl Settings {
         };
         let snapshot_keep = match args.snapshot_keep {
             Some(n) => n,
-            None => match first(&["VECTORD_SNAPSHOT_KEEP"]) {
-                Some((var, v)) => v.trim().parse().map_err(|_| ConfigError::InvalidEnv {
-                    var,
-                    value: v,
-                    reason: "expected a count",
-                })?,
-                None => DEFAULT_SNAPSHOT_KEEP,
-            },
+            None => parse_found(
+                first(&["VECTORD_SNAPSHOT_KEEP"]),
+                "expected a count",
+                number,
+            )?
+            .unwrap_or(DEFAULT_SNAPSHOT_KEEP),
         }
         .max(1);
         let audit_log = args
@@ -246,14 +227,8 @@ impl Settings {
             .or_else(|| first(&["VECTORD_SNAPSHOT_S3_URL"]).map(|(_, v)| v))
             .map(|url| S3Settings::resolve(url, args.s3, &env));
         let ready_after_sync = args.ready_after_sync
-            || match first(&["VECTORD_READY_AFTER_SYNC"]) {
-                Some((var, v)) => parse_bool(&v).ok_or(ConfigError::InvalidEnv {
-                    var,
-                    value: v,
-                    reason: "expected true/false, 1/0, yes/no or on/off",
-                })?,
-                None => false,
-            };
+            || parse_found(first(&["VECTORD_READY_AFTER_SYNC"]), BOOL, parse_bool)?
+                .unwrap_or(false);
         Ok(Settings {
             path,
             host,
@@ -292,6 +267,16 @@ impl Settings {
         }
         Ok((host, self.port).to_socket_addrs()?.collect())
     }
+}
+
+/// Why a port variable is refused.
+const PORT: &str = "expected a port number 0-65535";
+/// Why a yes/no variable is refused.
+const BOOL: &str = "expected true/false, 1/0, yes/no or on/off";
+
+/// A number with surrounding white space allowed.
+fn number<T: std::str::FromStr>(v: &str) -> Option<T> {
+    v.trim().parse().ok()
 }
 
 /// `30m`, `6h`, `1d`, `90s` → a duration of at least one minute (shorter would snapshot

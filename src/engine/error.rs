@@ -88,10 +88,7 @@ impl EngineError {
     /// Wraps an I/O error, turning "disk full" into its own variant.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> EngineError {
         let path = path.into();
-        // ENOSPC = 28, EDQUOT = 122 on Linux: both mean "make room and retry".
-        if source.kind() == io::ErrorKind::StorageFull
-            || matches!(source.raw_os_error(), Some(28 | 122))
-        {
+        if crate::fsutil::is_storage_full(&source) {
             return EngineError::NoSpace { path };
         }
         EngineError::Io { op, path, source }

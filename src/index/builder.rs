@@ -52,9 +52,9 @@ use crate::types::Space;
 
 mod flat;
 
-// The hnsw_rs reference builder repairs its exports the same way.
+// The hnsw_rs reference builder lays out and repairs its exports the same way.
 #[cfg(feature = "hnsw-rs-baseline")]
-pub(crate) use flat::repair_reachability;
+pub(crate) use flat::flatten;
 
 /// Largest `max_neighbors` accepted.
 pub const MAX_NEIGHBORS: usize = 256;
@@ -242,13 +242,7 @@ impl GraphBuilder {
         dim: usize,
         params: BuildParams,
     ) -> Result<GraphBuilder> {
-        params.validate()?;
-        if dim == 0 || dim > crate::types::MAX_DIMENSION {
-            return Err(IndexError::InvalidParams(format!(
-                "dimension must be between 1 and {}, got {dim}",
-                crate::types::MAX_DIMENSION
-            )));
-        }
+        check_new(&params, dim)?;
         if coder.centre().is_some_and(|c| c.len() != dim) {
             return Err(IndexError::Dimension {
                 expected: dim,
@@ -762,6 +756,19 @@ impl GraphBuilder {
     }
 }
 
+/// Checks what a new builder is given: the parameters' ranges, then the dimension. (Shared
+/// with the hnsw_rs reference builder.)
+pub(crate) fn check_new(params: &BuildParams, dim: usize) -> Result<()> {
+    params.validate()?;
+    if dim == 0 || dim > crate::types::MAX_DIMENSION {
+        return Err(IndexError::InvalidParams(format!(
+            "dimension must be between 1 and {}, got {dim}",
+            crate::types::MAX_DIMENSION
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a batch's rows before anything is inserted: every vector of dimension `dim`, every
 /// component finite. (Shared with the hnsw_rs reference builder, which takes the same input.)
 pub(crate) fn check_rows(dim: usize, items: &[(&[f32], u32)]) -> Result<()> {
@@ -794,6 +801,25 @@ pub(crate) fn check_search(dim: usize, query: &[f32], ef: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Asserts that `insert`, into an empty builder of dimension 2, refuses the batches every graph
+/// builder refuses before touching its graph: a wrong dimension, a non-finite component, an id
+/// twice in one batch (shared with the hnsw_rs baseline's tests).
+#[cfg(test)]
+pub(crate) fn assert_refuses_bad_batches(insert: impl Fn(&[(&[f32], u32)]) -> Result<()>) {
+    assert!(matches!(
+        insert(&[(&[1.0, 0.0, 0.0], 0)]),
+        Err(IndexError::Dimension { .. })
+    ));
+    assert!(matches!(
+        insert(&[(&[f32::NAN, 0.0], 0)]),
+        Err(IndexError::NonFinite { .. })
+    ));
+    assert!(matches!(
+        insert(&[(&[1.0, 0.0], 0), (&[0.0, 1.0], 0)]),
+        Err(IndexError::DuplicateId(0))
+    ));
 }
 
 #[cfg(test)]
@@ -849,18 +875,7 @@ mod tests {
             .unwrap()
             .results
             .is_empty());
-        assert!(matches!(
-            b.insert_batch(&[(&[1.0, 0.0, 0.0], 0)]),
-            Err(IndexError::Dimension { .. })
-        ));
-        assert!(matches!(
-            b.insert_batch(&[(&[f32::NAN, 0.0], 0)]),
-            Err(IndexError::NonFinite { .. })
-        ));
-        assert!(matches!(
-            b.insert_batch(&[(&[1.0, 0.0], 0), (&[0.0, 1.0], 0)]),
-            Err(IndexError::DuplicateId(0))
-        ));
+        assert_refuses_bad_batches(|batch| b.insert_batch(batch));
         assert!(b.is_empty());
         assert!(matches!(b.export(), Err(IndexError::Empty)));
         assert!(matches!(

@@ -26,9 +26,9 @@ use hnsw_rs::anndists::dist::distances::Distance;
 use hnsw_rs::hnsw::{Hnsw, Point};
 use parking_lot::{Mutex, RwLock};
 
-use crate::index::builder::{check_rows, check_search, repair_reachability, BuildParams, MAX_EF};
+use crate::index::builder::{check_new, check_rows, check_search, flatten, BuildParams, MAX_EF};
 use crate::index::error::{IndexError, Result};
-use crate::index::flat_graph::{GraphParts, UpperLayer, MAX_LEVEL, NO_NEIGHBOUR};
+use crate::index::flat_graph::{GraphParts, MAX_LEVEL, NO_NEIGHBOUR};
 use crate::index::quant;
 use crate::index::search::{SearchOutput, SearchStats};
 use crate::index::topk::{Scored, TopK};
@@ -138,13 +138,7 @@ impl std::fmt::Debug for HnswRsBuilder {
 impl HnswRsBuilder {
     /// An empty graph for `dim`-dimensional vectors in `space`.
     pub fn new(space: Space, dim: usize, params: BuildParams) -> Result<HnswRsBuilder> {
-        params.validate()?;
-        if dim == 0 || dim > crate::types::MAX_DIMENSION {
-            return Err(IndexError::InvalidParams(format!(
-                "dimension must be between 1 and {}, got {dim}",
-                crate::types::MAX_DIMENSION
-            )));
-        }
+        check_new(&params, dim)?;
         let hnsw = Hnsw::new(
             params.max_neighbors,
             params.capacity_hint.clamp(1, MAX_CAPACITY_HINT),
@@ -345,69 +339,42 @@ impl HnswRsBuilder {
             .collect();
         let max_level = levels.iter().copied().max().unwrap_or(0);
         let entry = levels.iter().position(|&l| l == max_level).unwrap_or(0) as u32;
-        let m = self.params.max_neighbors;
-        let m0 = 2 * m;
-        let mut layer0 = vec![NO_NEIGHBOUR; n * m0];
-        let mut upper: Vec<UpperLayer> = (1..=max_level)
-            .map(|l| {
-                let ids: Vec<u32> = (0..n as u32).filter(|&i| levels[i as usize] >= l).collect();
-                let links = vec![NO_NEIGHBOUR; ids.len() * m];
-                UpperLayer { ids, links }
-            })
-            .collect();
-        let mut dropped = 0usize;
-        for (i, p) in points.iter().enumerate() {
-            let hood = p.get_neighborhood_id();
-            for (l, list) in hood.iter().enumerate().take(levels[i] + 1) {
-                let (row, slots): (&mut [u32], usize) = if l == 0 {
-                    (&mut layer0[i * m0..(i + 1) * m0], m0)
-                } else {
-                    let layer = &mut upper[l - 1];
-                    let Ok(j) = layer.ids.binary_search(&(i as u32)) else {
-                        continue;
-                    };
-                    (&mut layer.links[j * m..(j + 1) * m], m)
-                };
-                let mut filled = 0;
-                for nb in list {
-                    let ok = nb.d_id < n
-                        && nb.d_id != i
-                        && levels[nb.d_id] >= l
-                        && !row[..filled].contains(&(nb.d_id as u32));
-                    if ok && filled < slots {
-                        row[filled] = nb.d_id as u32;
-                        filled += 1;
-                    } else {
-                        dropped += 1;
-                    }
+        // hnsw_rs can leave points with no in-links (its shrinking drops a list's farthest
+        // link); its own search finds a reachable neighbour for them.
+        let (parts, dropped, repaired) = flatten(
+            n,
+            self.params.max_neighbors,
+            entry,
+            max_level,
+            |i| levels[i as usize],
+            |i, l, out| {
+                out.clear();
+                if let Some(list) = points[i as usize].get_neighborhood_id().get(l) {
+                    // An id past u32 is out of range, so dropped like any other.
+                    out.extend(
+                        list.iter()
+                            .map(|nb| u32::try_from(nb.d_id).unwrap_or(NO_NEIGHBOUR)),
+                    );
                 }
-            }
-        }
+            },
+            |u, _| {
+                self.hnsw
+                    .search(points[u as usize].get_v(), 16, 64)
+                    .iter()
+                    .filter_map(|nb| u32::try_from(nb.d_id).ok())
+                    .collect()
+            },
+        );
         if dropped > 0 {
             tracing::debug!(
                 dropped,
                 "hnsw export dropped self, duplicate or off-layer links"
             );
         }
-        // hnsw_rs can leave points with no in-links (its shrinking drops a list's farthest
-        // link); its own search finds a reachable neighbour for them.
-        let repaired = repair_reachability(entry, m0, &mut layer0, |u, _| {
-            self.hnsw
-                .search(points[u as usize].get_v(), 16, 64)
-                .iter()
-                .filter_map(|nb| u32::try_from(nb.d_id).ok())
-                .collect()
-        });
         if repaired > 0 {
             tracing::debug!(repaired, "hnsw export linked unreachable points");
         }
-        Ok(GraphParts {
-            m: m as u32,
-            m0: m0 as u32,
-            entry,
-            layer0,
-            upper,
-        })
+        Ok(parts)
     }
 
     /// Freezes and encodes the flat `graph.bin` image (see [`crate::index::flat_graph`]).
@@ -507,18 +474,7 @@ mod tests {
             .unwrap()
             .results
             .is_empty());
-        assert!(matches!(
-            b.insert_batch(&[(&[1.0, 0.0, 0.0], 0)]),
-            Err(IndexError::Dimension { .. })
-        ));
-        assert!(matches!(
-            b.insert_batch(&[(&[f32::NAN, 0.0], 0)]),
-            Err(IndexError::NonFinite { .. })
-        ));
-        assert!(matches!(
-            b.insert_batch(&[(&[1.0, 0.0], 0), (&[0.0, 1.0], 0)]),
-            Err(IndexError::DuplicateId(0))
-        ));
+        crate::index::builder::assert_refuses_bad_batches(|batch| b.insert_batch(batch));
         assert!(matches!(b.export(), Err(IndexError::Empty)));
         assert!(matches!(
             b.insert_batch(&[(&[1.0, 0.0], 0)]),

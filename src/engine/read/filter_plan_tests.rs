@@ -108,6 +108,30 @@ fn check(rows: &[Row], got: &[String], q: &[f32], k: usize, f: &Filter, exact: b
     want.iter().filter(|id| got.contains(id)).count()
 }
 
+/// Checks every query under every filter (planned any way) and asserts each filter's recall
+/// is at least 95 %; `what` names the case in the message.
+fn assert_recall(
+    c: &Collection,
+    rows: &[Row],
+    queries: &[Vec<f32>],
+    filters: &[Filter],
+    k: usize,
+    what: &str,
+) {
+    for f in filters {
+        let mut hits = 0;
+        let mut want = 0;
+        for q in queries {
+            hits += check(rows, &query(c, q, k, f), q, k, f, false);
+            want += exact_filtered(rows, q, k, f).len();
+        }
+        assert!(
+            hits as f64 >= 0.95 * want as f64,
+            "{what} recall {hits}/{want} for {f:?}"
+        );
+    }
+}
+
 fn bench_like_rows(n: usize, dim: usize) -> Vec<Row> {
     let mut rng = StdRng::seed_from_u64(7);
     (0..n)
@@ -179,18 +203,7 @@ fn planned_filters_are_exact_complete_and_recall_well() {
     // Forced graph walks with the candidate bitmap inside: complete, correct, high recall.
     c.set_filter_planning(0, 0);
     let before = QueryPlan::FilteredGraph.total();
-    for f in &filters {
-        let mut hits = 0;
-        let mut want = 0;
-        for q in &queries {
-            hits += check(&rows, &query(&c, q, K, f), q, K, f, false);
-            want += exact_filtered(&rows, q, K, f).len();
-        }
-        assert!(
-            hits as f64 >= 0.95 * want as f64,
-            "filtered-graph recall {hits}/{want} for {f:?}"
-        );
-    }
+    assert_recall(&c, &rows, &queries, &filters, K, "filtered-graph");
     assert!(QueryPlan::FilteredGraph.total() > before);
 
     // A snapshot carries payload.bin (every published segment file), and the copy plans the
@@ -234,18 +247,7 @@ fn planned_filters_are_exact_complete_and_recall_well() {
     }
     assert!(removed >= 2);
     let c = Collection::open(&path).unwrap();
-    for f in &filters {
-        let mut hits = 0;
-        let mut want = 0;
-        for q in &queries {
-            hits += check(&rows, &query(&c, q, K, f), q, K, f, false);
-            want += exact_filtered(&rows, q, K, f).len();
-        }
-        assert!(
-            hits as f64 >= 0.95 * want as f64,
-            "old-segment recall {hits}/{want} for {f:?}"
-        );
-    }
+    assert_recall(&c, &rows, &queries, &filters, K, "old-segment");
 }
 
 proptest! {

@@ -66,8 +66,21 @@ pub(super) trait SearchSource {
         q: &QueryCode<'_>,
         r: u32,
     ) -> Option<Result<f32, EngineError>>;
+    /// Row `r`'s f32 vector.
+    fn vector(&self, r: u32) -> Result<&[f32], EngineError>;
+    /// Row `r`'s inverse norm (what cosine divides by).
+    fn inv_norm(&self, r: u32) -> Result<f32, EngineError>;
     /// Exact distance to row `r`.
-    fn distance(&self, space: Space, q: &PreparedQuery, r: u32) -> Result<f32, EngineError>;
+    #[inline]
+    fn distance(&self, space: Space, q: &PreparedQuery, r: u32) -> Result<f32, EngineError> {
+        Ok(distance(
+            space,
+            q.vector(),
+            self.vector(r)?,
+            q.inv_norm(),
+            self.inv_norm(r)?,
+        ))
+    }
     /// Row `r`'s first-insert number (Chroma's tie order).
     fn first_seq(&self, r: u32) -> Result<u64, EngineError>;
 }
@@ -170,14 +183,13 @@ impl SearchSource for MemSource<'_> {
     }
 
     #[inline]
-    fn distance(&self, space: Space, q: &PreparedQuery, r: u32) -> Result<f32, EngineError> {
-        Ok(distance(
-            space,
-            q.vector(),
-            self.mem.vector(r),
-            q.inv_norm(),
-            self.mem.inv_norm(r),
-        ))
+    fn vector(&self, r: u32) -> Result<&[f32], EngineError> {
+        Ok(self.mem.vector(r))
+    }
+
+    #[inline]
+    fn inv_norm(&self, r: u32) -> Result<f32, EngineError> {
+        Ok(self.mem.inv_norm(r))
     }
 
     #[inline]
@@ -267,14 +279,13 @@ impl SearchSource for SegSource<'_> {
     }
 
     #[inline]
-    fn distance(&self, space: Space, q: &PreparedQuery, r: u32) -> Result<f32, EngineError> {
-        Ok(distance(
-            space,
-            q.vector(),
-            self.seg.vector(r)?,
-            q.inv_norm(),
-            self.seg.inv_norm(r)?,
-        ))
+    fn vector(&self, r: u32) -> Result<&[f32], EngineError> {
+        self.seg.vector(r)
+    }
+
+    #[inline]
+    fn inv_norm(&self, r: u32) -> Result<f32, EngineError> {
+        self.seg.inv_norm(r)
     }
 
     #[inline]

@@ -126,72 +126,94 @@ impl GraphBuilder {
                 "{n} points inserted, ids do not cover 0..{n}"
             )));
         }
-        let m = self.params.max_neighbors;
-        let m0 = 2 * m;
-        let mut layer0 = vec![NO_NEIGHBOUR; n * m0];
-        let mut links = Vec::new();
-        for i in 0..n as u32 {
-            st.neighbours_into(i, 0, &mut links);
-            let row = &mut layer0[i as usize * m0..(i as usize + 1) * m0];
-            let mut filled = 0;
-            for &nb in &links {
-                if (nb as usize) < n && nb != i && !row[..filled].contains(&nb) && filled < m0 {
-                    row[filled] = nb;
-                    filled += 1;
-                }
-            }
-        }
-        let upper: Vec<UpperLayer> = (1..=max_level)
-            .map(|l| {
-                let ids: Vec<u32> = (0..n as u32)
-                    .filter(|&i| st.levels[i as usize] as usize >= l)
-                    .collect();
-                let mut out = vec![NO_NEIGHBOUR; ids.len() * m];
-                let mut links = Vec::new();
-                for (j, &i) in ids.iter().enumerate() {
-                    st.neighbours_into(i, l, &mut links);
-                    let row = &mut out[j * m..(j + 1) * m];
-                    let mut filled = 0;
-                    for &nb in &links {
-                        let ok = (nb as usize) < n
-                            && nb != i
-                            && st.levels[nb as usize] as usize >= l
-                            && !row[..filled].contains(&nb);
-                        if ok && filled < m {
-                            row[filled] = nb;
-                            filled += 1;
-                        }
-                    }
-                }
-                UpperLayer { ids, links: out }
-            })
-            .collect();
-        let repaired = repair_reachability(entry, m0, &mut layer0, |u, reached| {
-            let code = st.code(u);
-            let ep = Scored {
-                distance: self.dist(code, st.code(entry)),
-                row: entry,
-            };
-            let accept = |v: u32| reached[v as usize] && v != u;
-            let found = with_scratch(|s| self.beam(&st, code, ep, 64, 0, s, accept, u64::MAX).0);
-            found.iter().map(|c| c.row).collect()
-        });
+        let (parts, _dropped, repaired) = flatten(
+            n,
+            self.params.max_neighbors,
+            entry,
+            max_level,
+            |i| st.levels[i as usize] as usize,
+            |i, l, out| st.neighbours_into(i, l, out),
+            |u, reached| {
+                let code = st.code(u);
+                let ep = Scored {
+                    distance: self.dist(code, st.code(entry)),
+                    row: entry,
+                };
+                let accept = |v: u32| reached[v as usize] && v != u;
+                let found =
+                    with_scratch(|s| self.beam(&st, code, ep, 64, 0, s, accept, u64::MAX).0);
+                found.iter().map(|c| c.row).collect()
+            },
+        );
         if repaired > 0 {
             tracing::debug!(repaired, "graph export linked unreachable points");
         }
-        Ok(GraphParts {
-            m: m as u32,
-            m0: m0 as u32,
-            entry,
-            layer0,
-            upper,
-        })
+        Ok(parts)
     }
 
     /// Freezes and encodes the flat `graph.bin` image (see [`crate::index::flat_graph`]).
     pub fn export(&self) -> Result<Vec<u8>> {
         self.export_parts()?.encode()
     }
+}
+
+/// The flat layout of a frozen graph of `n` points (ids `0..n`), every point reachable from
+/// `entry` on layer 0: the part of an export this builder and the hnsw_rs baseline share.
+/// Point `i` is on layers `0..=level(i)` (`max_level` is the highest); `links_of(i, l, out)`
+/// fills `out` with its links on layer `l`, nearest first. A link is kept if it is another
+/// point of that layer, not already in the row, and the row (`2m` slots on layer 0, `m` above)
+/// has room; then [`repair_reachability`] links the unreachable points, with `search` as its
+/// fallback. Returns the parts, the links dropped and the links the repair added.
+pub(crate) fn flatten(
+    n: usize,
+    m: usize,
+    entry: u32,
+    max_level: usize,
+    level: impl Fn(u32) -> usize,
+    mut links_of: impl FnMut(u32, usize, &mut Vec<u32>),
+    search: impl FnMut(u32, &[bool]) -> Vec<u32>,
+) -> (GraphParts, usize, usize) {
+    let m0 = 2 * m;
+    let mut dropped = 0;
+    let mut buf = Vec::new();
+    let mut fill = |i: u32, l: usize, row: &mut [u32]| {
+        links_of(i, l, &mut buf);
+        let mut filled = 0;
+        for &nb in &buf {
+            let ok = (nb as usize) < n
+                && nb != i
+                && (l == 0 || level(nb) >= l)
+                && !row[..filled].contains(&nb);
+            if ok && filled < row.len() {
+                row[filled] = nb;
+                filled += 1;
+            } else {
+                dropped += 1;
+            }
+        }
+    };
+    let mut layer0 = vec![NO_NEIGHBOUR; n * m0];
+    for i in 0..n {
+        fill(i as u32, 0, &mut layer0[i * m0..(i + 1) * m0]);
+    }
+    let mut upper = Vec::with_capacity(max_level);
+    for l in 1..=max_level {
+        let ids: Vec<u32> = (0..n as u32).filter(|&i| level(i) >= l).collect();
+        let mut out = vec![NO_NEIGHBOUR; ids.len() * m];
+        for (j, &i) in ids.iter().enumerate() {
+            fill(i, l, &mut out[j * m..(j + 1) * m]);
+        }
+        upper.push(UpperLayer { ids, links: out });
+    }
+    let repaired = repair_reachability(entry, m0, &mut layer0, search);
+    let parts = GraphParts {
+        m: m as u32,
+        m0: m0 as u32,
+        entry,
+        layer0,
+        upper,
+    };
+    (parts, dropped, repaired)
 }
 
 /// Makes every point reachable from `entry` on layer 0, so a search that runs out of
@@ -201,7 +223,7 @@ impl GraphBuilder {
 /// (or, if none, among those `search(u, reached)` finds), into a free slot if there is one,
 /// else over that row's last link (the displaced point is rechecked in the next round).
 /// Returns the links added.
-pub(crate) fn repair_reachability(
+fn repair_reachability(
     entry: u32,
     m0: usize,
     layer0: &mut [u32],

@@ -106,9 +106,33 @@ pub fn is_storage_full(e: &io::Error) -> bool {
 
 /// Fsyncs a folder so the names created, renamed or removed in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<(), FsError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| FsError::new("fsync folder", dir, e))
+    sync_path(dir).map_err(|e| FsError {
+        op: "fsync folder",
+        ..e
+    })
+}
+
+/// Fsyncs one file or folder (opened read-only: fsync needs no write access).
+pub fn sync_path(path: &Path) -> Result<(), FsError> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| FsError::new("fsync", path, e))
+}
+
+/// Fsyncs `dir` and every folder below it, so the names of a copied tree are durable (files
+/// are synced by whoever wrote them).
+pub fn sync_tree(dir: &Path) -> Result<(), FsError> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = fs::read_dir(&d).map_err(|e| FsError::new("list", &d, e))?;
+        for entry in entries.flatten() {
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(entry.path());
+            }
+        }
+        sync_path(&d)?;
+    }
+    Ok(())
 }
 
 /// Creates `dir` (and missing parents) and makes its name durable in its parent.

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::catalog::CatalogError;
 use crate::engine::EngineError;
+use crate::fsutil::FsError;
 
 /// Snapshot and restore failures.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +108,13 @@ pub enum SnapshotError {
     /// which task).
     #[error("{0}")]
     Task(String),
+}
+
+/// A file-system step of a snapshot or restore failed: the same `Io` error, step and path kept.
+impl From<FsError> for SnapshotError {
+    fn from(e: FsError) -> SnapshotError {
+        SnapshotError::io(e.op, e.path, e.source)
+    }
 }
 
 impl SnapshotError {

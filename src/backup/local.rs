@@ -9,7 +9,7 @@
 //! until compaction replaces the segments it shares. Restoring (whole folder or one collection)
 //! is [`super::restore`].
 
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,7 +22,7 @@ use super::manifest::{
     COLLECTION_FORMAT_VERSION, FORMAT_VERSION, NAME_PREFIX, SNAPSHOT_FILE,
 };
 use crate::catalog::{Catalog, CATALOG_FILE};
-use crate::fsutil::atomic_replace;
+use crate::fsutil::{atomic_replace, sync_path};
 
 /// A new snapshot's folder name: `snapshot-YYYYMMDDTHHMMSSZ` (sortable, UTC), plus a suffix
 /// when two snapshots fall in the same second.
@@ -97,8 +97,7 @@ pub fn create_scoped(
     let catalog_bytes = serde_json::to_vec_pretty(&taken.file)
         .map_err(|e| SnapshotError::invalid(&tmp, format!("encoding the catalog: {e}")))?;
     let catalog_path = tmp.join(CATALOG_FILE);
-    atomic_replace(&catalog_path, &catalog_bytes)
-        .map_err(|e| SnapshotError::io(e.op, e.path, e.source))?;
+    atomic_replace(&catalog_path, &catalog_bytes)?;
     let files = checksum_tree(&tmp)?;
     let info = SnapshotInfo {
         format_version: if only.is_some() {
@@ -117,7 +116,7 @@ pub fn create_scoped(
     };
     write_info(&tmp, &info)?;
     fs::rename(&tmp, &out).map_err(|e| SnapshotError::io("rename", &tmp, e))?;
-    fsync(root)?;
+    sync_path(root)?;
     Ok(info)
 }
 
@@ -176,7 +175,7 @@ pub(crate) fn copy_checked(
             "copy does not match its checksum",
         ));
     }
-    fsync(to)
+    Ok(sync_path(to)?)
 }
 
 /// The complete snapshots under `root`, oldest first (folders being written are ignored).
@@ -267,26 +266,4 @@ fn checksum_tree(dir: &Path) -> Result<Vec<SnapshotEntry>, SnapshotError> {
             })
         })
         .collect()
-}
-
-/// Fsyncs every folder under `dir` (files were fsynced as they were written).
-pub(crate) fn sync_tree(dir: &Path) -> Result<(), SnapshotError> {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries = fs::read_dir(&d).map_err(|e| SnapshotError::io("list", &d, e))?;
-        for entry in entries.flatten() {
-            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                stack.push(entry.path());
-            }
-        }
-        fsync(&d)?;
-    }
-    Ok(())
-}
-
-/// Fsyncs one file or folder.
-pub(crate) fn fsync(path: &Path) -> Result<(), SnapshotError> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| SnapshotError::io("fsync", path, e))
 }

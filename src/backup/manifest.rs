@@ -67,8 +67,7 @@ pub struct SnapshotInfo {
 pub(super) fn write_info(dir: &Path, info: &SnapshotInfo) -> Result<(), SnapshotError> {
     let bytes = serde_json::to_vec_pretty(info)
         .map_err(|e| SnapshotError::invalid(dir, format!("encoding {SNAPSHOT_FILE}: {e}")))?;
-    atomic_replace(&dir.join(SNAPSHOT_FILE), &bytes)
-        .map_err(|e| SnapshotError::io(e.op, e.path, e.source))
+    Ok(atomic_replace(&dir.join(SNAPSHOT_FILE), &bytes)?)
 }
 
 /// Reads and checks `SNAPSHOT.json` alone (no file is hashed): what a snapshot claims to be.

@@ -27,14 +27,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::SnapshotError;
-use super::local::{copy_checked, fsync, sync_tree, verify};
+use super::local::{copy_checked, verify};
 use super::manifest::{safe_join, utc_stamp, SnapshotEntry, SnapshotInfo};
 use crate::catalog::{
     self, CatalogFile, CollectionRecord, CollectionSelector, CATALOG_FILE, COLLECTIONS_DIR,
     COLLECTION_STAGING_PREFIX, RESTORE_JOURNAL, RESTORE_STAGING,
 };
 use crate::engine::DirLock;
-use crate::fsutil::atomic_replace;
+use crate::fsutil::{atomic_replace, sync_path, sync_tree};
 
 /// Prefix of the folder a whole-folder restore moves the replaced data into.
 const KEPT_PREFIX: &str = ".before-restore-";
@@ -384,11 +384,11 @@ fn stage<'a>(
                     fs::rename(&from, &to).map_err(|e| SnapshotError::io("rename", &from, e))?;
                     // A download is written without fsync; the journal must not point at
                     // files a power cut could still lose.
-                    fsync(&to)?;
+                    sync_path(&to)?;
                 }
             }
         }
-        sync_tree(staging)
+        Ok(sync_tree(staging)?)
     })();
     if staged.is_err() {
         let _ = fs::remove_dir_all(staging);
@@ -400,8 +400,7 @@ fn stage<'a>(
 fn run(target: &Path, journal: &Journal) -> Result<FinishedRestore, SnapshotError> {
     let bytes = serde_json::to_vec_pretty(journal)
         .map_err(|e| SnapshotError::invalid(target, format!("encoding the journal: {e}")))?;
-    atomic_replace(&target.join(RESTORE_JOURNAL), &bytes)
-        .map_err(|e| SnapshotError::io(e.op, e.path, e.source))?;
+    atomic_replace(&target.join(RESTORE_JOURNAL), &bytes)?;
     apply(target, journal)
 }
 
@@ -442,9 +441,9 @@ fn apply(target: &Path, journal: &Journal) -> Result<FinishedRestore, SnapshotEr
         let (from_dir, to_dir) = (parent_of(from), parent_of(to));
         fs::create_dir_all(&to_dir).map_err(|e| SnapshotError::io("create", &to_dir, e))?;
         fs::rename(from, to).map_err(|e| SnapshotError::io("rename", from, e))?;
-        fsync(&from_dir)?;
+        sync_path(&from_dir)?;
         if to_dir != from_dir {
-            fsync(&to_dir)?;
+            sync_path(&to_dir)?;
         }
     }
     if let Some(file) = &journal.catalog {
@@ -453,10 +452,10 @@ fn apply(target: &Path, journal: &Journal) -> Result<FinishedRestore, SnapshotEr
     for rel in &journal.remove {
         remove_if_present(&safe_join(target, rel)?)?;
     }
-    fsync(target)?;
+    sync_path(target)?;
     let path = target.join(RESTORE_JOURNAL);
     fs::remove_file(&path).map_err(|e| SnapshotError::io("remove", &path, e))?;
-    fsync(target)?;
+    sync_path(target)?;
     Ok(FinishedRestore {
         snapshot: journal.snapshot.clone(),
         collection: journal.collection,

@@ -133,7 +133,7 @@ impl State {
         ))
     }
 
-    pub(super) fn candidate(&self, distance: f32, loc: Loc) -> Result<Candidate, EngineError> {
+    fn candidate(&self, distance: f32, loc: Loc) -> Result<Candidate, EngineError> {
         Ok(Candidate {
             distance,
             first_seq: self.first_seq(loc)?,

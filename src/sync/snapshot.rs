@@ -51,8 +51,7 @@ pub fn sql_literal(s: &str) -> String {
 
 /// The `SELECT` every reader of the table uses, optionally restricted to ids after `after`.
 pub fn select_sql(job: &JobConfig, after: Option<&str>) -> String {
-    let cols: Vec<String> = job.columns().map(|c| format!("\"{c}\"")).collect();
-    let mut sql = format!("SELECT {} FROM {}", cols.join(", "), job.qualified_table());
+    let mut sql = select_columns_sql(job);
     if let Some(id) = after {
         sql.push_str(&format!(
             " WHERE \"{}\" > {}",
@@ -62,6 +61,12 @@ pub fn select_sql(job: &JobConfig, after: Option<&str>) -> String {
     }
     sql.push_str(&format!(" ORDER BY \"{}\"", job.id_column));
     sql
+}
+
+/// `SELECT <the job's columns> FROM <its table>`, the start of every read of the table.
+fn select_columns_sql(job: &JobConfig) -> String {
+    let cols: Vec<String> = job.columns().map(|c| format!("\"{c}\"")).collect();
+    format!("SELECT {} FROM {}", cols.join(", "), job.qualified_table())
 }
 
 /// Decodes one row, whose columns `raw` reads as bytes, into cells with `mapper`'s decoders.
@@ -90,11 +95,9 @@ fn id_sql_type(kind: ColumnKind) -> &'static str {
 /// The `SELECT` of the rows whose ids are in `$1` (a `text[]` of record ids), for
 /// [`fetch_by_ids`]; `id_kind` is the id column's kind.
 pub fn fetch_by_ids_sql(job: &JobConfig, id_kind: ColumnKind) -> String {
-    let base = select_sql(job, None);
-    let order = base.rfind(" ORDER BY").unwrap_or(base.len());
     format!(
         "{} WHERE \"{}\" = ANY($1::text[]::{}[])",
-        &base[..order],
+        select_columns_sql(job),
         job.id_column,
         id_sql_type(id_kind)
     )
